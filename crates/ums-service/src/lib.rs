@@ -1,1 +1,137 @@
-//! placeholder
+//! Plumbing every service of the suite shares: configuration loading, logging, the shutdown
+//! signal, and serving an HTTP router (gRPC and JSON alike) over TLS.
+
+mod serve;
+
+pub use serve::{ServeOptions, serve_tls};
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Builds the configuration sources of a service in order of precedence, lowest first: the
+/// defaults of `T`, the TOML file (when given; it must exist), then `UMS_` environment variables
+/// with `__` separating nested keys (`UMS_DEVICE__LISTEN=0.0.0.0:30001`).
+pub fn figment<T: Serialize + Default>(file: Option<&Path>) -> Figment {
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Some(file) = file {
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    figment.merge(Env::prefixed("UMS_").split("__"))
+}
+
+/// Extracts a configuration from its sources, with an error naming the offending key.
+pub fn load_config<T>(file: Option<&Path>) -> anyhow::Result<T>
+where
+    T: Serialize + Default + for<'de> Deserialize<'de>,
+{
+    if let Some(file) = file
+        && !file.exists()
+    {
+        anyhow::bail!("configuration file {} does not exist", file.display());
+    }
+    Ok(figment::<T>(file).extract()?)
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logging configuration, the `[log]` table of every service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Filter in `tracing` syntax, such as `info` or `ums_server=debug,info`. `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Installs the global tracing subscriber. Call once, from `main`.
+pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(v)?,
+        _ => EnvFilter::try_new(&cfg.level)
+            .map_err(|e| anyhow::anyhow!("invalid log level `{}`: {e}", cfg.level))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("install logger: {e}"))
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can only be killed; never resolve.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
+        _ = int.recv() => tracing::info!("received SIGINT, shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Sample {
+        name: String,
+        nested: Nested,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Nested {
+        listen_addr: String,
+    }
+
+    #[test]
+    fn file_then_environment_with_double_underscore_nesting() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "name = \"file\"\n[nested]\nlisten_addr = \"a\"\n")?;
+            jail.set_env("UMS_NESTED__LISTEN_ADDR", "b");
+            let cfg: Sample = figment::<Sample>(Some(Path::new("c.toml"))).extract()?;
+            assert_eq!(cfg.name, "file");
+            assert_eq!(cfg.nested.listen_addr, "b");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = load_config::<Sample>(Some(Path::new("/nonexistent/ums.toml")))
+            .expect_err("missing file");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}

@@ -1,0 +1,113 @@
+//! Serving an axum router (gRPC routes and JSON routes alike) over TLS.
+//!
+//! The caller binds the listener and owns the shutdown future, so services run on port 0 in
+//! tests. Concurrent TLS handshakes are capped: at 08:00 thousands of devices connect at once
+//! and unbounded handshakes would starve the requests of connected devices of CPU.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+/// Limits of a TLS listener.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Handshakes in progress at once; further connections wait their turn.
+    pub max_handshakes: usize,
+    /// Time a client gets to complete its handshake.
+    pub handshake_timeout: Duration,
+    /// Time connections in flight get to finish after shutdown begins.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_handshakes: 256,
+            handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Accepts TLS connections on `listener` and serves `router` over HTTP/1.1 or HTTP/2 (chosen by
+/// ALPN) until `shutdown` resolves; then stops accepting and lets connections in flight finish
+/// for at most `drain_timeout`.
+pub async fn serve_tls(
+    name: &'static str,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: axum::Router,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let handshakes = Arc::new(Semaphore::new(options.max_handshakes.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(v) => v,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let handshakes = handshakes.clone();
+        let router = router.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let timeout = options.handshake_timeout;
+        tokio::spawn(async move {
+            let tls = {
+                let Ok(_permit) = handshakes.acquire().await else {
+                    return;
+                };
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(listener = name, %peer, error = %e, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(listener = name, %peer, "tls handshake timed out");
+                        return;
+                    }
+                }
+            };
+            let service = TowerToHyperService::new(router);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(options.drain_timeout) => {
+            tracing::warn!(listener = name, "connections still open after the drain timeout");
+        }
+    }
+}
