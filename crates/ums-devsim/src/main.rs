@@ -1,0 +1,160 @@
+//! `ums-devsim`: registers and checks in many simulated devices and reports throughput and
+//! latencies. Exits with status 1 when any device failed.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use clap::builder::TypedValueParser as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use ums_devsim::{Latency, Report, SimConfig};
+
+/// Simulates devices against the device API: each registers with its own secret over its own
+/// connection, then checks in and downloads its settings when they changed.
+#[derive(Debug, Parser)]
+#[command(name = "ums-devsim", version)]
+struct Args {
+    /// Device API address.
+    #[arg(long, default_value = "https://127.0.0.1:30001")]
+    addr: String,
+    /// PEM file of the CA that signed the server certificate.
+    #[arg(long, value_name = "PATH")]
+    ca: PathBuf,
+    /// Number of devices to simulate.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    devices: usize,
+    /// Most devices in flight at once.
+    #[arg(long, value_name = "C", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    concurrency: usize,
+    /// Unit id prefix (unit ids are PREFIX-00000000, ...); random per run by default.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Check-ins per device after registering.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    checkins: usize,
+    /// Print the report as one JSON line on stdout, and no progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let ca_pem = std::fs::read(&args.ca)
+        .with_context(|| format!("cannot read ca file {}", args.ca.display()))?;
+    let mut cfg = SimConfig::new(args.addr, ca_pem);
+    cfg.devices = args.devices;
+    cfg.concurrency = args.concurrency;
+    cfg.checkins = args.checkins;
+    if let Some(prefix) = args.prefix {
+        cfg.prefix = prefix;
+    }
+
+    let progress = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(cfg.devices as u64);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} devices ({per_sec}, eta {eta})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
+
+    let prefix = cfg.prefix.clone();
+    let report = ums_devsim::run(cfg, progress).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", human(&report, &prefix));
+    }
+    Ok(if report.errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn latency_line(name: &str, l: &Latency) -> String {
+    format!(
+        "{name:<10} p50 {:>9.2} ms   p99 {:>9.2} ms   max {:>9.2} ms   ({} calls)\n",
+        l.p50_ms, l.p99_ms, l.max_ms, l.count
+    )
+}
+
+/// The report as readable text.
+fn human(report: &Report, prefix: &str) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "devices    {} (prefix {prefix})\n",
+        report.devices
+    ));
+    out.push_str(&format!("ok         {}\n", report.ok));
+    out.push_str(&format!("errors     {}\n", report.errors));
+    out.push_str(&format!("elapsed    {:.2} s\n", report.elapsed_s));
+    out.push_str(&format!(
+        "throughput {:.1} ops/s ({} register and check-in calls)\n",
+        report.ops_per_s, report.ops
+    ));
+    out.push_str(&latency_line("register", &report.register));
+    out.push_str(&latency_line("check-in", &report.checkin));
+    if report.settings.count > 0 {
+        out.push_str(&latency_line("settings", &report.settings));
+    }
+    out.push_str(&latency_line("device", &report.total));
+    if !report.error_samples.is_empty() {
+        out.push_str("error samples:\n");
+        for sample in &report.error_samples {
+            out.push_str(&format!("  {sample}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_defaults() {
+        let args = Args::try_parse_from(["ums-devsim", "--ca", "ca.pem"]).expect("parse");
+        assert_eq!(args.addr, "https://127.0.0.1:30001");
+        assert_eq!(args.devices, 1000);
+        assert_eq!(args.concurrency, 64);
+        assert_eq!(args.checkins, 1);
+        assert!(args.prefix.is_none());
+        assert!(!args.json);
+    }
+
+    #[test]
+    fn requires_ca_and_positive_concurrency() {
+        assert!(Args::try_parse_from(["ums-devsim"]).is_err());
+        assert!(Args::try_parse_from(["ums-devsim", "--ca", "x", "--concurrency", "0"]).is_err());
+    }
+
+    #[test]
+    fn human_output_lists_errors() {
+        let report = Report {
+            devices: 2,
+            ok: 1,
+            errors: 1,
+            error_samples: vec!["register: Unavailable: down".into()],
+            ..Report::default()
+        };
+        let text = human(&report, "simabc");
+        assert!(text.contains("errors     1"));
+        assert!(text.contains("register: Unavailable: down"));
+    }
+}
