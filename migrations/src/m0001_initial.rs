@@ -73,6 +73,9 @@ pub fn statements(backend: DbBackend) -> Vec<Statement> {
             .col(big("rev"))
             .col(big("registered_at"))
             .col(big_null("last_contact"))
+            // Earliest scheduled time of the device's pending jobs, so a check-in learns whether
+            // jobs are due from the row it updates anyway.
+            .col(big_null("next_job_at"))
             .foreign_key(&mut fk(
                 "devices",
                 "folder_id",

@@ -1,0 +1,136 @@
+//! sea-orm entities, one module per table of the schema in `migrations/`.
+
+macro_rules! no_relations {
+    () => {
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    };
+}
+
+pub mod folder {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "folders")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub parent_id: Option<i64>,
+        pub rev: i64,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod device {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "devices")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub unit_id: String,
+        pub name: String,
+        pub firmware: String,
+        pub state: String,
+        pub folder_id: Option<i64>,
+        pub secret_hash: Option<String>,
+        pub rev: i64,
+        pub registered_at: i64,
+        pub last_contact: Option<i64>,
+        pub next_job_at: Option<i64>,
+    }
+    no_relations!();
+}
+
+pub mod profile {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "profiles")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub description: String,
+        pub priority: bool,
+        pub rev: i64,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod profile_param {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "profile_params")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub profile_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub value: String,
+    }
+    no_relations!();
+}
+
+pub mod assignment {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "assignments")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub profile_id: i64,
+        pub device_id: Option<i64>,
+        pub folder_id: Option<i64>,
+    }
+    no_relations!();
+}
+
+pub mod job {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub device_id: i64,
+        pub kind: String,
+        pub state: String,
+        pub scheduled_at: i64,
+        pub created_at: i64,
+        pub sent_at: Option<i64>,
+        pub finished_at: Option<i64>,
+        pub result: String,
+    }
+    no_relations!();
+}
+
+pub mod admin {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "admins")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub username: String,
+        pub password_hash: String,
+        pub permissions: String,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod admin_session {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "admin_sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_hash: String,
+        pub admin_id: i64,
+        pub expires_at: i64,
+    }
+    no_relations!();
+}
