@@ -1,0 +1,174 @@
+//! Configuration of `ums-server`: defaults, then the TOML file, then `UMS_` variables
+//! (`UMS_DEVICE__LISTEN=0.0.0.0:30001`, `UMS_DATABASE_URL=postgres://...`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use ums_service::LogConfig;
+
+/// The device port of a server alone on its host.
+pub const DEVICE_PORT: u16 = 30001;
+/// The device port of a server that shares its host with a broker (the broker takes 30001).
+pub const DEVICE_PORT_BEHIND_BROKER: u16 = 30002;
+/// The admin port: gRPC and HTTPS JSON.
+pub const ADMIN_PORT: u16 = 8443;
+
+/// Everything `ums-server` reads from its configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where the server keeps its certificates, the embedded database and the initial admin
+    /// password. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Database URL. Empty: the embedded SQLite database `<data_dir>/ums.db`.
+    /// For PostgreSQL: `postgres://USER:PASSWORD@HOST:5432/DB`.
+    pub database_url: String,
+    pub device: DeviceConfig,
+    pub admin: AdminConfig,
+    pub tls: TlsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Address of the device API. Empty: port 30001 on all interfaces, or 30002 when
+    /// `behind_broker` is set.
+    pub listen: String,
+    /// The server shares its host with a broker, which takes port 30001.
+    pub behind_broker: bool,
+    /// TLS handshakes in progress at once on the device port.
+    pub max_handshakes: usize,
+    /// TLS sessions remembered for resumption.
+    pub session_cache: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin API (gRPC and HTTPS JSON).
+    pub listen: String,
+    /// Lifetime of an administrator's session, in hours.
+    pub session_hours: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Names and addresses the server certificate is valid for. Empty: localhost, 127.0.0.1,
+    /// ::1 and the host name.
+    pub names: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            database_url: String::new(),
+            device: DeviceConfig::default(),
+            admin: AdminConfig::default(),
+            tls: TlsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            behind_broker: false,
+            max_handshakes: 512,
+            session_cache: 100_000,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: format!("0.0.0.0:{ADMIN_PORT}"),
+            session_hours: 12,
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self { names: Vec::new() }
+    }
+}
+
+impl ServerConfig {
+    /// The device API address, after the port rule: 30001 alone, 30002 behind a broker.
+    pub fn device_addr(&self) -> anyhow::Result<SocketAddr> {
+        if self.device.listen.is_empty() {
+            let port = if self.device.behind_broker {
+                DEVICE_PORT_BEHIND_BROKER
+            } else {
+                DEVICE_PORT
+            };
+            return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+        }
+        parse_addr("device.listen", &self.device.listen)
+    }
+
+    pub fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
+        parse_addr("admin.listen", &self.admin.listen)
+    }
+
+    /// The database URL, the embedded database when none is configured.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            ums_db::sqlite_url(&self.data_dir)
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// Names for the server certificate.
+    pub fn tls_names(&self) -> Vec<String> {
+        if !self.tls.names.is_empty() {
+            return self.tls.names.clone();
+        }
+        let mut names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            let h = h.trim();
+            if !h.is_empty() && h != "localhost" {
+                names.push(h.to_owned());
+            }
+        }
+        names
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> anyhow::Result<SocketAddr> {
+    value
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{key}: `{value}` is not an address such as 0.0.0.0:30001"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_rule_of_the_device_api() {
+        let mut cfg = ServerConfig::default();
+        assert_eq!(cfg.device_addr().expect("addr").port(), 30001);
+        cfg.device.behind_broker = true;
+        assert_eq!(cfg.device_addr().expect("addr").port(), 30002);
+        cfg.device.listen = "127.0.0.1:4000".into();
+        assert_eq!(cfg.device_addr().expect("addr").port(), 4000);
+        cfg.device.listen = "nonsense".into();
+        let err = cfg.device_addr().expect_err("bad address");
+        assert!(err.to_string().contains("device.listen"), "{err}");
+    }
+
+    #[test]
+    fn embedded_database_by_default() {
+        let cfg = ServerConfig::default();
+        assert!(cfg.database_url().starts_with("sqlite://"));
+    }
+}

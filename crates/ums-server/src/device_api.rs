@@ -1,0 +1,229 @@
+//! The device API (`ums.device.v1.DeviceService`) on the device port.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use ums_db::devices::{CheckIn, Registration};
+use ums_proto::device::v1 as pb;
+use ums_proto::device::v1::device_service_server::DeviceService;
+
+use crate::error::ApiError;
+use crate::state::{self, AppState, DeviceView};
+
+/// Shortest and longest device secret accepted at registration.
+const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=64;
+/// Longest firmware and state strings.
+const MAX_FIELD: usize = 128;
+
+pub struct DeviceApi {
+    pub state: Arc<AppState>,
+}
+
+/// Reads and checks the device credential of a call; the device id on success.
+async fn authenticate<T>(state: &AppState, req: &Request<T>) -> Result<i64, Status> {
+    let md = req.metadata();
+    let id = md
+        .get(ums_proto::DEVICE_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    let secret = md
+        .get(ums_proto::DEVICE_SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| hex::decode(v).ok());
+    let (Some(id), Some(secret)) = (id, secret) else {
+        return Err(Status::unauthenticated(format!(
+            "device credentials missing: send {} and {} (hex)",
+            ums_proto::DEVICE_ID_HEADER,
+            ums_proto::DEVICE_SECRET_HEADER
+        )));
+    };
+    if state.verify_device(id, &secret).await.map_err(Status::from)? {
+        Ok(id)
+    } else {
+        Err(Status::unauthenticated(
+            "unknown device or wrong device secret",
+        ))
+    }
+}
+
+fn short_field(what: &str, v: &str) -> Result<String, ApiError> {
+    if v.len() > MAX_FIELD || v.chars().any(char::is_control) {
+        return Err(ApiError::Invalid(format!(
+            "{what} must be at most {MAX_FIELD} printable characters"
+        )));
+    }
+    Ok(v.to_owned())
+}
+
+#[tonic::async_trait]
+impl DeviceService for DeviceApi {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        let unit_id = ums_domain::normalize_unit_id(&r.unit_id).map_err(ApiError::from)?;
+        if !SECRET_LEN.contains(&r.secret.len()) {
+            return Err(Status::invalid_argument(format!(
+                "secret must be {} to {} random bytes",
+                SECRET_LEN.start(),
+                SECRET_LEN.end()
+            )));
+        }
+        let name = if r.name.trim().is_empty() {
+            unit_id.clone()
+        } else {
+            ums_domain::validate_name("device name", &r.name).map_err(ApiError::from)?
+        };
+        let firmware = short_field("firmware", &r.firmware)?;
+        let out = self
+            .state
+            .batcher
+            .register(Registration {
+                unit_id,
+                name: name.clone(),
+                firmware,
+                secret_hash: state::secret_hash_hex(&r.secret),
+            })
+            .await
+            .map_err(ApiError::from)?;
+        if out.created {
+            tracing::debug!(device_id = out.device_id, "device registered");
+        }
+        let model = self.state.settings();
+        let settings_revision = state::revision(
+            &model,
+            &DeviceView {
+                id: out.device_id,
+                name: &name,
+                folder_id: None,
+                rev: 1,
+            },
+        );
+        Ok(Response::new(pb::RegisterResponse {
+            device_id: out.device_id,
+            created: out.created,
+            settings_revision,
+        }))
+    }
+
+    async fn check_in(
+        &self,
+        request: Request<pb::CheckInRequest>,
+    ) -> Result<Response<pb::CheckInResponse>, Status> {
+        let device_id = authenticate(&self.state, &request).await?;
+        let r = request.into_inner();
+        let now = ums_db::now_ms();
+        let row = self
+            .state
+            .batcher
+            .check_in(CheckIn {
+                device_id,
+                firmware: short_field("firmware", &r.firmware)?,
+                state: short_field("state", &r.state)?,
+                at: now,
+            })
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| Status::not_found("device no longer exists"))?;
+        let model = self.state.settings();
+        let rev = state::revision(
+            &model,
+            &DeviceView {
+                id: device_id,
+                name: "",
+                folder_id: row.folder_id,
+                rev: row.rev,
+            },
+        );
+        let jobs_due = match row.next_job_at {
+            Some(at) if at <= now => self
+                .state
+                .db
+                .count_due_jobs(device_id, now)
+                .await
+                .map_err(ApiError::from)?,
+            _ => 0,
+        };
+        Ok(Response::new(pb::CheckInResponse {
+            settings_revision: rev,
+            settings_changed: rev != r.known_revision,
+            jobs_due: u32::try_from(jobs_due).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn get_settings(
+        &self,
+        request: Request<pb::GetSettingsRequest>,
+    ) -> Result<Response<pb::GetSettingsResponse>, Status> {
+        let device_id = authenticate(&self.state, &request).await?;
+        let d = self
+            .state
+            .db
+            .get_device(device_id)
+            .await
+            .map_err(ApiError::from)?;
+        let model = self.state.settings();
+        let view = DeviceView {
+            id: d.id,
+            name: &d.name,
+            folder_id: d.folder_id,
+            rev: d.rev,
+        };
+        let effective = state::effective(&model, &view);
+        Ok(Response::new(pb::GetSettingsResponse {
+            revision: state::revision(&model, &view),
+            settings: effective
+                .values
+                .into_iter()
+                .map(|v| pb::Setting {
+                    key: v.key,
+                    r#type: v.value.type_name().to_owned(),
+                    value: v.value.to_string(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn fetch_jobs(
+        &self,
+        request: Request<pb::FetchJobsRequest>,
+    ) -> Result<Response<pb::FetchJobsResponse>, Status> {
+        let device_id = authenticate(&self.state, &request).await?;
+        let jobs = self
+            .state
+            .db
+            .fetch_due_jobs(device_id, ums_db::now_ms())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::FetchJobsResponse {
+            jobs: jobs
+                .into_iter()
+                .map(|j| pb::Job {
+                    id: j.id,
+                    kind: j.kind,
+                    scheduled_at_ms: j.scheduled_at,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn report_job_result(
+        &self,
+        request: Request<pb::ReportJobResultRequest>,
+    ) -> Result<Response<pb::ReportJobResultResponse>, Status> {
+        let device_id = authenticate(&self.state, &request).await?;
+        let r = request.into_inner();
+        if r.message.len() > 4096 {
+            return Err(Status::invalid_argument(
+                "message must be at most 4096 bytes",
+            ));
+        }
+        self.state
+            .db
+            .report_job_result(device_id, r.job_id, r.success, &r.message)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ReportJobResultResponse {}))
+    }
+}

@@ -1,0 +1,142 @@
+//! `ums-server`: wiring only. See the library for the server itself.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ums_server::{Listeners, ServerConfig};
+
+/// The management server of the suite: device API, admin API (gRPC and HTTPS JSON).
+///
+/// Configuration: defaults, then the TOML file given with --config, then UMS_ environment
+/// variables with `__` for nesting (UMS_DATA_DIR, UMS_DATABASE_URL, UMS_DEVICE__LISTEN,
+/// UMS_ADMIN__LISTEN, UMS_LOG__LEVEL, UMS_LOG__FORMAT=json).
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short, env = "UMS_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default). A first start initialises the data directory.
+    Run,
+    /// Initialise the data directory and database, print the first administrator, and exit.
+    Init,
+    /// Bring the database schema to this version and exit.
+    Migrate,
+    /// Print the effective configuration as TOML and exit.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg: ServerConfig = match ums_service::load_config(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = ums_service::init_logging(&cfg.log) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(real_main(cli.command.unwrap_or(Command::Run), cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(command: Command, cfg: ServerConfig) -> anyhow::Result<()> {
+    match command {
+        Command::Config => {
+            print!("{}", toml::to_string_pretty(&redacted(&cfg))?);
+            Ok(())
+        }
+        Command::Migrate => {
+            let url = cfg.database_url();
+            let (_, outcome) = ums_db::Db::open(&url)
+                .await
+                .with_context(|| format!("open database {}", ums_db::redact(&url)))?;
+            match outcome.applied.as_slice() {
+                [] => println!("schema is at version {}, nothing to do", outcome.to),
+                applied => println!(
+                    "migrated the schema to {} ({} migrations)",
+                    outcome.to,
+                    applied.len()
+                ),
+            }
+            Ok(())
+        }
+        Command::Init => {
+            let prepared = ums_server::prepare(&cfg).await?;
+            print_first_start(&prepared);
+            println!(
+                "data directory {} ready (schema {})",
+                cfg.data_dir.display(),
+                prepared.migrated.to
+            );
+            Ok(())
+        }
+        Command::Run => {
+            let device_addr = cfg.device_addr()?;
+            let admin_addr = cfg.admin_addr()?;
+            let prepared = ums_server::prepare(&cfg).await?;
+            let device = tokio::net::TcpListener::bind(device_addr)
+                .await
+                .with_context(|| format!("listen for devices on {device_addr}"))?;
+            let admin = tokio::net::TcpListener::bind(admin_addr)
+                .await
+                .with_context(|| format!("listen for administrators on {admin_addr}"))?;
+            print_first_start(&prepared);
+            println!(
+                "ums-server {} on {} database\n  devices:        {}\n  administrators: https://{} (gRPC and JSON under /api/v1/)\n  CA certificate: {}",
+                env!("CARGO_PKG_VERSION"),
+                prepared.db.backend().as_str(),
+                device.local_addr()?,
+                admin.local_addr()?,
+                prepared.ca_path.display(),
+            );
+            ums_server::run(
+                &cfg,
+                prepared,
+                Listeners { device, admin },
+                ums_service::shutdown_signal(),
+            )
+            .await
+        }
+    }
+}
+
+fn print_first_start(prepared: &ums_server::Prepared) {
+    if let Some(file) = &prepared.initial_password_file {
+        println!(
+            "first start: administrator `{}` created, password in {} (mode 0600); change it with `umsctl admins passwd {}`",
+            ums_server::FIRST_ADMIN,
+            file.display(),
+            ums_server::FIRST_ADMIN
+        );
+    }
+}
+
+fn redacted(cfg: &ServerConfig) -> ServerConfig {
+    let mut c = cfg.clone();
+    c.database_url = ums_db::redact(&c.database_url);
+    c
+}

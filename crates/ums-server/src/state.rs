@@ -1,0 +1,188 @@
+//! State shared by the APIs of one server: the database, the batch writer, the settings model
+//! and the cache of device credentials.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use sha2::{Digest, Sha256};
+use ums_db::batch::Batcher;
+use ums_db::settings::SettingsModel;
+use ums_db::{Backend, Db};
+use ums_domain::{Effective, Layer, ObjectKind, ObjectRef};
+
+use crate::error::ApiError;
+
+/// Shared state of the server's APIs.
+pub struct AppState {
+    pub db: Db,
+    pub batcher: Batcher,
+    settings: RwLock<Arc<SettingsModel>>,
+    reload: tokio::sync::Mutex<()>,
+    /// device id -> sha256 of its secret; filled on first use, dropped on reset or delete.
+    credentials: Mutex<HashMap<i64, [u8; 32]>>,
+    pub info: ServerInfo,
+}
+
+/// What the server says about itself.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub process_id: String,
+    pub started_at_ms: i64,
+    pub device_port: u16,
+    pub admin_port: u16,
+    pub session_hours: u32,
+}
+
+impl AppState {
+    pub async fn new(db: Db, info: ServerInfo) -> Result<Arc<Self>, ApiError> {
+        let model = db.load_settings_model().await?;
+        for w in &model.warnings {
+            tracing::warn!(warning = %w, "settings model");
+        }
+        Ok(Arc::new(Self {
+            batcher: Batcher::start(db.clone()),
+            db,
+            settings: RwLock::new(Arc::new(model)),
+            reload: tokio::sync::Mutex::new(()),
+            credentials: Mutex::new(HashMap::new()),
+            info,
+        }))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    /// The current settings model.
+    pub fn settings(&self) -> Arc<SettingsModel> {
+        self.settings
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Reloads the settings model after a settings write. Reloads run one at a time and each
+    /// starts after its write committed, so the last one sees every write.
+    pub async fn reload_settings(&self) -> Result<(), ApiError> {
+        let _one = self.reload.lock().await;
+        let model = Arc::new(self.db.load_settings_model().await?);
+        match self.settings.write() {
+            Ok(mut g) => *g = model,
+            Err(p) => *p.into_inner() = model,
+        }
+        Ok(())
+    }
+
+    /// Checks a device's secret against its stored hash.
+    pub async fn verify_device(&self, device_id: i64, secret: &[u8]) -> Result<bool, ApiError> {
+        let presented: [u8; 32] = Sha256::digest(secret).into();
+        let cached = self.lock_credentials().get(&device_id).copied();
+        let stored = match cached {
+            Some(h) => h,
+            None => {
+                let Some(Some(hex_hash)) = self.db.device_secret_hash(device_id).await? else {
+                    return Ok(false);
+                };
+                let mut h = [0u8; 32];
+                if hex::decode_to_slice(&hex_hash, &mut h).is_err() {
+                    return Ok(false);
+                }
+                self.lock_credentials().insert(device_id, h);
+                h
+            }
+        };
+        Ok(subtle::ConstantTimeEq::ct_eq(&presented[..], &stored[..]).into())
+    }
+
+    /// Forgets a device's cached credential (after a reset or a delete).
+    pub fn forget_device(&self, device_id: i64) {
+        self.lock_credentials().remove(&device_id);
+    }
+
+    fn lock_credentials(&self) -> std::sync::MutexGuard<'_, HashMap<i64, [u8; 32]>> {
+        self.credentials.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// sha256 of a device secret, hex: what the database stores.
+pub fn secret_hash_hex(secret: &[u8]) -> String {
+    hex::encode(Sha256::digest(secret))
+}
+
+/// The settings a device depends on, from the model.
+pub struct DeviceView<'a> {
+    pub id: i64,
+    pub name: &'a str,
+    pub folder_id: Option<i64>,
+    pub rev: i64,
+}
+
+/// The folder chain of a device: its folder, the parent, ..., the top folder. A broken chain
+/// (which the database prevents) ends where it breaks.
+fn chain(model: &SettingsModel, folder: Option<i64>) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut next = folder;
+    while let Some(f) = next {
+        if out.contains(&f) || out.len() > 1_000 {
+            break;
+        }
+        let Some(folder) = model.folders.get(&f) else {
+            break;
+        };
+        out.push(f);
+        next = folder.parent_id;
+    }
+    out
+}
+
+/// A device's settings revision: the newest stamp among the device, its folders and the profiles
+/// assigned to them. Computed from memory: a check-in of an unchanged device reads no settings.
+pub fn revision(model: &SettingsModel, d: &DeviceView<'_>) -> u64 {
+    let profile_rev = |ids: Option<&Vec<i64>>| {
+        ids.into_iter()
+            .flatten()
+            .filter_map(|p| model.profiles.get(p).map(|(_, rev)| *rev))
+            .max()
+            .unwrap_or(0)
+    };
+    let mut rev = d.rev.max(profile_rev(model.device_profiles.get(&d.id)));
+    for f in chain(model, d.folder_id) {
+        let folder_rev = model.folders.get(&f).map_or(0, |f| f.rev);
+        rev = rev
+            .max(folder_rev)
+            .max(profile_rev(model.folder_profiles.get(&f)));
+    }
+    u64::try_from(rev).unwrap_or(0)
+}
+
+/// The effective settings of a device, merged in the documented order.
+pub fn effective(model: &SettingsModel, d: &DeviceView<'_>) -> Effective {
+    let profiles = |ids: Option<&Vec<i64>>| -> Vec<&ums_domain::Profile> {
+        ids.into_iter()
+            .flatten()
+            .filter_map(|p| model.profiles.get(p).map(|(p, _)| p))
+            .collect()
+    };
+    let mut layers = vec![Layer {
+        object: ObjectRef {
+            kind: ObjectKind::Device,
+            id: d.id,
+        },
+        object_name: d.name,
+        profiles: profiles(model.device_profiles.get(&d.id)),
+    }];
+    for f in chain(model, d.folder_id) {
+        let name = model.folders.get(&f).map_or("", |f| f.name.as_str());
+        layers.push(Layer {
+            object: ObjectRef {
+                kind: ObjectKind::Folder,
+                id: f,
+            },
+            object_name: name,
+            profiles: profiles(model.folder_profiles.get(&f)),
+        });
+    }
+    let mut out = ums_domain::merge(&layers);
+    out.warnings.extend(model.warnings.iter().cloned());
+    out
+}
