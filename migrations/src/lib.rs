@@ -179,7 +179,9 @@ pub async fn read_version<C: ConnectionTrait>(
         DbBackend::Sqlite => {
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
         }
-        _ => "SELECT 1 FROM information_schema.tables WHERE table_name = 'schema_version' AND table_schema = current_schema()",
+        _ => {
+            "SELECT 1 FROM information_schema.tables WHERE table_name = 'schema_version' AND table_schema = current_schema()"
+        }
     };
     if db
         .query_one_raw(Statement::from_string(backend, exists_sql))
@@ -260,10 +262,16 @@ pub(crate) mod col {
             .to_owned()
     }
     pub fn big_null(name: &str) -> ColumnDef {
-        ColumnDef::new(Alias::new(name)).big_integer().null().to_owned()
+        ColumnDef::new(Alias::new(name))
+            .big_integer()
+            .null()
+            .to_owned()
     }
     pub fn text(name: &str) -> ColumnDef {
-        ColumnDef::new(Alias::new(name)).text().not_null().to_owned()
+        ColumnDef::new(Alias::new(name))
+            .text()
+            .not_null()
+            .to_owned()
     }
     pub fn text_null(name: &str) -> ColumnDef {
         ColumnDef::new(Alias::new(name)).text().null().to_owned()

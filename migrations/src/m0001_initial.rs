@@ -173,7 +173,12 @@ pub fn statements(backend: DbBackend) -> Vec<Statement> {
     let indexes = [
         index("devices_unit_id", "devices", &["unit_id"], true),
         index("devices_folder", "devices", &["folder_id", "id"], false),
-        index("folders_parent_name", "folders", &["parent_id", "name"], false),
+        index(
+            "folders_parent_name",
+            "folders",
+            &["parent_id", "name"],
+            false,
+        ),
         index("profiles_name", "profiles", &["name"], true),
         index(
             "assignments_device",

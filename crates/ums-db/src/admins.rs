@@ -1,7 +1,9 @@
 //! Administrator accounts and their sessions. Passwords arrive here already hashed (argon2id);
 //! session tokens only as sha256 hashes.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+};
 
 use crate::entity::{admin, admin_session};
 use crate::{Db, DbError, Result, is_unique_violation, now_ms};

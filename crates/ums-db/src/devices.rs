@@ -48,7 +48,10 @@ pub struct CheckIn {
 /// Registers one device inside the caller's transaction. Idempotent per unit id: the same unit
 /// with the same secret gets its existing record; a unit whose credential was reset takes the new
 /// secret; another secret is refused.
-pub(crate) async fn register_in<C: ConnectionTrait>(tx: &C, r: &Registration) -> Result<Registered> {
+pub(crate) async fn register_in<C: ConnectionTrait>(
+    tx: &C,
+    r: &Registration,
+) -> Result<Registered> {
     let now = now_ms();
     let insert = Query::insert()
         .into_table(Alias::new("devices"))

@@ -61,20 +61,36 @@ async fn migrates_once_and_refuses_a_newer_schema(backend: &str) {
     let (db, outcome) = Db::open(&url).await.expect("first open");
     assert_eq!(outcome.from, None);
     assert_eq!(outcome.to, ums_migrations::latest());
-    assert_eq!(db.schema_version().await.expect("version"), Some(ums_migrations::latest()));
+    assert_eq!(
+        db.schema_version().await.expect("version"),
+        Some(ums_migrations::latest())
+    );
     db.close().await.expect("close");
 
     let (db, outcome) = Db::open(&url).await.expect("second open");
-    assert!(outcome.applied.is_empty(), "nothing to apply the second time");
+    assert!(
+        outcome.applied.is_empty(),
+        "nothing to apply the second time"
+    );
     // Pretend a newer server migrated this database.
     let newer = SchemaVersion::new(ums_migrations::latest().major + 1, 0);
-    db.debug_set_schema_version(newer).await.expect("set version");
+    db.debug_set_schema_version(newer)
+        .await
+        .expect("set version");
     db.close().await.expect("close");
 
-    let err = Db::open(&url).await.expect_err("newer schema must be refused");
+    let err = Db::open(&url)
+        .await
+        .expect_err("newer schema must be refused");
     let msg = err.to_string();
-    assert!(matches!(err, DbError::Migrate(MigrateError::NewerSchema { .. })), "{msg}");
-    assert!(msg.contains(&newer.to_string()) && msg.contains(&ums_migrations::latest().to_string()), "{msg}");
+    assert!(
+        matches!(err, DbError::Migrate(MigrateError::NewerSchema { .. })),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&newer.to_string()) && msg.contains(&ums_migrations::latest().to_string()),
+        "{msg}"
+    );
 }
 
 async fn concurrent_opens_migrate_once(backend: &str) {
@@ -87,25 +103,52 @@ async fn concurrent_opens_migrate_once(backend: &str) {
     for h in opens {
         applied += h.await.expect("join").expect("open");
     }
-    assert_eq!(applied, ums_migrations::migrations().len(), "each migration ran exactly once");
+    assert_eq!(
+        applied,
+        ums_migrations::migrations().len(),
+        "each migration ran exactly once"
+    );
 }
 
 async fn registration_is_idempotent_and_guards_the_credential(backend: &str) {
     let (url, _dir) = fresh_url(backend);
     let db = open(&url).await;
-    let first = db.register_device(&reg("AABBCCDDEEFF", "s1")).await.expect("register");
+    let first = db
+        .register_device(&reg("AABBCCDDEEFF", "s1"))
+        .await
+        .expect("register");
     assert!(first.created);
-    let again = db.register_device(&reg("AABBCCDDEEFF", "s1")).await.expect("again");
+    let again = db
+        .register_device(&reg("AABBCCDDEEFF", "s1"))
+        .await
+        .expect("again");
     assert_eq!((again.device_id, again.created), (first.device_id, false));
 
-    let err = db.register_device(&reg("AABBCCDDEEFF", "other")).await.expect_err("impostor");
+    let err = db
+        .register_device(&reg("AABBCCDDEEFF", "other"))
+        .await
+        .expect_err("impostor");
     assert!(matches!(err, DbError::CredentialMismatch(_)), "{err}");
-    assert_eq!(db.device_secret_hash(first.device_id).await.expect("hash"), Some(Some("s1".into())));
+    assert_eq!(
+        db.device_secret_hash(first.device_id).await.expect("hash"),
+        Some(Some("s1".into()))
+    );
 
-    db.reset_device_credential(first.device_id).await.expect("reset");
-    let replaced = db.register_device(&reg("AABBCCDDEEFF", "s2")).await.expect("after reset");
-    assert_eq!((replaced.device_id, replaced.created), (first.device_id, false));
-    assert_eq!(db.device_secret_hash(first.device_id).await.expect("hash"), Some(Some("s2".into())));
+    db.reset_device_credential(first.device_id)
+        .await
+        .expect("reset");
+    let replaced = db
+        .register_device(&reg("AABBCCDDEEFF", "s2"))
+        .await
+        .expect("after reset");
+    assert_eq!(
+        (replaced.device_id, replaced.created),
+        (first.device_id, false)
+    );
+    assert_eq!(
+        db.device_secret_hash(first.device_id).await.expect("hash"),
+        Some(Some("s2".into()))
+    );
     assert_eq!(db.count_devices().await.expect("count"), 1);
 }
 
@@ -117,7 +160,9 @@ async fn batched_storm_loses_nothing(backend: &str) {
         .map(|i| {
             let b = batcher.clone();
             tokio::spawn(async move {
-                let r = b.register(reg(&format!("unit-{i}"), &format!("secret-{i}"))).await?;
+                let r = b
+                    .register(reg(&format!("unit-{i}"), &format!("secret-{i}")))
+                    .await?;
                 let c = b
                     .check_in(CheckIn {
                         device_id: r.device_id,
@@ -140,10 +185,19 @@ async fn batched_storm_loses_nothing(backend: &str) {
     assert_eq!(ids.len(), 600);
     assert_eq!(db.count_devices().await.expect("count"), 600);
     let page = db.list_devices(None, 0, 10_000).await.expect("list");
-    assert!(page.devices.iter().all(|d| d.firmware == "11.10.200" && d.last_contact.is_some()));
+    assert!(
+        page.devices
+            .iter()
+            .all(|d| d.firmware == "11.10.200" && d.last_contact.is_some())
+    );
     // A check-in of an unknown device is answered, not an error of the batch.
     let unknown = batcher
-        .check_in(CheckIn { device_id: 999_999, firmware: "x".into(), state: "idle".into(), at: 1 })
+        .check_in(CheckIn {
+            device_id: 999_999,
+            firmware: "x".into(),
+            state: "idle".into(),
+            at: 1,
+        })
         .await
         .expect("unknown device");
     assert_eq!(unknown, None);
@@ -159,108 +213,270 @@ async fn batched_storm_loses_nothing(backend: &str) {
 async fn settings_writes_stamp_what_they_change(backend: &str) {
     let (url, _dir) = fresh_url(backend);
     let db = open(&url).await;
-    let dev = db.register_device(&reg("D1", "s")).await.expect("register").device_id;
+    let dev = db
+        .register_device(&reg("D1", "s"))
+        .await
+        .expect("register")
+        .device_id;
     let top = db.create_folder("Site", None).await.expect("folder");
-    let sub = db.create_folder("Floor 1", Some(top.id)).await.expect("sub");
+    let sub = db
+        .create_folder("Floor 1", Some(top.id))
+        .await
+        .expect("sub");
     let moved = db
-        .update_device(dev, &DeviceUpdate { name: None, folder: Some(Some(sub.id)) })
+        .update_device(
+            dev,
+            &DeviceUpdate {
+                name: None,
+                folder: Some(Some(sub.id)),
+            },
+        )
         .await
         .expect("move");
     assert_eq!(moved.folder_id, Some(sub.id));
     let p = db
-        .create_profile("rdp", "", false, &[("sessions.rdp0.server".into(), "ts1".into())])
+        .create_profile(
+            "rdp",
+            "",
+            false,
+            &[("sessions.rdp0.server".into(), "ts1".into())],
+        )
         .await
         .expect("profile");
     let before = db.load_settings_model().await.expect("model").folders[&top.id].rev;
-    db.assign(p.id, ObjectRef { kind: ObjectKind::Folder, id: top.id }).await.expect("assign");
-    db.assign(p.id, ObjectRef { kind: ObjectKind::Folder, id: top.id }).await.expect("assign twice is a no-op");
+    db.assign(
+        p.id,
+        ObjectRef {
+            kind: ObjectKind::Folder,
+            id: top.id,
+        },
+    )
+    .await
+    .expect("assign");
+    db.assign(
+        p.id,
+        ObjectRef {
+            kind: ObjectKind::Folder,
+            id: top.id,
+        },
+    )
+    .await
+    .expect("assign twice is a no-op");
     let model = db.load_settings_model().await.expect("model");
-    assert!(model.folders[&top.id].rev > before, "assignment stamps the folder");
+    assert!(
+        model.folders[&top.id].rev > before,
+        "assignment stamps the folder"
+    );
     assert_eq!(model.folder_profiles[&top.id], vec![p.id]);
     assert_eq!(model.profiles[&p.id].0.params.len(), 1);
 
     let updated = db
-        .update_profile_params(p.id, &[("display.monitors".into(), "2".into())], &["sessions.rdp0.server".into()])
+        .update_profile_params(
+            p.id,
+            &[("display.monitors".into(), "2".into())],
+            &["sessions.rdp0.server".into()],
+        )
         .await
         .expect("update params");
-    assert_eq!(updated.params.keys().collect::<Vec<_>>(), vec!["display.monitors"]);
+    assert_eq!(
+        updated.params.keys().collect::<Vec<_>>(),
+        vec!["display.monitors"]
+    );
     assert!(updated.rev > p.rev);
 
     let listed = db
-        .list_assignments(None, Some(ObjectRef { kind: ObjectKind::Folder, id: top.id }))
+        .list_assignments(
+            None,
+            Some(ObjectRef {
+                kind: ObjectKind::Folder,
+                id: top.id,
+            }),
+        )
         .await
         .expect("list");
     assert_eq!(listed.len(), 1);
-    db.unassign(p.id, ObjectRef { kind: ObjectKind::Folder, id: top.id }).await.expect("unassign");
-    assert!(db.list_assignments(Some(p.id), None).await.expect("list").is_empty());
+    db.unassign(
+        p.id,
+        ObjectRef {
+            kind: ObjectKind::Folder,
+            id: top.id,
+        },
+    )
+    .await
+    .expect("unassign");
+    assert!(
+        db.list_assignments(Some(p.id), None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
     db.delete_profile(p.id).await.expect("delete profile");
-    assert!(matches!(db.get_profile(p.id).await, Err(DbError::NotFound(_))));
+    assert!(matches!(
+        db.get_profile(p.id).await,
+        Err(DbError::NotFound(_))
+    ));
 }
 
 async fn failed_writes_leave_the_data_as_it_was(backend: &str) {
     let (url, _dir) = fresh_url(backend);
     let db = open(&url).await;
     let top = db.create_folder("Site", None).await.expect("folder");
-    let dev = db.register_device(&reg("D1", "s")).await.expect("register").device_id;
-    db.update_device(dev, &DeviceUpdate { name: None, folder: Some(Some(top.id)) }).await.expect("move");
+    let dev = db
+        .register_device(&reg("D1", "s"))
+        .await
+        .expect("register")
+        .device_id;
+    db.update_device(
+        dev,
+        &DeviceUpdate {
+            name: None,
+            folder: Some(Some(top.id)),
+        },
+    )
+    .await
+    .expect("move");
 
-    let err = db.delete_folder(top.id).await.expect_err("non-empty folder");
+    let err = db
+        .delete_folder(top.id)
+        .await
+        .expect_err("non-empty folder");
     assert!(err.to_string().contains("not empty"), "{err}");
     assert_eq!(db.list_folders().await.expect("list").len(), 1);
 
-    let err = db.create_folder("Site", None).await.expect_err("duplicate sibling");
+    let err = db
+        .create_folder("Site", None)
+        .await
+        .expect_err("duplicate sibling");
     assert!(matches!(err, DbError::Conflict(_)));
-    assert!(matches!(db.create_folder("x", Some(4242)).await, Err(DbError::NotFound(_))));
+    assert!(matches!(
+        db.create_folder("x", Some(4242)).await,
+        Err(DbError::NotFound(_))
+    ));
 
-    db.create_profile("p", "", false, &[]).await.expect("profile");
-    let err = db.create_profile("p", "", false, &[]).await.expect_err("duplicate profile");
+    db.create_profile("p", "", false, &[])
+        .await
+        .expect("profile");
+    let err = db
+        .create_profile("p", "", false, &[])
+        .await
+        .expect_err("duplicate profile");
     assert!(matches!(err, DbError::Conflict(_)), "{err}");
     assert_eq!(db.list_profiles().await.expect("list").len(), 1);
 
     // A job batch naming an unknown device creates no job at all.
-    let err = db.create_jobs(JobKind::Reboot, &[dev, 777], 0).await.expect_err("unknown device");
+    let err = db
+        .create_jobs(JobKind::Reboot, &[dev, 777], 0)
+        .await
+        .expect_err("unknown device");
     assert!(matches!(err, DbError::NotFound(_)));
-    assert!(db.list_jobs(None, None, 100).await.expect("jobs").is_empty());
+    assert!(
+        db.list_jobs(None, None, 100)
+            .await
+            .expect("jobs")
+            .is_empty()
+    );
     assert_eq!(db.get_device(dev).await.expect("device").next_job_at, None);
 }
 
 async fn jobs_are_handed_out_once_and_reported_by_their_device(backend: &str) {
     let (url, _dir) = fresh_url(backend);
     let db = open(&url).await;
-    let a = db.register_device(&reg("A", "s")).await.expect("a").device_id;
-    let b = db.register_device(&reg("B", "s")).await.expect("b").device_id;
+    let a = db
+        .register_device(&reg("A", "s"))
+        .await
+        .expect("a")
+        .device_id;
+    let b = db
+        .register_device(&reg("B", "s"))
+        .await
+        .expect("b")
+        .device_id;
     let now = ums_db::now_ms();
-    let ids = db.create_jobs(JobKind::Reboot, &[a], now - 1).await.expect("job");
-    db.create_jobs(JobKind::ApplySettings, &[a], now + 3_600_000).await.expect("later job");
-    assert_eq!(db.get_device(a).await.expect("a").next_job_at, Some(now - 1));
+    let ids = db
+        .create_jobs(JobKind::Reboot, &[a], now - 1)
+        .await
+        .expect("job");
+    db.create_jobs(JobKind::ApplySettings, &[a], now + 3_600_000)
+        .await
+        .expect("later job");
+    assert_eq!(
+        db.get_device(a).await.expect("a").next_job_at,
+        Some(now - 1)
+    );
     assert_eq!(db.count_due_jobs(a, now).await.expect("due"), 1);
 
     let fetched = db.fetch_due_jobs(a, now).await.expect("fetch");
     assert_eq!(fetched.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
-    assert!(db.fetch_due_jobs(a, now).await.expect("again").is_empty(), "handed out once");
-    assert_eq!(db.get_device(a).await.expect("a").next_job_at, Some(now + 3_600_000));
+    assert!(
+        db.fetch_due_jobs(a, now).await.expect("again").is_empty(),
+        "handed out once"
+    );
+    assert_eq!(
+        db.get_device(a).await.expect("a").next_job_at,
+        Some(now + 3_600_000)
+    );
 
-    let err = db.report_job_result(b, ids[0], true, "ok").await.expect_err("other device");
+    let err = db
+        .report_job_result(b, ids[0], true, "ok")
+        .await
+        .expect_err("other device");
     assert!(matches!(err, DbError::NotFound(_)));
-    db.report_job_result(a, ids[0], false, "disk full").await.expect("report");
-    let jobs = db.list_jobs(Some(a), Some(JobState::Failed), 10).await.expect("list");
+    db.report_job_result(a, ids[0], false, "disk full")
+        .await
+        .expect("report");
+    let jobs = db
+        .list_jobs(Some(a), Some(JobState::Failed), 10)
+        .await
+        .expect("list");
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].result, "disk full");
-    assert!(matches!(db.report_job_result(a, ids[0], true, "").await, Err(DbError::Conflict(_))));
+    assert!(matches!(
+        db.report_job_result(a, ids[0], true, "").await,
+        Err(DbError::Conflict(_))
+    ));
 }
 
 async fn admin_accounts_and_sessions(backend: &str) {
     let (url, _dir) = fresh_url(backend);
     let db = open(&url).await;
-    let admin = db.create_admin("admin", "hash", &["*".into()]).await.expect("admin");
-    assert!(matches!(db.create_admin("admin", "h", &[]).await, Err(DbError::Conflict(_))));
-    assert!(matches!(db.delete_admin("admin").await, Err(DbError::Conflict(_))), "last admin stays");
+    let admin = db
+        .create_admin("admin", "hash", &["*".into()])
+        .await
+        .expect("admin");
+    assert!(matches!(
+        db.create_admin("admin", "h", &[]).await,
+        Err(DbError::Conflict(_))
+    ));
+    assert!(
+        matches!(db.delete_admin("admin").await, Err(DbError::Conflict(_))),
+        "last admin stays"
+    );
 
     let now = ums_db::now_ms();
-    db.create_session("tok", admin.id, now + 60_000).await.expect("session");
-    let (who, _) = db.session_admin("tok", now).await.expect("lookup").expect("valid");
+    db.create_session("tok", admin.id, now + 60_000)
+        .await
+        .expect("session");
+    let (who, _) = db
+        .session_admin("tok", now)
+        .await
+        .expect("lookup")
+        .expect("valid");
     assert_eq!(who.username, "admin");
-    assert!(db.session_admin("tok", now + 120_000).await.expect("lookup").is_none(), "expired");
-    db.set_admin_password("admin", "hash2").await.expect("passwd");
-    assert!(db.session_admin("tok", now).await.expect("lookup").is_none(), "password change ends sessions");
+    assert!(
+        db.session_admin("tok", now + 120_000)
+            .await
+            .expect("lookup")
+            .is_none(),
+        "expired"
+    );
+    db.set_admin_password("admin", "hash2")
+        .await
+        .expect("passwd");
+    assert!(
+        db.session_admin("tok", now)
+            .await
+            .expect("lookup")
+            .is_none(),
+        "password change ends sessions"
+    );
 }

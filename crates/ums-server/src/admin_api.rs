@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
 use tonic::{Request, Response, Status};
 use ums_db::devices::DeviceUpdate;
@@ -206,7 +206,8 @@ impl AdminApi {
             .session_admin(&sha256_hex(token.as_bytes()), ums_db::now_ms())
             .await
             .map_err(ApiError::from)?;
-        let (admin, _) = found.ok_or_else(|| Status::unauthenticated("session expired or unknown: log in again"))?;
+        let (admin, _) = found
+            .ok_or_else(|| Status::unauthenticated("session expired or unknown: log in again"))?;
         Ok(Caller {
             username: admin.username,
             permissions: split_permissions(&admin.permissions),
@@ -365,7 +366,11 @@ impl AdminService for AdminApi {
             .map_err(ApiError::from)?;
         ok(pb::ListDevicesResponse {
             total: page.total,
-            devices: page.devices.into_iter().map(|d| self.device_pb(d)).collect(),
+            devices: page
+                .devices
+                .into_iter()
+                .map(|d| self.device_pb(d))
+                .collect(),
         })
     }
 
@@ -515,7 +520,12 @@ impl AdminService for AdminApi {
         request: Request<pb::ListProfilesRequest>,
     ) -> Reply<pb::ListProfilesResponse> {
         self.caller(&request).await?.require("settings:read")?;
-        let profiles = self.state.db.list_profiles().await.map_err(ApiError::from)?;
+        let profiles = self
+            .state
+            .db
+            .list_profiles()
+            .await
+            .map_err(ApiError::from)?;
         ok(pb::ListProfilesResponse {
             profiles: profiles.into_iter().map(profile_pb).collect(),
         })
@@ -688,7 +698,10 @@ impl AdminService for AdminApi {
         ok(pb::CreateJobsResponse { job_ids })
     }
 
-    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Reply<pb::ListJobsResponse> {
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Reply<pb::ListJobsResponse> {
         self.caller(&request).await?.require("devices:read")?;
         let r = request.into_inner();
         let state = if r.state.is_empty() {

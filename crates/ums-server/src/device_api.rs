@@ -37,7 +37,11 @@ async fn authenticate<T>(state: &AppState, req: &Request<T>) -> Result<i64, Stat
             ums_proto::DEVICE_SECRET_HEADER
         )));
     };
-    if state.verify_device(id, &secret).await.map_err(Status::from)? {
+    if state
+        .verify_device(id, &secret)
+        .await
+        .map_err(Status::from)?
+    {
         Ok(id)
     } else {
         Err(Status::unauthenticated(

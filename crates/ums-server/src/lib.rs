@@ -96,7 +96,8 @@ pub async fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
     if db.count_admins().await? == 0 {
         let password = admin_api::random_token(24);
         let hash = admin_api::hash_password(password.clone()).await?;
-        db.create_admin(FIRST_ADMIN, &hash, &["*".to_owned()]).await?;
+        db.create_admin(FIRST_ADMIN, &hash, &["*".to_owned()])
+            .await?;
         let path = initial_password_path(data_dir);
         ums_tls::write_secret(&path, format!("{password}\n").as_bytes())?;
         initial_password_file = Some(path);

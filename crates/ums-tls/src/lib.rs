@@ -255,7 +255,13 @@ mod tests {
         for name in ["localhost", "127.0.0.1"] {
             let server_name = rustls::pki_types::ServerName::try_from(name).expect("name");
             verifier
-                .verify_server_cert(&leaf, &[], &server_name, &[], rustls::pki_types::UnixTime::now())
+                .verify_server_cert(
+                    &leaf,
+                    &[],
+                    &server_name,
+                    &[],
+                    rustls::pki_types::UnixTime::now(),
+                )
                 .expect("certificate verifies");
         }
         let wrong = rustls::pki_types::ServerName::try_from("example.org").expect("name");

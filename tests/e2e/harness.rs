@@ -1,0 +1,192 @@
+//! Starting a real server and driving it with the real command-line tools.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ums_testkit::{ChildGuard, bin_path, free_port, wait_for_tcp};
+
+/// A running `ums-server` process with its own data directory.
+pub struct Server {
+    pub child: ChildGuard,
+    pub data: tempfile::TempDir,
+    pub device_url: String,
+    pub admin_url: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on the embedded database, or on `database_url`.
+    pub fn start(database_url: Option<&str>) -> Server {
+        let data = tempfile::tempdir().expect("data dir");
+        Self::start_in(data, database_url)
+    }
+
+    pub fn start_in(data: tempfile::TempDir, database_url: Option<&str>) -> Server {
+        let device_port = free_port();
+        let admin_port = free_port();
+        let log = data.path().join("server.log");
+        let mut cmd = server_command(data.path(), device_port, admin_port, database_url);
+        let log_file = std::fs::File::create(&log).expect("log file");
+        cmd.stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file);
+        let child = ChildGuard::new(cmd.spawn().expect("spawn ums-server"));
+        let server = Server {
+            child,
+            data,
+            device_url: format!("https://127.0.0.1:{device_port}"),
+            admin_url: format!("https://127.0.0.1:{admin_port}"),
+            log,
+        };
+        let started = Instant::now();
+        for port in [device_port, admin_port] {
+            if wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(60)).is_err() {
+                panic!(
+                    "ums-server did not listen within {:?}:\n{}",
+                    started.elapsed(),
+                    server.log_text()
+                );
+            }
+        }
+        server
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.data.path().join("data/tls/ca.pem")
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.ca_path()).expect("ca.pem")
+    }
+
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("data/initial-admin-password"))
+            .expect("initial admin password")
+            .trim()
+            .to_owned()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A device client connected to this server.
+    pub async fn device(&self) -> ums_devsim::DeviceClient {
+        ums_devsim::DeviceClient::connect(&self.device_url, &self.ca_pem())
+            .await
+            .expect("connect device")
+    }
+
+    /// `umsctl` logged in as the first administrator, with its config in the data directory.
+    pub fn umsctl(&self) -> Umsctl {
+        let ctl = Umsctl {
+            config: self.data.path().join("umsctl.toml"),
+        };
+        let out = ctl
+            .command()
+            .args(["init", "--server", &self.admin_url, "--ca"])
+            .arg(self.ca_path())
+            .args(["--user", "admin"])
+            .env("UMS_PASSWORD", self.admin_password())
+            .output()
+            .expect("umsctl init");
+        assert!(out.status.success(), "umsctl init failed: {}", text(&out));
+        ctl
+    }
+}
+
+/// The command line of a server with the given ports and database.
+pub fn server_command(
+    dir: &Path,
+    device_port: u16,
+    admin_port: u16,
+    database_url: Option<&str>,
+) -> Command {
+    let mut cmd = Command::new(bin_path("ums-server"));
+    cmd.arg("run")
+        .env("UMS_DATA_DIR", dir.join("data"))
+        .env("UMS_DEVICE__LISTEN", format!("127.0.0.1:{device_port}"))
+        .env("UMS_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
+        .env("UMS_LOG__LEVEL", "info")
+        .env_remove("UMS_DATABASE_URL")
+        .stdin(Stdio::null());
+    if let Some(url) = database_url {
+        cmd.env("UMS_DATABASE_URL", url);
+    }
+    cmd
+}
+
+/// The admin command line, with its own config file.
+pub struct Umsctl {
+    config: PathBuf,
+}
+
+impl Umsctl {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(bin_path("umsctl"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env_remove("UMS_SERVER")
+            .env_remove("UMS_CA")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `umsctl ARGS`, expecting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().expect("run umsctl");
+        assert!(
+            out.status.success(),
+            "umsctl {args:?} failed: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `umsctl --json ARGS`, expecting success; returns the parsed output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("umsctl {args:?}: not JSON ({e}): {out}"))
+    }
+
+    /// Runs `umsctl ARGS`, expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().expect("run umsctl");
+        assert!(
+            !out.status.success(),
+            "umsctl {args:?} should fail: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,314 @@
+//! `cargo xtask bench <name>`: end-to-end benchmarks against release builds.
+//!
+//! Each benchmark is a sibling subcommand in its own module; they share the
+//! helpers here (building, starting a server, writing results).
+
+mod herd;
+
+use std::fs::{self, File};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use ums_testkit::{ChildGuard, Postgres};
+
+use crate::util::{self, step};
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Thundering herd: N simulated devices register at once against a fresh server.
+    Herd(herd::HerdArgs),
+}
+
+/// Runs `cargo xtask bench`.
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.bench {
+        Bench::Herd(a) => herd::run(a),
+    }
+    .map(|()| ExitCode::SUCCESS)
+}
+
+/// A database backend for the server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The embedded SQLite database in the data directory.
+    Sqlite,
+    /// A PostgreSQL cluster started for the benchmark.
+    Postgres,
+}
+
+impl Backend {
+    /// The name used in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Builds the given packages' binaries in release mode.
+pub fn build_release(packages: &[&str]) -> anyhow::Result<()> {
+    let mut cmd = util::cargo();
+    cmd.args(["build", "--release", "--bins"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    util::run(&mut cmd)
+}
+
+/// Path of a release binary.
+pub fn release_bin(name: &str) -> PathBuf {
+    util::profile_dir(true).join(name)
+}
+
+/// Where the databases for one backend come from.
+pub enum DatabaseSource {
+    /// SQLite in the server's data directory.
+    Sqlite,
+    /// Fresh databases on a cluster that lives as long as this value.
+    Postgres(Postgres),
+}
+
+impl DatabaseSource {
+    /// Prepares the backend (starts PostgreSQL if needed).
+    pub fn start(backend: Backend) -> anyhow::Result<DatabaseSource> {
+        match backend {
+            Backend::Sqlite => Ok(DatabaseSource::Sqlite),
+            Backend::Postgres => {
+                step!("starting postgresql");
+                let pg = Postgres::start()?;
+                step!("postgresql listening on 127.0.0.1:{}", pg.port());
+                Ok(DatabaseSource::Postgres(pg))
+            }
+        }
+    }
+
+    /// A database URL for one run, or `None` for SQLite.
+    pub fn database(&self, name: &str) -> anyhow::Result<Option<String>> {
+        match self {
+            DatabaseSource::Sqlite => Ok(None),
+            DatabaseSource::Postgres(pg) => pg.create_database(name).map(Some),
+        }
+    }
+}
+
+/// A release `ums-server` running on free ports with a temporary data directory.
+///
+/// Dropping it stops the server, then removes the directory.
+pub struct Server {
+    // Field order matters: the process stops before its directory goes away.
+    child: ChildGuard,
+    /// Address of the device (registration) listener.
+    pub device_addr: SocketAddr,
+    /// Address of the admin listener.
+    pub admin_addr: SocketAddr,
+    log: PathBuf,
+    data: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts the server and waits until it accepts device connections and
+    /// has written its CA certificate.
+    pub fn start(database_url: Option<&str>) -> anyhow::Result<Server> {
+        let data = tempfile::Builder::new()
+            .prefix("ums-bench-")
+            .tempdir()
+            .context("could not create a temporary data directory")?;
+        let device_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ums_testkit::free_port()));
+        let admin_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ums_testkit::free_port()));
+        let log = data.path().join("server.log");
+        let log_file =
+            File::create(&log).with_context(|| format!("could not create {}", log.display()))?;
+        let bin = release_bin("ums-server");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("run")
+            .env("UMS_DATA_DIR", data.path())
+            .env("UMS_DEVICE__LISTEN", device_addr.to_string())
+            .env("UMS_ADMIN__LISTEN", admin_addr.to_string())
+            .env("UMS_LOG__LEVEL", "warn")
+            .env_remove("UMS_DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(
+                log_file
+                    .try_clone()
+                    .context("could not open the server log")?,
+            )
+            .stderr(log_file);
+        if let Some(url) = database_url {
+            cmd.env("UMS_DATABASE_URL", url);
+        }
+        let child = ChildGuard::new(
+            cmd.spawn()
+                .with_context(|| format!("could not start {}", bin.display()))?,
+        );
+        let mut server = Server {
+            child,
+            device_addr,
+            admin_addr,
+            log,
+            data,
+        };
+        server
+            .wait_ready(Duration::from_secs(60))
+            .map_err(|e| anyhow::anyhow!("{e:#}; server log:\n{}", server.log_tail(30)))?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let ca = self.ca_path();
+        loop {
+            if let Some(st) = self.child.try_wait().context("could not poll ums-server")? {
+                bail!("ums-server exited during startup ({st})");
+            }
+            if ums_testkit::wait_for_tcp(self.device_addr, Duration::from_millis(200)).is_ok()
+                && ca.is_file()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "ums-server not ready within {timeout:?} (device port {}, {})",
+                    self.device_addr,
+                    ca.display()
+                );
+            }
+        }
+    }
+
+    /// The CA certificate clients must trust.
+    pub fn ca_path(&self) -> PathBuf {
+        self.data.path().join("tls").join("ca.pem")
+    }
+
+    /// The `https://` URL of the device listener.
+    pub fn device_url(&self) -> String {
+        format!("https://{}", self.device_addr)
+    }
+
+    /// The last lines of the server's output.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Stops the server now, failing if it had already died.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(st) = self.child.try_wait().context("could not poll ums-server")? {
+            bail!(
+                "ums-server exited during the run ({st}); log:\n{}",
+                self.log_tail(30)
+            );
+        }
+        self.child.stop();
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Number of CPUs available to this process.
+pub fn host_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Writes a result document to `target/bench/<name>.json` and returns its path.
+pub fn write_results(name: &str, doc: &serde_json::Value) -> anyhow::Result<PathBuf> {
+    let dir = util::target_dir().join("bench");
+    fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let path = dir.join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(doc).context("could not encode results")?;
+    fs::write(&path, text + "\n").with_context(|| format!("could not write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Parses the last non-empty line of a tool's stdout as one JSON object.
+pub fn last_json_line(stdout: &[u8]) -> anyhow::Result<serde_json::Value> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .context("no output")?;
+    let value: serde_json::Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("last output line is not json: {line}"))?;
+    if !value.is_object() {
+        bail!("last output line is not a json object: {line}");
+    }
+    Ok(value)
+}
+
+/// Prints a left-aligned text table to stderr.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    eprintln!("{}", line(header.to_vec()));
+    eprintln!(
+        "{}",
+        line(
+            widths
+                .iter()
+                .map(|w| "-".repeat(*w))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect()
+        )
+    );
+    for row in rows {
+        eprintln!("{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+/// Formats a number from a JSON document, or `?` when it is absent.
+pub fn fmt_number(value: Option<&serde_json::Value>, decimals: usize) -> String {
+    match value.and_then(serde_json::Value::as_f64) {
+        Some(v) => format!("{v:.decimals$}"),
+        None => "?".to_owned(),
+    }
+}
+
+/// Whether `path` exists, for messages about missing builds.
+pub fn ensure_exists(path: &Path) -> anyhow::Result<()> {
+    if !path.is_file() {
+        bail!(
+            "{} does not exist; the release build did not produce it",
+            path.display()
+        );
+    }
+    Ok(())
+}

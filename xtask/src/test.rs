@@ -1,0 +1,104 @@
+//! `cargo xtask test`: set up what the tests need, then run every test.
+
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::util::{self, step};
+
+/// Arguments of `cargo xtask test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Extra arguments for `cargo nextest run`, after `--`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "NEXTEST_ARGS"
+    )]
+    nextest_args: Vec<String>,
+}
+
+/// Runs `cargo xtask test`.
+pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
+    ensure_postgres()?;
+    ensure_nextest()?;
+
+    step!("starting postgresql for the test run");
+    let pg = ums_testkit::Postgres::start()?;
+    let url = pg.url();
+    step!(
+        "postgresql listening on 127.0.0.1:{} ({}={url})",
+        pg.port(),
+        ums_testkit::TEST_PG_URL_ENV
+    );
+
+    // End-to-end tests run the real binaries.
+    util::run(
+        util::cargo()
+            .args(["build", "--workspace", "--bins"])
+            .env(ums_testkit::TEST_PG_URL_ENV, &url),
+    )?;
+
+    let status = util::status(
+        util::cargo()
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(&args.nextest_args)
+            .env(ums_testkit::TEST_PG_URL_ENV, &url),
+    )?;
+
+    step!("stopping postgresql");
+    drop(pg);
+    if status.success() {
+        step!("all tests passed");
+    } else {
+        step!("tests failed ({status})");
+    }
+    Ok(util::exit_code(status))
+}
+
+/// Makes sure the PostgreSQL server binaries are installed.
+fn ensure_postgres() -> anyhow::Result<()> {
+    if let Some(dir) = ums_testkit::pg_bin_dir() {
+        step!("postgresql binaries found in {}", dir.display());
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "postgresql binaries (initdb, pg_ctl, postgres) not found; install the `postgresql` package (e.g. `sudo apt-get install postgresql`) or point {} at their directory",
+            ums_testkit::PG_BIN_DIR_ENV
+        );
+    }
+    step!("postgresql binaries not found; installing the `postgresql` package with apt-get");
+    util::run(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "postgresql"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let dir = ums_testkit::pg_bin_dir()
+        .context("postgresql was installed but initdb is still not found")?;
+    step!("postgresql binaries installed in {}", dir.display());
+    Ok(())
+}
+
+/// Makes sure `cargo nextest` is available.
+fn ensure_nextest() -> anyhow::Result<()> {
+    let found = util::cargo()
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if found {
+        step!("cargo-nextest found");
+        return Ok(());
+    }
+    step!("cargo-nextest not found; installing it");
+    util::run(util::cargo().args(["install", "cargo-nextest", "--locked"]))
+}
