@@ -110,7 +110,7 @@ pub struct Outcome {
 }
 
 /// Advisory lock key for migrations on PostgreSQL ("umsmigr" in ASCII).
-const PG_LOCK_KEY: i64 = 0x756d_736d_6967_72;
+const PG_LOCK_KEY: i64 = 0x0075_6d73_6d69_6772;
 
 /// Brings the schema to [`latest`] in one transaction under the migration lock.
 pub async fn run(db: &DatabaseConnection) -> Result<Outcome, MigrateError> {

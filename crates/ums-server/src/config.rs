@@ -53,7 +53,7 @@ pub struct AdminConfig {
     pub session_hours: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// Names and addresses the server certificate is valid for. Empty: localhost, 127.0.0.1,
@@ -91,12 +91,6 @@ impl Default for AdminConfig {
             listen: format!("0.0.0.0:{ADMIN_PORT}"),
             session_hours: 12,
         }
-    }
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        Self { names: Vec::new() }
     }
 }
 
@@ -170,5 +164,21 @@ mod tests {
     fn embedded_database_by_default() {
         let cfg = ServerConfig::default();
         assert!(cfg.database_url().starts_with("sqlite://"));
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    /// The documented example configuration parses and equals the defaults it documents.
+    #[test]
+    fn deploy_example_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/ums-server.toml");
+        let cfg: super::ServerConfig =
+            ums_service::load_config(Some(std::path::Path::new(path))).expect("example parses");
+        let defaults = super::ServerConfig::default();
+        assert_eq!(cfg.device.listen, defaults.device.listen);
+        assert_eq!(cfg.admin.listen, defaults.admin.listen);
+        assert_eq!(cfg.device.session_cache, defaults.device.session_cache);
+        assert_eq!(cfg.data_dir, std::path::PathBuf::from("/var/lib/ums"));
     }
 }

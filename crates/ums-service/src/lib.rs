@@ -117,6 +117,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
     fn file_then_environment_with_double_underscore_nesting() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "name = \"file\"\n[nested]\nlisten_addr = \"a\"\n")?;
