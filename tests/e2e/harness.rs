@@ -39,13 +39,25 @@ impl Server {
             log,
         };
         let started = Instant::now();
+        let mut server = server;
         for port in [device_port, admin_port] {
-            if wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(60)).is_err() {
-                panic!(
-                    "ums-server did not listen within {:?}:\n{}",
-                    started.elapsed(),
-                    server.log_text()
-                );
+            loop {
+                if wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok() {
+                    break;
+                }
+                if let Ok(Some(status)) = server.child.0.try_wait() {
+                    panic!(
+                        "ums-server exited ({status}) before listening:\n{}",
+                        server.log_text()
+                    );
+                }
+                if started.elapsed() > Duration::from_secs(60) {
+                    panic!(
+                        "ums-server did not listen within {:?}:\n{}",
+                        started.elapsed(),
+                        server.log_text()
+                    );
+                }
             }
         }
         server

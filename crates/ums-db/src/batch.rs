@@ -6,10 +6,14 @@
 //! commit, as before. When a batch fails as a whole, each item is retried in a transaction of
 //! its own so one bad item never fails its neighbours.
 
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::sea_query::{Alias, OnConflict, Query};
+use sea_orm::{ConnectionTrait, Statement};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::devices::{CheckIn, CheckedIn, Registered, Registration, check_in_in, register_in};
-use crate::{Db, DbError, Result};
+use crate::devices::{CheckIn, CheckedIn, Registered, Registration, register_in};
+use crate::{Backend, Db, DbError, Result, now_ms};
 
 /// Most items committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -69,42 +73,185 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Op>) {
 
 /// Commits every op in one transaction and answers them; on error nothing is answered and the
 /// ops stay in `ops` for the retry.
+///
+/// New registrations go in as one multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING`, and
+/// check-ins as one `UPDATE ... FROM (VALUES ...) RETURNING`: a batch costs a handful of
+/// statements, not one per device. Registrations of units that already exist take the careful
+/// path of [`register_in`] one by one.
 async fn commit_batch(db: &Db, ops: &mut Vec<Op>) -> Result<()> {
     let tx = db.write_tx().await?;
-    let mut results = Vec::with_capacity(ops.len());
-    for op in ops.iter() {
-        results.push(match op {
-            Op::Register(r, _) => match register_in(&tx, r).await {
-                Ok(v) => Outcome::Registered(Ok(v)),
+    let regs: Vec<&Registration> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Register(r, _) => Some(r),
+            Op::CheckIn(..) => None,
+        })
+        .collect();
+    let checks: Vec<&CheckIn> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::CheckIn(c, _) => Some(c),
+            Op::Register(..) => None,
+        })
+        .collect();
+    let created = insert_new(&tx, &regs).await?;
+    // Answers by (unit id, secret hash): the same unit twice in one batch is a repeat when the
+    // secrets match and an impostor when they differ. The row inserted for a new unit is the
+    // first registration of it in the batch.
+    let mut registered: HashMap<(String, String), Result<Registered>> = HashMap::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for r in &regs {
+        let key = (r.unit_id.clone(), r.secret_hash.clone());
+        if registered.contains_key(&key) {
+            continue;
+        }
+        let first = seen.insert(r.unit_id.as_str());
+        let outcome = match created.get(&r.unit_id) {
+            Some(&device_id) if first => Ok(Registered {
+                device_id,
+                created: true,
+            }),
+            _ => match register_in(&tx, r).await {
+                Ok(v) => Ok(v),
                 // A refused registration changes nothing: answer it, keep the batch going.
-                Err(e @ DbError::CredentialMismatch(_)) => Outcome::Registered(Err(e)),
+                Err(e @ DbError::CredentialMismatch(_)) => Err(e),
                 Err(e) => return Err(e),
             },
-            Op::CheckIn(c, _) => Outcome::CheckedIn(check_in_in(&tx, c).await?),
-        });
+        };
+        registered.insert(key, outcome);
     }
+    let checked = update_contacts(&tx, db.backend(), &checks).await?;
     tx.commit().await?;
-    for (op, result) in ops.drain(..).zip(results) {
-        match (op, result) {
-            (Op::Register(_, reply), Outcome::Registered(r)) => {
-                let _ = reply.send(r);
+
+    for op in ops.drain(..) {
+        match op {
+            Op::Register(r, reply) => {
+                let answer = match registered.remove(&(r.unit_id.clone(), r.secret_hash.clone())) {
+                    Some(Ok(v)) => {
+                        // A repeat in the same batch gets the same answer.
+                        registered.insert((r.unit_id.clone(), r.secret_hash.clone()), Ok(v));
+                        Ok(v)
+                    }
+                    Some(Err(_)) | None => Err(DbError::CredentialMismatch(r.unit_id.clone())),
+                };
+                let _ = reply.send(answer);
             }
-            (Op::CheckIn(_, reply), Outcome::CheckedIn(r)) => {
-                let _ = reply.send(Ok(r));
+            Op::CheckIn(c, reply) => {
+                let _ = reply.send(Ok(checked.get(&c.device_id).cloned()));
             }
-            _ => unreachable_pair(),
         }
     }
     Ok(())
 }
 
-enum Outcome {
-    Registered(Result<Registered>),
-    CheckedIn(Option<CheckedIn>),
+/// Inserts the registrations whose unit ids are new; returns unit id -> new device id.
+async fn insert_new<C: ConnectionTrait>(
+    tx: &C,
+    regs: &[&Registration],
+) -> Result<HashMap<String, i64>> {
+    let mut out = HashMap::new();
+    if regs.is_empty() {
+        return Ok(out);
+    }
+    let now = now_ms();
+    let mut insert = Query::insert();
+    insert.into_table(Alias::new("devices")).columns(
+        [
+            "unit_id",
+            "name",
+            "firmware",
+            "state",
+            "secret_hash",
+            "rev",
+            "registered_at",
+        ]
+        .map(Alias::new),
+    );
+    for r in regs {
+        insert.values_panic([
+            r.unit_id.clone().into(),
+            r.name.clone().into(),
+            r.firmware.clone().into(),
+            "registered".into(),
+            r.secret_hash.clone().into(),
+            1i64.into(),
+            now.into(),
+        ]);
+    }
+    insert
+        .on_conflict(
+            OnConflict::column(Alias::new("unit_id"))
+                .do_nothing()
+                .to_owned(),
+        )
+        .returning(Query::returning().columns(["id", "unit_id"].map(Alias::new)));
+    for row in tx.query_all(&insert).await? {
+        let unit: String = row.try_get("", "unit_id")?;
+        let id: i64 = row.try_get("", "id")?;
+        out.insert(unit, id);
+    }
+    Ok(out)
 }
 
-fn unreachable_pair() {
-    tracing::error!("batch results out of order");
+/// Records every check-in in one statement; returns device id -> row fields for the devices
+/// that exist.
+async fn update_contacts<C: ConnectionTrait>(
+    tx: &C,
+    backend: Backend,
+    checks: &[&CheckIn],
+) -> Result<HashMap<i64, CheckedIn>> {
+    let mut out = HashMap::new();
+    if checks.is_empty() {
+        return Ok(out);
+    }
+    // A device checking in twice in one batch: the later values win.
+    let mut latest: HashMap<i64, &CheckIn> = HashMap::new();
+    for c in checks {
+        latest.insert(c.device_id, c);
+    }
+    let mut values = Vec::with_capacity(latest.len() * 4);
+    let mut rows = Vec::with_capacity(latest.len());
+    for (i, c) in latest.values().enumerate() {
+        let p = |k: usize| match backend {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${}", i * 4 + k),
+        };
+        let cast = |k: usize, ty: &str| match backend {
+            Backend::Sqlite => p(k),
+            Backend::Postgres => format!("{}::{ty}", p(k)),
+        };
+        rows.push(format!(
+            "({}, {}, {}, {})",
+            cast(1, "bigint"),
+            cast(2, "text"),
+            cast(3, "text"),
+            cast(4, "bigint")
+        ));
+        values.push(c.device_id.into());
+        values.push(c.firmware.clone().into());
+        values.push(c.state.clone().into());
+        values.push(c.at.into());
+    }
+    let sql = format!(
+        "WITH v(id, firmware, state, at) AS (VALUES {}) \
+         UPDATE devices SET firmware = v.firmware, state = v.state, last_contact = v.at \
+         FROM v WHERE devices.id = v.id \
+         RETURNING devices.id, devices.name, devices.folder_id, devices.rev, devices.next_job_at",
+        rows.join(", ")
+    );
+    let stmt = Statement::from_sql_and_values(tx.get_database_backend(), sql, values);
+    for row in tx.query_all_raw(stmt).await? {
+        out.insert(
+            row.try_get("", "id")?,
+            CheckedIn {
+                name: row.try_get("", "name")?,
+                folder_id: row.try_get("", "folder_id")?,
+                rev: row.try_get("", "rev")?,
+                next_job_at: row.try_get("", "next_job_at")?,
+            },
+        );
+    }
+    Ok(out)
 }
 
 async fn retry_alone(db: &Db, op: Op) {

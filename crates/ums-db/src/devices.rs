@@ -29,8 +29,9 @@ pub struct Registered {
 }
 
 /// The row fields a check-in needs back to answer the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedIn {
+    pub name: String,
     pub folder_id: Option<i64>,
     pub rev: i64,
     pub next_job_at: Option<i64>,
@@ -122,12 +123,15 @@ pub(crate) async fn check_in_in<C: ConnectionTrait>(
             (Alias::new("state"), c.state.clone().into()),
         ])
         .and_where(Expr::col(Alias::new("id")).eq(c.device_id))
-        .returning(Query::returning().columns(["folder_id", "rev", "next_job_at"].map(Alias::new)))
+        .returning(
+            Query::returning().columns(["name", "folder_id", "rev", "next_job_at"].map(Alias::new)),
+        )
         .to_owned();
     let Some(row) = tx.query_one(&stmt).await? else {
         return Ok(None);
     };
     Ok(Some(CheckedIn {
+        name: row.try_get("", "name")?,
         folder_id: row.try_get("", "folder_id")?,
         rev: row.try_get("", "rev")?,
         next_job_at: row.try_get("", "next_job_at")?,

@@ -208,6 +208,19 @@ async fn batched_storm_loses_nothing(backend: &str) {
     );
     assert!(matches!(bad, Err(DbError::CredentialMismatch(_))));
     assert!(good.expect("good registration").created);
+    // A new unit twice in one batch: the same secret is a repeat, another secret an impostor.
+    let (x, y, z) = tokio::join!(
+        batcher.register(reg("dup", "s1")),
+        batcher.register(reg("dup", "s1")),
+        batcher.register(reg("dup", "s2")),
+    );
+    let (x, y) = (x.expect("first"), y.expect("repeat"));
+    assert_eq!(x.device_id, y.device_id);
+    assert!(matches!(z, Err(DbError::CredentialMismatch(_))), "{z:?}");
+    assert_eq!(
+        db.device_secret_hash(x.device_id).await.expect("hash"),
+        Some(Some("s1".into()))
+    );
 }
 
 async fn settings_writes_stamp_what_they_change(backend: &str) {

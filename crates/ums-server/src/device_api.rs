@@ -8,7 +8,7 @@ use ums_proto::device::v1 as pb;
 use ums_proto::device::v1::device_service_server::DeviceService;
 
 use crate::error::ApiError;
-use crate::state::{self, AppState, DeviceView};
+use crate::state::{self, AppState, DeviceView, PendingView};
 
 /// Shortest and longest device secret accepted at registration.
 const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=64;
@@ -94,6 +94,7 @@ impl DeviceService for DeviceApi {
         if out.created {
             tracing::debug!(device_id = out.device_id, "device registered");
         }
+        self.state.remember_device(out.device_id, &r.secret);
         let model = self.state.settings();
         let settings_revision = state::revision(
             &model,
@@ -149,9 +150,20 @@ impl DeviceService for DeviceApi {
                 .map_err(ApiError::from)?,
             _ => 0,
         };
+        let settings_changed = rev != r.known_revision;
+        if settings_changed {
+            self.state.keep_view(
+                device_id,
+                PendingView {
+                    name: row.name,
+                    folder_id: row.folder_id,
+                    rev: row.rev,
+                },
+            );
+        }
         Ok(Response::new(pb::CheckInResponse {
             settings_revision: rev,
-            settings_changed: rev != r.known_revision,
+            settings_changed,
             jobs_due: u32::try_from(jobs_due).unwrap_or(u32::MAX),
         }))
     }
@@ -161,15 +173,27 @@ impl DeviceService for DeviceApi {
         request: Request<pb::GetSettingsRequest>,
     ) -> Result<Response<pb::GetSettingsResponse>, Status> {
         let device_id = authenticate(&self.state, &request).await?;
-        let d = self
-            .state
-            .db
-            .get_device(device_id)
-            .await
-            .map_err(ApiError::from)?;
+        // The check-in that announced the change read the row already; a device that asks
+        // without one gets it read now.
+        let d = match self.state.take_view(device_id) {
+            Some(v) => v,
+            None => {
+                let d = self
+                    .state
+                    .db
+                    .get_device(device_id)
+                    .await
+                    .map_err(ApiError::from)?;
+                PendingView {
+                    name: d.name,
+                    folder_id: d.folder_id,
+                    rev: d.rev,
+                }
+            }
+        };
         let model = self.state.settings();
         let view = DeviceView {
-            id: d.id,
+            id: device_id,
             name: &d.name,
             folder_id: d.folder_id,
             rev: d.rev,

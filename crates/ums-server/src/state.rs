@@ -18,8 +18,13 @@ pub struct AppState {
     pub batcher: Batcher,
     settings: RwLock<Arc<SettingsModel>>,
     reload: tokio::sync::Mutex<()>,
-    /// device id -> sha256 of its secret; filled on first use, dropped on reset or delete.
+    /// device id -> sha256 of its secret; filled on registration or first use, dropped on reset
+    /// or delete.
     credentials: Mutex<HashMap<i64, [u8; 32]>>,
+    /// What the last check-in of a device whose settings changed returned, for the settings
+    /// download that follows it. Taken by that download; bounded by the devices that have a
+    /// download pending.
+    pending_views: Mutex<HashMap<i64, PendingView>>,
     pub info: ServerInfo,
 }
 
@@ -45,6 +50,7 @@ impl AppState {
             settings: RwLock::new(Arc::new(model)),
             reload: tokio::sync::Mutex::new(()),
             credentials: Mutex::new(HashMap::new()),
+            pending_views: Mutex::new(HashMap::new()),
             info,
         }))
     }
@@ -94,14 +100,44 @@ impl AppState {
         Ok(subtle::ConstantTimeEq::ct_eq(&presented[..], &stored[..]).into())
     }
 
+    /// Remembers the credential of a device that just registered, sparing its first check-in a
+    /// database read.
+    pub fn remember_device(&self, device_id: i64, secret: &[u8]) {
+        let hash: [u8; 32] = Sha256::digest(secret).into();
+        self.lock_credentials().insert(device_id, hash);
+    }
+
     /// Forgets a device's cached credential (after a reset or a delete).
     pub fn forget_device(&self, device_id: i64) {
         self.lock_credentials().remove(&device_id);
+        lock(&self.pending_views).remove(&device_id);
+    }
+
+    /// Keeps a check-in's view of a device for the settings download it announces.
+    pub fn keep_view(&self, device_id: i64, view: PendingView) {
+        lock(&self.pending_views).insert(device_id, view);
+    }
+
+    /// Takes the view kept by the device's last check-in, if any.
+    pub fn take_view(&self, device_id: i64) -> Option<PendingView> {
+        lock(&self.pending_views).remove(&device_id)
     }
 
     fn lock_credentials(&self) -> std::sync::MutexGuard<'_, HashMap<i64, [u8; 32]>> {
-        self.credentials.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.credentials)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The fields of a device row that its settings depend on, as a check-in returned them.
+#[derive(Debug, Clone)]
+pub struct PendingView {
+    pub name: String,
+    pub folder_id: Option<i64>,
+    pub rev: i64,
 }
 
 /// sha256 of a device secret, hex: what the database stores.

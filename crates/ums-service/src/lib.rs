@@ -14,12 +14,25 @@ use serde::{Deserialize, Serialize};
 /// Builds the configuration sources of a service in order of precedence, lowest first: the
 /// defaults of `T`, the TOML file (when given; it must exist), then `UMS_` environment variables
 /// with `__` separating nested keys (`UMS_DEVICE__LISTEN=0.0.0.0:30001`).
+///
+/// Only variables whose first segment names a key of `T` are read: the services of a node share
+/// one environment, and a variable meant for another (or for the tests) must not make this one
+/// refuse to start. Unknown keys in the file are still refused, so a typo there is caught.
 pub fn figment<T: Serialize + Default>(file: Option<&Path>) -> Figment {
+    let known: Vec<String> = figment::value::Value::serialize(T::default())
+        .ok()
+        .and_then(|v| v.into_dict())
+        .map(|dict| dict.into_keys().collect())
+        .unwrap_or_default();
     let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Some(file) = file {
         figment = figment.merge(Toml::file_exact(file));
     }
-    figment.merge(Env::prefixed("UMS_").split("__"))
+    figment.merge(Env::prefixed("UMS_").split("__").filter(move |key| {
+        // The key arrives split into `a.b` already; take its top-level segment.
+        let first = key.as_str().split('.').next().unwrap_or_default();
+        known.iter().any(|k| k.eq_ignore_ascii_case(first))
+    }))
 }
 
 /// Extracts a configuration from its sources, with an error naming the offending key.
@@ -127,6 +140,24 @@ mod tests {
             assert_eq!(cfg.nested.listen_addr, "b");
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn variables_of_other_services_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("UMS_SOMETHING_ELSE", "x");
+            jail.set_env("UMS_NAME", "env");
+            let cfg: Strict = figment::<Strict>(None).extract()?;
+            assert_eq!(cfg.name, "env");
+            Ok(())
+        });
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Strict {
+        name: String,
     }
 
     #[test]

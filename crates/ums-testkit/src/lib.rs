@@ -821,11 +821,16 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(4));
         assert_eq!(signal::kill(pid, None), Err(Errno::ESRCH));
         // A child that ignores SIGTERM is killed after the grace period.
+        // Its `sleep` grandchild outlives it, so it gets no handle on the test's output.
         let child = Command::new("sh")
             .args(["-c", "trap '' TERM; sleep 30"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()?;
+        let pid = Pid::from_raw(i32::try_from(child.id())?);
         std::thread::sleep(Duration::from_millis(200));
         drop(ChildGuard::new(child));
+        assert_eq!(signal::kill(pid, None), Err(Errno::ESRCH));
         Ok(())
     }
 
