@@ -426,3 +426,61 @@ async fn a_newer_schema_is_refused_and_sigterm_stops_cleanly() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_generic_grpc_client_discovers_the_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let server = Server::start(None);
+    let ports = [
+        (&server.device_url, vec!["ums.device.v1.DeviceService"]),
+        (
+            &server.admin_url,
+            vec!["ums.admin.v1.AdminService", "ums.cluster.v1.ClusterService"],
+        ),
+    ];
+    for (url, wanted) in ports {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(server.ca_pem()));
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("tls")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection")
+            .into_inner();
+        let response = stream
+            .message()
+            .await
+            .expect("message")
+            .expect("a response");
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection answer");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for service in &wanted {
+            assert!(
+                names.iter().any(|n| n == service),
+                "{service} missing on {url}: {names:?}"
+            );
+        }
+        assert_eq!(
+            names.len(),
+            wanted.len(),
+            "{url} lists only what it serves: {names:?}"
+        );
+    }
+}

@@ -161,15 +161,23 @@ pub async fn run(
         .await
         .map_err(|e| anyhow::anyhow!("load settings: {e}"))?;
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ums_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Each port's reflection lists the services that port serves.
+    let reflection = |services: &[&str]| {
+        services
+            .iter()
+            .fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(ums_proto::FILE_DESCRIPTOR_SET),
+                |b, s| b.with_service_name(*s),
+            )
+            .build_v1()
+    };
     let device_svc = DeviceServiceServer::new(device_api::DeviceApi {
         state: state.clone(),
     })
     .max_decoding_message_size(MAX_DEVICE_MESSAGE);
     let device_router = tonic::service::Routes::new(device_svc)
-        .add_service(reflection.clone())
+        .add_service(reflection(&["ums.device.v1.DeviceService"])?)
         .into_axum_router();
 
     let admin = Arc::new(admin_api::AdminApi {
@@ -179,7 +187,10 @@ pub async fn run(
         .add_service(ClusterServiceServer::new(cluster_api::ClusterApi {
             state: state.clone(),
         }))
-        .add_service(reflection)
+        .add_service(reflection(&[
+            "ums.admin.v1.AdminService",
+            "ums.cluster.v1.ClusterService",
+        ])?)
         .into_axum_router()
         .merge(json_api::router(admin));
 

@@ -67,6 +67,7 @@ pub fn run(args: HerdArgs) -> anyhow::Result<()> {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());
             step!("{}", util::render(&cmd));
+            let cpu_before = server.cpu_seconds();
             let out = cmd
                 .output()
                 .with_context(|| format!("could not run {}", devsim.display()))?;
@@ -79,11 +80,23 @@ pub fn run(args: HerdArgs) -> anyhow::Result<()> {
             }
             let result = super::last_json_line(&out.stdout)
                 .context("could not read the ums-devsim result")?;
+            // The simulator shares the machine's cores with the server; the server's own CPU
+            // time tells what one server core does when devices are real.
+            let server_cpu_s = match (cpu_before, server.cpu_seconds()) {
+                (Some(a), Some(b)) => Some(b - a),
+                _ => None,
+            };
             server.stop()?;
+            let ok = result
+                .get("ok")
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0);
             runs.push(json!({
                 "backend": backend.name(),
                 "devices": devices,
                 "concurrency": args.concurrency,
+                "server_cpu_s": server_cpu_s,
+                "devices_per_server_cpu_s": server_cpu_s.filter(|s| *s > 0.0).map(|s| ok / s),
                 "result": result,
             }));
         }
@@ -107,11 +120,24 @@ pub fn run(args: HerdArgs) -> anyhow::Result<()> {
                 super::fmt_number(result.get("ops_per_s"), 1),
                 super::fmt_number(result.pointer("/total/p50_ms"), 2),
                 super::fmt_number(result.pointer("/total/p99_ms"), 2),
+                super::fmt_number(result.get("elapsed_s"), 1),
+                super::fmt_number(run.get("devices_per_server_cpu_s"), 0),
             ]
         })
         .collect();
     eprintln!();
-    super::print_table(&["backend", "devices", "ops/s", "p50 ms", "p99 ms"], &rows);
+    super::print_table(
+        &[
+            "backend",
+            "devices",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "elapsed s",
+            "devices/server-cpu-s",
+        ],
+        &rows,
+    );
     eprintln!();
     step!("results written to {}", util::display_path(&path));
     Ok(())

@@ -118,6 +118,21 @@ pub struct Server {
 }
 
 impl Server {
+    /// CPU seconds (user + system) the server process has used so far, from /proc.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        Some((utime + stime) / ticks)
+    }
+
     /// Starts the server and waits until it accepts device connections and
     /// has written its CA certificate.
     pub fn start(database_url: Option<&str>) -> anyhow::Result<Server> {
