@@ -56,11 +56,7 @@ impl Db {
     /// Replaces an administrator's password hash and ends their sessions.
     pub async fn set_admin_password(&self, username: &str, password_hash: &str) -> Result<()> {
         let tx = self.write_tx().await?;
-        let a = admin::Entity::find()
-            .filter(admin::Column::Username.eq(username))
-            .one(&tx)
-            .await?
-            .ok_or_else(|| DbError::NotFound(format!("administrator `{username}`")))?;
+        let a = admin_named(&tx, username).await?;
         admin_session::Entity::delete_many()
             .filter(admin_session::Column::AdminId.eq(a.id))
             .exec(&tx)
@@ -75,11 +71,7 @@ impl Db {
     /// Deletes an administrator; the last one cannot be deleted.
     pub async fn delete_admin(&self, username: &str) -> Result<()> {
         let tx = self.write_tx().await?;
-        let a = admin::Entity::find()
-            .filter(admin::Column::Username.eq(username))
-            .one(&tx)
-            .await?
-            .ok_or_else(|| DbError::NotFound(format!("administrator `{username}`")))?;
+        let a = admin_named(&tx, username).await?;
         if admin::Entity::find().count(&tx).await? <= 1 {
             return Err(DbError::Conflict(
                 "the last administrator cannot be deleted".into(),
@@ -132,4 +124,12 @@ impl Db {
             .await?
             .map(|a| (a, s.expires_at)))
     }
+}
+
+async fn admin_named<C: sea_orm::ConnectionTrait>(tx: &C, username: &str) -> Result<Admin> {
+    admin::Entity::find()
+        .filter(admin::Column::Username.eq(username))
+        .one(tx)
+        .await?
+        .ok_or_else(|| DbError::NotFound(format!("administrator `{username}`")))
 }

@@ -8,12 +8,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::sea_query::{Alias, OnConflict, Query};
 use sea_orm::{ConnectionTrait, Statement};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::devices::{CheckIn, CheckedIn, Registered, Registration, register_in};
-use crate::{Backend, Db, DbError, Result, now_ms};
+use crate::devices::{CheckIn, CheckedIn, Registered, Registration, insert_new, register_existing};
+use crate::{Backend, Db, DbError, Result};
 
 /// Most items committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -77,7 +76,7 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Op>) {
 /// New registrations go in as one multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING`, and
 /// check-ins as one `UPDATE ... FROM (VALUES ...) RETURNING`: a batch costs a handful of
 /// statements, not one per device. Registrations of units that already exist take the careful
-/// path of [`register_in`] one by one.
+/// path of [`register_existing`] one by one.
 async fn commit_batch(db: &Db, ops: &mut Vec<Op>) -> Result<()> {
     let tx = db.write_tx().await?;
     let regs: Vec<&Registration> = ops
@@ -111,7 +110,7 @@ async fn commit_batch(db: &Db, ops: &mut Vec<Op>) -> Result<()> {
                 device_id,
                 created: true,
             }),
-            _ => match register_in(&tx, r).await {
+            _ => match register_existing(&tx, r).await {
                 Ok(v) => Ok(v),
                 // A refused registration changes nothing: answer it, keep the batch going.
                 Err(e @ DbError::CredentialMismatch(_)) => Err(e),
@@ -142,55 +141,6 @@ async fn commit_batch(db: &Db, ops: &mut Vec<Op>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Inserts the registrations whose unit ids are new; returns unit id -> new device id.
-async fn insert_new<C: ConnectionTrait>(
-    tx: &C,
-    regs: &[&Registration],
-) -> Result<HashMap<String, i64>> {
-    let mut out = HashMap::new();
-    if regs.is_empty() {
-        return Ok(out);
-    }
-    let now = now_ms();
-    let mut insert = Query::insert();
-    insert.into_table(Alias::new("devices")).columns(
-        [
-            "unit_id",
-            "name",
-            "firmware",
-            "state",
-            "secret_hash",
-            "rev",
-            "registered_at",
-        ]
-        .map(Alias::new),
-    );
-    for r in regs {
-        insert.values_panic([
-            r.unit_id.clone().into(),
-            r.name.clone().into(),
-            r.firmware.clone().into(),
-            "registered".into(),
-            r.secret_hash.clone().into(),
-            1i64.into(),
-            now.into(),
-        ]);
-    }
-    insert
-        .on_conflict(
-            OnConflict::column(Alias::new("unit_id"))
-                .do_nothing()
-                .to_owned(),
-        )
-        .returning(Query::returning().columns(["id", "unit_id"].map(Alias::new)));
-    for row in tx.query_all(&insert).await? {
-        let unit: String = row.try_get("", "unit_id")?;
-        let id: i64 = row.try_get("", "id")?;
-        out.insert(unit, id);
-    }
-    Ok(out)
 }
 
 /// Records every check-in in one statement; returns device id -> row fields for the devices

@@ -1,5 +1,7 @@
 //! Devices: registration, check-in, and the administrator's view.
 
+use std::collections::HashMap;
+
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
@@ -53,22 +55,41 @@ pub(crate) async fn register_in<C: ConnectionTrait>(
     tx: &C,
     r: &Registration,
 ) -> Result<Registered> {
+    if let Some(&device_id) = insert_new(tx, &[r]).await?.get(&r.unit_id) {
+        return Ok(Registered {
+            device_id,
+            created: true,
+        });
+    }
+    register_existing(tx, r).await
+}
+
+/// Inserts the registrations whose unit ids are new in one statement; returns unit id -> new
+/// device id. Where a unit id appears twice, the first registration is the one inserted.
+pub(crate) async fn insert_new<C: ConnectionTrait>(
+    tx: &C,
+    regs: &[&Registration],
+) -> Result<HashMap<String, i64>> {
+    let mut out = HashMap::new();
+    if regs.is_empty() {
+        return Ok(out);
+    }
     let now = now_ms();
-    let insert = Query::insert()
-        .into_table(Alias::new("devices"))
-        .columns(
-            [
-                "unit_id",
-                "name",
-                "firmware",
-                "state",
-                "secret_hash",
-                "rev",
-                "registered_at",
-            ]
-            .map(Alias::new),
-        )
-        .values_panic([
+    let mut insert = Query::insert();
+    insert.into_table(Alias::new("devices")).columns(
+        [
+            "unit_id",
+            "name",
+            "firmware",
+            "state",
+            "secret_hash",
+            "rev",
+            "registered_at",
+        ]
+        .map(Alias::new),
+    );
+    for r in regs {
+        insert.values_panic([
             r.unit_id.clone().into(),
             r.name.clone().into(),
             r.firmware.clone().into(),
@@ -76,20 +97,27 @@ pub(crate) async fn register_in<C: ConnectionTrait>(
             r.secret_hash.clone().into(),
             1i64.into(),
             now.into(),
-        ])
+        ]);
+    }
+    insert
         .on_conflict(
             OnConflict::column(Alias::new("unit_id"))
                 .do_nothing()
                 .to_owned(),
         )
-        .returning_col(Alias::new("id"))
-        .to_owned();
-    if let Some(row) = tx.query_one(&insert).await? {
-        return Ok(Registered {
-            device_id: row.try_get("", "id")?,
-            created: true,
-        });
+        .returning(Query::returning().columns(["id", "unit_id"].map(Alias::new)));
+    for row in tx.query_all(&insert).await? {
+        out.insert(row.try_get("", "unit_id")?, row.try_get("", "id")?);
     }
+    Ok(out)
+}
+
+/// The registration of a unit that exists: accepted with its own secret, or with a new one
+/// after an administrator reset it; refused otherwise.
+pub(crate) async fn register_existing<C: ConnectionTrait>(
+    tx: &C,
+    r: &Registration,
+) -> Result<Registered> {
     let existing = device::Entity::find()
         .filter(device::Column::UnitId.eq(&r.unit_id))
         .one(tx)
