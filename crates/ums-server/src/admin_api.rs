@@ -30,6 +30,7 @@ const MIN_PASSWORD: usize = 8;
 
 pub struct AdminApi {
     pub state: Arc<AppState>,
+    pub logins: crate::login_guard::LoginGuard,
 }
 
 /// The administrator behind a call.
@@ -251,6 +252,14 @@ impl AdminService for AdminApi {
         if r.username.is_empty() || r.password.is_empty() || r.password.len() > 1024 {
             return Err(wrong());
         }
+        let now = std::time::Instant::now();
+        if let Err(wait) = self.logins.check(&r.username, now) {
+            return Err(Status::resource_exhausted(format!(
+                "too many failed logins for `{}`: try again in {} s",
+                r.username,
+                wait.as_secs().max(1)
+            )));
+        }
         let admin = self
             .state
             .db
@@ -264,9 +273,11 @@ impl AdminService for AdminApi {
         };
         let valid = verify_password(r.password, hash).await;
         let Some(admin) = admin.filter(|_| valid) else {
+            self.logins.failed(&r.username, now);
             tracing::info!(user = %r.username, "failed administrator login");
             return Err(wrong());
         };
+        self.logins.succeeded(&r.username);
         let token = random_token(48);
         let expires_at_ms =
             ums_db::now_ms() + i64::from(self.state.info.session_hours.max(1)) * 3_600_000;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod device_api;
 pub mod error;
 pub mod json_api;
+pub mod login_guard;
 pub mod state;
 
 use std::future::Future;
@@ -182,6 +183,7 @@ pub async fn run(
 
     let admin = Arc::new(admin_api::AdminApi {
         state: state.clone(),
+        logins: login_guard::LoginGuard::default(),
     });
     let admin_router = tonic::service::Routes::new(AdminServiceServer::from_arc(admin.clone()))
         .add_service(ClusterServiceServer::new(cluster_api::ClusterApi {
