@@ -18,6 +18,9 @@ struct Cli {
     /// TOML configuration file.
     #[arg(long, short, env = "UMS_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Log as one JSON object per line (same as log.format = "json").
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -36,13 +39,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg: ServerConfig = match ums_service::load_config(cli.config.as_deref()) {
+    let mut cfg: ServerConfig = match ums_service::load_config(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: invalid configuration: {e:#}");
             return ExitCode::from(2);
         }
     };
+    if cli.log_json {
+        cfg.log.format = ums_service::LogFormat::Json;
+    }
     if let Err(e) = ums_service::init_logging(&cfg.log) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
