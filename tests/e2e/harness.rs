@@ -202,3 +202,110 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+impl Server {
+    /// Starts a server whose device CA is `other`'s: the CA files are copied into the new data
+    /// directory before the first start, so the new server issues its certificate from that CA
+    /// and devices trusting one trust both.
+    pub fn start_sharing_ca(other: &Server, database_url: Option<&str>) -> Server {
+        let data = tempfile::tempdir().expect("data dir");
+        let tls = data.path().join("data/tls");
+        std::fs::create_dir_all(&tls).expect("tls dir");
+        let from = other.data.path().join("data/tls");
+        for file in ["ca.pem", "ca-key.pem"] {
+            std::fs::copy(from.join(file), tls.join(file)).expect("copy the CA");
+        }
+        Self::start_in(data, database_url)
+    }
+
+    /// `127.0.0.1:PORT` of the device API.
+    pub fn device_addr(&self) -> String {
+        self.device_url.trim_start_matches("https://").to_owned()
+    }
+}
+
+/// A running `ums-broker` process in front of some servers.
+pub struct Broker {
+    pub child: ChildGuard,
+    /// Holds the log; removed on drop.
+    _dir: tempfile::TempDir,
+    /// `https://127.0.0.1:PORT`: what devices connect to.
+    pub device_url: String,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl Broker {
+    /// Starts a broker on free loopback ports in front of `servers` (`host:port` each), with
+    /// extra `UMS_` variables.
+    pub fn start(servers: &[String], env: &[(&str, &str)]) -> Broker {
+        let dir = tempfile::tempdir().expect("broker dir");
+        let port = free_port();
+        let metrics_port = free_port();
+        let log = dir.path().join("broker.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(bin_path("ums-broker"));
+        cmd.env("UMS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("UMS_SERVERS", servers.join(","))
+            .env("UMS_METRICS__LISTEN", format!("127.0.0.1:{metrics_port}"))
+            .env("UMS_LOG__LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = ChildGuard::new(cmd.spawn().expect("spawn ums-broker"));
+        let mut broker = Broker {
+            child,
+            _dir: dir,
+            device_url: format!("https://127.0.0.1:{port}"),
+            port,
+            metrics_port,
+            log,
+        };
+        let started = Instant::now();
+        for p in [port, metrics_port] {
+            while wait_for_tcp(([127, 0, 0, 1], p).into(), Duration::from_millis(200)).is_err() {
+                if let Ok(Some(status)) = broker.child.0.try_wait() {
+                    panic!("ums-broker exited ({status}):\n{}", broker.log_text());
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "ums-broker did not listen:\n{}",
+                    broker.log_text()
+                );
+            }
+        }
+        broker
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The body of `GET /metrics`.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("connect to metrics");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("response");
+        let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_owned()
+    }
+
+    /// The value of one sample of `/metrics`, such as `ums_broker_server_up{server="..."}`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|l| {
+            let (s, v) = l.rsplit_once(' ')?;
+            (s == series).then(|| v.parse().ok()).flatten()
+        })
+    }
+}

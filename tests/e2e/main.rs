@@ -3,5 +3,6 @@
 //!
 //! The binaries must be built first (`cargo build --bins`; `cargo xtask test` does it).
 
+mod broker;
 mod harness;
 mod server;

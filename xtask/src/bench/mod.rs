@@ -3,6 +3,7 @@
 //! Each benchmark is a sibling subcommand in its own module; they share the
 //! helpers here (building, starting a server, writing results).
 
+mod broker;
 mod herd;
 
 use std::fs::{self, File};
@@ -28,12 +29,16 @@ pub struct BenchArgs {
 enum Bench {
     /// Thundering herd: N simulated devices register at once against a fresh server.
     Herd(herd::HerdArgs),
+    /// ums-broker against a direct connection and HAProxy: device churn, then memory at 10,000
+    /// idle connections.
+    Broker(broker::BrokerArgs),
 }
 
 /// Runs `cargo xtask bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.bench {
         Bench::Herd(a) => herd::run(a),
+        Bench::Broker(a) => broker::run(a),
     }
     .map(|()| ExitCode::SUCCESS)
 }

@@ -1,0 +1,519 @@
+//! `ums-broker`: the load balancer devices connect to.
+//!
+//! It listens on the device port and forwards every device TCP connection to the device port of
+//! one server, round robin over the servers that are up ([`ServerSet`]). It works at layer 4: TLS
+//! passes through untouched, so devices keep trusting the servers' certificates and their
+//! credentials reach the servers. Apart from the server set and counters it keeps no state, so
+//! several brokers can front the same servers.
+//!
+//! * Health: every server gets a TCP connect every `health.interval_ms`; one that fails leaves
+//!   the rotation, one that passes re-enters.
+//! * Failover: a connect that fails (refused, reset, timeout) marks its server down at once and
+//!   the next server is tried, so a new device connection never lands on a dead server.
+//! * Drain: on the shutdown future the broker stops accepting and gives proxied connections
+//!   `drain_timeout_s` to end.
+//! * Limits: connections at once, new connections per second per source address, idle time.
+//! * Metrics: Prometheus text at `/metrics` ([`metrics::render`]).
+//! * PROXY protocol v2 toward servers when `proxy_protocol` is set ([`proxy_protocol`]).
+
+pub mod config;
+mod limits;
+pub mod metrics;
+pub mod proxy_protocol;
+mod server_set;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::ReadHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+pub use config::BrokerConfig;
+pub use limits::RateLimiter;
+pub use metrics::BrokerCounters;
+pub use server_set::{Backend, ServerSet};
+
+/// Runs the broker over the servers of `config` until `shutdown` resolves, then drains.
+///
+/// The caller binds the listeners, so tests can run the broker on port 0.
+pub async fn run(
+    config: BrokerConfig,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let servers = Arc::new(ServerSet::new(config.server_addrs()?));
+    run_with_servers(config, servers, listener, metrics_listener, shutdown).await
+}
+
+/// Like [`run`], over a server set the caller keeps and may change while the broker runs
+/// (`config.servers` is not read).
+pub async fn run_with_servers(
+    config: BrokerConfig,
+    servers: Arc<ServerSet>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let counters = Arc::new(BrokerCounters::default());
+    let shared = Arc::new(Shared {
+        servers: servers.clone(),
+        counters: counters.clone(),
+        limiter: RateLimiter::new(config.rate.per_second, config.rate.burst),
+        active: AtomicUsize::new(0),
+        idle: Notify::new(),
+        max_connections: config.max_connections,
+        connect_timeout: config.connect_timeout(),
+        idle_timeout: config.idle_timeout(),
+        buffer_size: config.buffer_size,
+        proxy_protocol: config.proxy_protocol,
+    });
+
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(servers.clone().health_checks(
+        Duration::from_millis(config.health.interval_ms),
+        Duration::from_millis(config.health.timeout_ms.max(1)),
+    ));
+    if shared.limiter.enabled() {
+        let shared = shared.clone();
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                shared.limiter.prune(Instant::now());
+            }
+        });
+    }
+    if let Some(l) = metrics_listener {
+        let addr = l.local_addr()?;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+        let (servers, counters) = (servers.clone(), counters.clone());
+        background.spawn(async move {
+            if let Err(e) = metrics::serve(l, servers, counters, std::future::pending()).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
+
+    let addr = listener.local_addr()?;
+    let names: Vec<String> = servers
+        .snapshot()
+        .iter()
+        .map(|b| b.label().to_owned())
+        .collect();
+    tracing::info!(%addr, servers = ?names, "accepting devices");
+    if names.is_empty() {
+        tracing::warn!("no servers configured: every device connection will be closed");
+    }
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => admit(&shared, stream, peer),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+
+    let open = shared.active.load(Ordering::Relaxed);
+    tracing::info!(
+        open,
+        timeout_s = config.drain_timeout_s,
+        "stopped accepting, draining proxied connections"
+    );
+    let drained = tokio::time::timeout(config.drain_timeout(), async {
+        loop {
+            let notified = shared.idle.notified();
+            if shared.active.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("all connections ended"),
+        Err(_) => tracing::warn!(
+            open = shared.active.load(Ordering::Relaxed),
+            "connections still open after the drain timeout, closing them"
+        ),
+    }
+    background.abort_all();
+    Ok(())
+}
+
+/// What the accept loop and the connection tasks share.
+struct Shared {
+    servers: Arc<ServerSet>,
+    counters: Arc<BrokerCounters>,
+    limiter: RateLimiter,
+    /// Device connections admitted and not yet ended.
+    active: AtomicUsize,
+    /// Woken when `active` drops to zero.
+    idle: Notify,
+    max_connections: usize,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    buffer_size: usize,
+    proxy_protocol: bool,
+}
+
+/// Counts one admitted connection until dropped.
+struct Admitted(Arc<Shared>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Counts one connection proxied to a server until dropped.
+struct Proxied(Arc<Backend>);
+
+impl Drop for Proxied {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Applies the limits to a new device connection and starts its task.
+fn admit(shared: &Arc<Shared>, device: TcpStream, peer: SocketAddr) {
+    if !shared.limiter.allow(peer.ip(), Instant::now()) {
+        shared
+            .counters
+            .rejected_rate
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, "new connections too fast from this address, closed");
+        return;
+    }
+    if shared.active.fetch_add(1, Ordering::Relaxed) >= shared.max_connections {
+        shared.active.fetch_sub(1, Ordering::Relaxed);
+        shared
+            .counters
+            .rejected_limit
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, "max_connections reached, closed");
+        return;
+    }
+    let admitted = Admitted(shared.clone());
+    tokio::spawn(async move {
+        let shared = admitted.0.clone();
+        handle(&shared, device, peer).await;
+        drop(admitted);
+    });
+}
+
+async fn handle(shared: &Shared, mut device: TcpStream, peer: SocketAddr) {
+    let Some((backend, mut server)) = shared.servers.connect(shared.connect_timeout).await else {
+        shared.counters.no_server.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, "no server accepted the connection, closed");
+        return;
+    };
+    let _ = device.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    if shared.proxy_protocol {
+        let local = match device.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "device connection gone");
+                return;
+            }
+        };
+        let header = proxy_protocol::header_v2(peer, local);
+        if let Err(e) = server.write_all(&header).await {
+            backend.connect_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(server = %backend.addr(), error = %e, "could not send the proxy header");
+            return;
+        }
+    }
+    backend.total.fetch_add(1, Ordering::Relaxed);
+    backend.active.fetch_add(1, Ordering::Relaxed);
+    let _proxied = Proxied(backend.clone());
+    match proxy(
+        &mut device,
+        &mut server,
+        &backend,
+        shared.buffer_size,
+        shared.idle_timeout,
+    )
+    .await
+    {
+        Ok(Ending::Closed) => {}
+        Ok(Ending::Idle) => {
+            tracing::debug!(%peer, server = %backend.addr(), "idle timeout, closed")
+        }
+        Err(e) => {
+            tracing::debug!(%peer, server = %backend.addr(), error = %e, "connection ended with an error")
+        }
+    }
+}
+
+/// How a proxied connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    /// Both sides closed.
+    Closed,
+    /// No byte in either direction for the idle timeout.
+    Idle,
+}
+
+/// Milliseconds since the first call: a clock for idle accounting.
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Copies both directions until both sides closed, an error, or the idle timeout.
+async fn proxy(
+    device: &mut TcpStream,
+    server: &mut TcpStream,
+    backend: &Backend,
+    buffer_size: usize,
+    idle_timeout: Option<Duration>,
+) -> io::Result<Ending> {
+    let last = AtomicU64::new(now_ms());
+    let (device_read, device_write) = device.split();
+    let (server_read, server_write) = server.split();
+    let up = pump(
+        device_read,
+        server_write,
+        buffer_size,
+        &backend.bytes_up,
+        &last,
+    );
+    let down = pump(
+        server_read,
+        device_write,
+        buffer_size,
+        &backend.bytes_down,
+        &last,
+    );
+    let both = async { tokio::try_join!(up, down).map(|_| Ending::Closed) };
+    match idle_timeout {
+        None => both.await,
+        Some(idle) => tokio::select! {
+            r = both => r,
+            () = idle_watch(&last, idle) => Ok(Ending::Idle),
+        },
+    }
+}
+
+/// Resolves once `last` is `idle` in the past.
+async fn idle_watch(last: &AtomicU64, idle: Duration) {
+    let idle_ms = idle.as_millis() as u64;
+    loop {
+        let quiet = now_ms().saturating_sub(last.load(Ordering::Relaxed));
+        if quiet >= idle_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(idle_ms - quiet)).await;
+    }
+}
+
+/// Copies `src` to `dst` until end of stream, then shuts `dst` down for writing.
+///
+/// The buffer exists only while `src` has data, so an idle connection holds no buffer at all:
+/// 10,000 idle devices cost their sockets and two small tasks' worth of memory.
+async fn pump<W: AsyncWrite + Unpin>(
+    src: ReadHalf<'_>,
+    mut dst: W,
+    buffer_size: usize,
+    bytes: &AtomicU64,
+    last: &AtomicU64,
+) -> io::Result<()> {
+    loop {
+        src.readable().await?;
+        let mut buf: Vec<u8> = Vec::with_capacity(buffer_size);
+        loop {
+            buf.clear();
+            match src.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    // The peer finished sending; pass the half-close on and keep the other
+                    // direction open until it ends too.
+                    let _ = dst.shutdown().await;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    last.store(now_ms(), Ordering::Relaxed);
+                    dst.write_all(&buf[..n]).await?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// An echo server that uppercases nothing: it returns what it reads.
+    async fn echo_server() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn config(servers: &[SocketAddr]) -> BrokerConfig {
+        BrokerConfig {
+            servers: servers.iter().map(ToString::to_string).collect(),
+            listen: "127.0.0.1:0".into(),
+            metrics: config::MetricsConfig {
+                listen: String::new(),
+            },
+            ..BrokerConfig::default()
+        }
+    }
+
+    async fn start(
+        cfg: BrokerConfig,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(cfg, listener, None, async move {
+            let _ = rx.await;
+        }));
+        (addr, tx, task)
+    }
+
+    async fn roundtrip(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+        // A closed connection may also show up as a reset: treat it as no answer.
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let mut out = Vec::new();
+        if s.write_all(data).await.is_ok() && s.shutdown().await.is_ok() {
+            let _ = s.read_to_end(&mut out).await;
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn proxies_bytes_both_ways_and_drains() {
+        let echo = echo_server().await;
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let (addr, stop, task) = start(config(&[dead, echo])).await;
+        let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        for _ in 0..3 {
+            assert_eq!(roundtrip(addr, &big).await, big);
+        }
+        // A connection open across the shutdown keeps flowing; new ones are refused.
+        let mut open = TcpStream::connect(addr).await.expect("connect");
+        open.write_all(b"ping").await.expect("write");
+        let mut four = [0u8; 4];
+        open.read_exact(&mut four).await.expect("echo");
+        stop.send(()).expect("stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(TcpStream::connect(addr).await.is_err(), "stopped accepting");
+        open.write_all(b"pong").await.expect("write");
+        open.read_exact(&mut four)
+            .await
+            .expect("echo after shutdown");
+        assert_eq!(&four, b"pong");
+        drop(open);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("drained in time")
+            .expect("join")
+            .expect("run");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed() {
+        let echo = echo_server().await;
+        let mut cfg = config(&[echo]);
+        cfg.idle_timeout_s = 1;
+        let (addr, _stop, _task) = start(cfg).await;
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let started = Instant::now();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("closed before 5 s")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(started.elapsed() >= Duration::from_millis(900));
+    }
+
+    #[tokio::test]
+    async fn rate_and_connection_limits_close_new_connections() {
+        let echo = echo_server().await;
+        let mut cfg = config(&[echo]);
+        cfg.rate.per_second = 1;
+        cfg.rate.burst = 2;
+        let (addr, _stop, _task) = start(cfg).await;
+        assert_eq!(roundtrip(addr, b"a").await, b"a");
+        assert_eq!(roundtrip(addr, b"b").await, b"b");
+        assert_eq!(roundtrip(addr, b"c").await, b"", "over the rate: closed");
+
+        let mut cfg = config(&[echo]);
+        cfg.max_connections = 1;
+        let (addr, _stop, _task) = start(cfg).await;
+        let mut first = TcpStream::connect(addr).await.expect("connect");
+        first.write_all(b"x").await.expect("write");
+        let mut one = [0u8; 1];
+        first.read_exact(&mut one).await.expect("echo");
+        assert_eq!(roundtrip(addr, b"y").await, b"", "over the limit: closed");
+    }
+
+    #[tokio::test]
+    async fn proxy_header_precedes_the_device_bytes() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = l.local_addr().expect("addr");
+        let mut cfg = config(&[server]);
+        cfg.proxy_protocol = true;
+        let (addr, _stop, _task) = start(cfg).await;
+        let mut device = TcpStream::connect(addr).await.expect("connect");
+        let device_addr = device.local_addr().expect("addr");
+        device.write_all(b"hello").await.expect("write");
+        device.shutdown().await.expect("shutdown");
+        // The health check connects too: take the connection that carries bytes.
+        let got = loop {
+            let (mut s, _) = l.accept().await.expect("accept");
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got).await;
+            if !got.is_empty() {
+                break got;
+            }
+        };
+        let header = proxy_protocol::header_v2(device_addr, addr);
+        assert_eq!(&got[..header.len()], &header[..]);
+        assert_eq!(&got[header.len()..], b"hello");
+    }
+}

@@ -1,0 +1,106 @@
+//! `ums-broker`: wiring only. See the library for the broker itself.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use ums_broker::BrokerConfig;
+
+/// The load balancer devices connect to: forwards every device TCP connection to one of the
+/// servers' device ports, round robin over the servers that pass their health checks. TLS
+/// passes through untouched.
+///
+/// Configuration: defaults, then the TOML file given with --config (see
+/// deploy/ums-broker.toml), then UMS_ environment variables with `__` for nesting:
+/// UMS_LISTEN=0.0.0.0:30001, UMS_SERVERS=10.0.0.1:30002,10.0.0.2:30002,
+/// UMS_HEALTH__INTERVAL_MS=250, UMS_RATE__PER_SECOND=100, UMS_METRICS__LISTEN=127.0.0.1:9102,
+/// UMS_LOG__LEVEL=info, UMS_LOG__FORMAT=json.
+///
+/// SIGTERM or SIGINT: stop accepting, let proxied connections finish for drain_timeout_s,
+/// exit 0. Exit status 2: invalid configuration; 1: the broker could not start.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short, env = "UMS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg: BrokerConfig = match ums_service::load_config(cli.config.as_deref())
+        .and_then(|c: BrokerConfig| c.validate().map(|()| c))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        return match toml::to_string_pretty(&cfg) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Err(e) = ums_service::init_logging(&cfg.log) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(real_main(cfg));
+    // Connections still open after the drain timeout are closed here.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(cfg: BrokerConfig) -> anyhow::Result<()> {
+    let addr = cfg.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen for devices on {addr}"))?;
+    let metrics = match cfg.metrics_addr()? {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("listen for metrics on {a}"))?,
+        ),
+        None => None,
+    };
+    println!(
+        "ums-broker {} on {} -> {}",
+        env!("CARGO_PKG_VERSION"),
+        listener.local_addr()?,
+        if cfg.servers.is_empty() {
+            "no servers".to_owned()
+        } else {
+            cfg.servers.join(", ")
+        }
+    );
+    ums_broker::run(cfg, listener, metrics, ums_service::shutdown_signal()).await
+}

@@ -1,0 +1,251 @@
+//! `ums-broker` in front of real servers: failover when a server dies, drain on SIGTERM.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use ums_devsim::DeviceClient;
+
+use crate::harness::{Broker, Server, eventually};
+
+/// One device's life through the broker: a new connection, registration, one check-in.
+async fn one_device(url: &str, ca: &[u8], unit: &str) -> anyhow::Result<()> {
+    let mut dev = DeviceClient::connect(url, ca).await?;
+    dev.register(unit, unit).await?;
+    dev.check_in("idle", 0).await?;
+    Ok(())
+}
+
+/// An attempt: when it started, and its error if it failed.
+struct Attempt {
+    started: Instant,
+    error: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_devices_never_see_a_killed_server() {
+    let url = ums_testkit::shared_database("e2e_broker").expect("postgres");
+    let a = Server::start(Some(&url));
+    let mut b = Server::start_sharing_ca(&a, Some(&url));
+    assert_eq!(a.ca_pem(), b.ca_pem(), "one device CA");
+    // The load comes from one address: the per-address rate is not under test here.
+    let broker = Broker::start(
+        &[a.device_addr(), b.device_addr()],
+        &[("UMS_RATE__PER_SECOND", "0")],
+    );
+    let ca = Arc::new(a.ca_pem());
+    let device_url = Arc::new(broker.device_url.clone());
+
+    let started = Instant::now();
+    let run_for = Duration::from_secs(6);
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let (ca, device_url) = (ca.clone(), device_url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut attempts = Vec::new();
+            let mut i = 0;
+            while started.elapsed() < run_for {
+                let unit = format!("broker-{worker}-{i:05}");
+                i += 1;
+                let t = Instant::now();
+                let r = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    one_device(&device_url, &ca, &unit),
+                )
+                .await;
+                let error = match r {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(format!("{e:#}")),
+                    Err(_) => Some("timed out".to_owned()),
+                };
+                attempts.push(Attempt { started: t, error });
+            }
+            attempts
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let b_addr = b.device_addr();
+    kill(Pid::from_raw(b.child.id() as i32), Signal::SIGKILL).expect("kill -9 server b");
+    let killed = Instant::now();
+    let _ = b.child.0.wait();
+
+    let mut attempts = Vec::new();
+    for t in tasks {
+        attempts.extend(t.await.expect("device task"));
+    }
+    let before = attempts.iter().filter(|x| x.started < killed).count();
+    let ok_after = attempts
+        .iter()
+        .filter(|x| x.started > killed && x.error.is_none())
+        .count();
+    let late_failures: Vec<&String> = attempts
+        .iter()
+        .filter(|x| x.started > killed + Duration::from_secs(1))
+        .filter_map(|x| x.error.as_ref())
+        .collect();
+    assert!(before > 0, "devices ran before the kill");
+    assert!(ok_after > 0, "devices succeeded after the kill");
+    assert!(
+        late_failures.is_empty(),
+        "{} device connections failed more than 1 s after the kill, first: {:?}\nbroker log:\n{}",
+        late_failures.len(),
+        late_failures.first(),
+        broker.log_text()
+    );
+
+    let total = |addr: &str| {
+        broker
+            .metric(&format!(
+                "ums_broker_connections_total{{server=\"{addr}\"}}"
+            ))
+            .unwrap_or(0.0)
+    };
+    assert!(total(&a.device_addr()) > 0.0, "{}", broker.metrics());
+    assert!(total(&b_addr) > 0.0, "{}", broker.metrics());
+    let b_up = format!("ums_broker_server_up{{server=\"{b_addr}\"}}");
+    let a_up = format!("ums_broker_server_up{{server=\"{}\"}}", a.device_addr());
+    assert_eq!(broker.metric(&b_up), Some(0.0), "{}", broker.metrics());
+    assert_eq!(broker.metric(&a_up), Some(1.0), "{}", broker.metrics());
+    eprintln!(
+        "{} device attempts, {} after the kill succeeded",
+        attempts.len(),
+        ok_after
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_broker() {
+    let server = Server::start(None);
+    let drain = Duration::from_secs(5);
+    let mut broker = Broker::start(&[server.device_addr()], &[("UMS_DRAIN_TIMEOUT_S", "5")]);
+    let mut dev = DeviceClient::connect(&broker.device_url, &server.ca_pem())
+        .await
+        .expect("connect through the broker");
+    dev.register("drain-00001", "drain")
+        .await
+        .expect("register");
+
+    // A stream of check-ins over the one connection, across the SIGTERM.
+    let stream = tokio::spawn(async move {
+        let mut results = Vec::new();
+        for _ in 0..30 {
+            results.push(dev.check_in("idle", 0).await.map(|_| ()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (dev, results)
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    kill(Pid::from_raw(broker.child.id() as i32), Signal::SIGTERM).expect("sigterm");
+    let term = Instant::now();
+
+    // New connections are refused at once...
+    let port = broker.port;
+    let refused = eventually(Duration::from_secs(2), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "the broker still accepts after SIGTERM");
+
+    // ...while the proxied connection keeps flowing.
+    let (dev, results) = stream.await.expect("check-in stream");
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "check-ins failed during the drain: {failed:?}\n{}",
+        broker.log_text()
+    );
+    assert!(
+        term.elapsed() > Duration::from_millis(500),
+        "requests ran after the SIGTERM"
+    );
+    drop(dev);
+
+    let status = loop {
+        if let Some(st) = broker.child.0.try_wait().expect("poll broker") {
+            break st;
+        }
+        assert!(
+            term.elapsed() < drain + Duration::from_secs(2),
+            "the broker did not exit within the drain timeout:\n{}",
+            broker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}\n{}", broker.log_text());
+    assert!(
+        broker.log_text().contains("draining"),
+        "{}",
+        broker.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_devices_go_to_the_other_server_when_one_stops() {
+    let a = Server::start(None);
+    let mut b = Server::start_sharing_ca(&a, None);
+    let broker = Broker::start(&[a.device_addr(), b.device_addr()], &[]);
+    let ca = a.ca_pem();
+
+    // Connections through the broker alternate: keep one that landed on B.
+    let b_total = format!(
+        "ums_broker_connections_total{{server=\"{}\"}}",
+        b.device_addr()
+    );
+    let mut on_b = None;
+    for i in 0..4 {
+        let before = broker.metric(&b_total).unwrap_or(0.0);
+        let mut dev = DeviceClient::connect(&broker.device_url, &ca)
+            .await
+            .expect("connect");
+        dev.register(&format!("stop-{i:05}"), "stop")
+            .await
+            .expect("register");
+        if broker.metric(&b_total).unwrap_or(0.0) > before {
+            on_b = Some(dev);
+            break;
+        }
+    }
+    let mut on_b = on_b.expect("a connection on server b");
+
+    on_b.check_in("idle", 0)
+        .await
+        .expect("check in on server b");
+
+    kill(Pid::from_raw(b.child.id() as i32), Signal::SIGTERM).expect("sigterm server b");
+    // New devices go to A only, from the first connection after B closed its listener.
+    let b_port: u16 = b
+        .device_addr()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    eventually(Duration::from_secs(5), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", b_port))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await
+    .expect("server b closes its listener");
+    let b_before = broker.metric(&b_total).unwrap_or(0.0);
+    for i in 0..6 {
+        let mut dev = DeviceClient::connect(&broker.device_url, &ca)
+            .await
+            .expect("new device after server b stopped");
+        dev.register(&format!("after-{i:05}"), "after")
+            .await
+            .expect("register on server a");
+    }
+    assert_eq!(
+        broker.metric(&b_total),
+        Some(b_before),
+        "no new connection went to the stopped server"
+    );
+    drop(on_b);
+    let _ = b.child.0.wait();
+}
