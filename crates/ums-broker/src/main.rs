@@ -67,7 +67,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(real_main(cfg));
+    // The accept loop runs on a worker thread, not on the thread that blocks here: a future
+    // driven by `block_on` is woken through an extra thread hop, and a broker that accepts late
+    // overflows its listen queue under a connection storm (dropped SYNs cost devices 1 s each).
+    let result = runtime.block_on(async {
+        tokio::spawn(real_main(cfg))
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("broker task failed: {e}")))
+    });
     // Connections still open after the drain timeout are closed here.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
@@ -81,9 +88,8 @@ fn main() -> ExitCode {
 
 async fn real_main(cfg: BrokerConfig) -> anyhow::Result<()> {
     let addr = cfg.listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listen for devices on {addr}"))?;
+    let listener =
+        ums_service::listen(addr).with_context(|| format!("listen for devices on {addr}"))?;
     let metrics = match cfg.metrics_addr()? {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a)

@@ -107,11 +107,9 @@ async fn real_main(command: Command, cfg: ServerConfig) -> anyhow::Result<()> {
             let device_addr = cfg.device_addr()?;
             let admin_addr = cfg.admin_addr()?;
             let prepared = ums_server::prepare(&cfg).await?;
-            let device = tokio::net::TcpListener::bind(device_addr)
-                .await
+            let device = ums_service::listen(device_addr)
                 .with_context(|| format!("listen for devices on {device_addr}"))?;
-            let admin = tokio::net::TcpListener::bind(admin_addr)
-                .await
+            let admin = ums_service::listen(admin_addr)
                 .with_context(|| format!("listen for administrators on {admin_addr}"))?;
             print_first_start(&prepared);
             println!(
