@@ -87,6 +87,7 @@ fn main() -> ExitCode {
 }
 
 async fn real_main(cfg: BrokerConfig) -> anyhow::Result<()> {
+    let shutdown = ums_service::shutdown_signal();
     let addr = cfg.listen_addr()?;
     let listener =
         ums_service::listen(addr).with_context(|| format!("listen for devices on {addr}"))?;
@@ -108,5 +109,5 @@ async fn real_main(cfg: BrokerConfig) -> anyhow::Result<()> {
             cfg.servers.join(", ")
         }
     );
-    ums_broker::run(cfg, listener, metrics, ums_service::shutdown_signal()).await
+    ums_broker::run(cfg, listener, metrics, shutdown).await
 }

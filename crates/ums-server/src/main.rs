@@ -104,6 +104,7 @@ async fn real_main(command: Command, cfg: ServerConfig) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run => {
+            let shutdown = ums_service::shutdown_signal();
             let device_addr = cfg.device_addr()?;
             let admin_addr = cfg.admin_addr()?;
             let prepared = ums_server::prepare(&cfg).await?;
@@ -120,13 +121,7 @@ async fn real_main(command: Command, cfg: ServerConfig) -> anyhow::Result<()> {
                 admin.local_addr()?,
                 prepared.ca_path.display(),
             );
-            ums_server::run(
-                &cfg,
-                prepared,
-                Listeners { device, admin },
-                ums_service::shutdown_signal(),
-            )
-            .await
+            ums_server::run(&cfg, prepared, Listeners { device, admin }, shutdown).await
         }
     }
 }

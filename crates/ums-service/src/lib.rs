@@ -111,20 +111,28 @@ pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("install logger: {e}"))
 }
 
-/// Resolves when the process receives SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// A future that resolves when the process receives SIGINT or SIGTERM.
+///
+/// The handlers are installed when this is called, not when the future is first polled: call it
+/// before binding the listeners, so a SIGTERM that arrives as soon as a port answers already
+/// means "stop gracefully" rather than the default action of dying on the spot. Must be called
+/// inside a tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the process can only be killed; never resolve.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
-        _ = int.recv() => tracing::info!("received SIGINT, shutting down"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            // Without signal handlers the process can only be killed; never resolve.
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
+            _ = int.recv() => tracing::info!("received SIGINT, shutting down"),
+        }
     }
 }
 
