@@ -53,37 +53,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Err(e) = ums_service::init_logging(&cfg.log) {
-        eprintln!("error: {e:#}");
-        return ExitCode::from(2);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // The accept loop runs on a worker thread, not on the thread that blocks here: a future
-    // driven by `block_on` is woken through an extra thread hop, and a broker that accepts late
-    // overflows its listen queue under a connection storm (dropped SYNs cost devices 1 s each).
-    let result = runtime.block_on(async {
-        tokio::spawn(real_main(cfg))
-            .await
-            .unwrap_or_else(|e| Err(anyhow::anyhow!("broker task failed: {e}")))
-    });
-    // Connections still open after the drain timeout are closed here.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let log = cfg.log.clone();
+    ums_service::run_service(&log, real_main(cfg))
 }
 
 async fn real_main(cfg: BrokerConfig) -> anyhow::Result<()> {

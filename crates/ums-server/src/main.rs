@@ -49,27 +49,8 @@ fn main() -> ExitCode {
     if cli.log_json {
         cfg.log.format = ums_service::LogFormat::Json;
     }
-    if let Err(e) = ums_service::init_logging(&cfg.log) {
-        eprintln!("error: {e:#}");
-        return ExitCode::from(2);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(real_main(cli.command.unwrap_or(Command::Run), cfg)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let log = cfg.log.clone();
+    ums_service::run_service(&log, real_main(cli.command.unwrap_or(Command::Run), cfg))
 }
 
 async fn real_main(command: Command, cfg: ServerConfig) -> anyhow::Result<()> {

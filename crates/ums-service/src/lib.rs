@@ -48,6 +48,45 @@ where
     Ok(figment::<T>(file).extract()?)
 }
 
+/// The body of every service's `main` after its configuration is loaded: installs the logger,
+/// starts the multi-threaded runtime, runs `service` on a worker thread (not on the thread that
+/// blocks in `main`, where accept loops would be woken through an extra thread hop), and maps
+/// the outcome to an exit code: 0 on success, 1 on an error (printed), 2 on a bad log setting.
+pub fn run_service<F>(log: &LogConfig, service: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    use std::process::ExitCode;
+    if let Err(e) = init_logging(log) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::spawn(service)
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("service task failed: {e}")))
+    });
+    // Tasks still running (connections past their drain timeout) end here.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Length of the accept queue of the services' listeners. A storm of devices connecting at once
 /// must queue, not be dropped: a dropped SYN costs the device a one-second retransmit.
 pub const LISTEN_BACKLOG: u32 = 4096;
