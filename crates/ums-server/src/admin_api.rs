@@ -753,18 +753,17 @@ impl AdminService for AdminApi {
     ) -> Reply<pb::ExplainSettingsResponse> {
         self.caller(&request).await?.require("settings:read")?;
         let id = request.into_inner().device_id;
-        let d = self.state.db.get_device(id).await.map_err(ApiError::from)?;
-        let model = self.state.settings();
-        let view = DeviceView {
-            id: d.id,
-            name: &d.name,
-            folder_id: d.folder_id,
-            rev: d.rev,
-        };
-        let effective = state::effective(&model, &view);
+        let row: state::DeviceRow = self
+            .state
+            .db
+            .get_device(id)
+            .await
+            .map_err(ApiError::from)?
+            .into();
+        let (effective, revision) = state::settings_of(&self.state.settings(), &row.view(id));
         ok(pb::ExplainSettingsResponse {
-            device_id: d.id,
-            revision: state::revision(&model, &view),
+            device_id: id,
+            revision,
             values: effective
                 .values
                 .into_iter()

@@ -8,7 +8,7 @@ use ums_proto::device::v1 as pb;
 use ums_proto::device::v1::device_service_server::DeviceService;
 
 use crate::error::ApiError;
-use crate::state::{self, AppState, DeviceView, PendingView};
+use crate::state::{self, AppState, DeviceRow, DeviceView};
 
 /// Shortest and longest device secret accepted at registration.
 const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=64;
@@ -154,7 +154,7 @@ impl DeviceService for DeviceApi {
         if settings_changed {
             self.state.keep_view(
                 device_id,
-                PendingView {
+                DeviceRow {
                     name: row.name,
                     folder_id: row.folder_id,
                     rev: row.rev,
@@ -175,32 +175,20 @@ impl DeviceService for DeviceApi {
         let device_id = authenticate(&self.state, &request).await?;
         // The check-in that announced the change read the row already; a device that asks
         // without one gets it read now.
-        let d = match self.state.take_view(device_id) {
+        let row = match self.state.take_view(device_id) {
             Some(v) => v,
-            None => {
-                let d = self
-                    .state
-                    .db
-                    .get_device(device_id)
-                    .await
-                    .map_err(ApiError::from)?;
-                PendingView {
-                    name: d.name,
-                    folder_id: d.folder_id,
-                    rev: d.rev,
-                }
-            }
+            None => self
+                .state
+                .db
+                .get_device(device_id)
+                .await
+                .map_err(ApiError::from)?
+                .into(),
         };
-        let model = self.state.settings();
-        let view = DeviceView {
-            id: device_id,
-            name: &d.name,
-            folder_id: d.folder_id,
-            rev: d.rev,
-        };
-        let effective = state::effective(&model, &view);
+        let (effective, revision) =
+            state::settings_of(&self.state.settings(), &row.view(device_id));
         Ok(Response::new(pb::GetSettingsResponse {
-            revision: state::revision(&model, &view),
+            revision,
             settings: effective
                 .values
                 .into_iter()

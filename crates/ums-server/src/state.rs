@@ -24,7 +24,7 @@ pub struct AppState {
     /// What the last check-in of a device whose settings changed returned, for the settings
     /// download that follows it. Taken by that download; bounded by the devices that have a
     /// download pending.
-    pending_views: Mutex<HashMap<i64, PendingView>>,
+    pending_views: Mutex<HashMap<i64, DeviceRow>>,
     pub info: ServerInfo,
 }
 
@@ -114,12 +114,12 @@ impl AppState {
     }
 
     /// Keeps a check-in's view of a device for the settings download it announces.
-    pub fn keep_view(&self, device_id: i64, view: PendingView) {
+    pub fn keep_view(&self, device_id: i64, view: DeviceRow) {
         lock(&self.pending_views).insert(device_id, view);
     }
 
     /// Takes the view kept by the device's last check-in, if any.
-    pub fn take_view(&self, device_id: i64) -> Option<PendingView> {
+    pub fn take_view(&self, device_id: i64) -> Option<DeviceRow> {
         lock(&self.pending_views).remove(&device_id)
     }
 
@@ -132,12 +132,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The fields of a device row that its settings depend on, as a check-in returned them.
+/// The fields of a device row that its settings depend on, owned: as a check-in returned them
+/// or as read from the database.
 #[derive(Debug, Clone)]
-pub struct PendingView {
+pub struct DeviceRow {
     pub name: String,
     pub folder_id: Option<i64>,
     pub rev: i64,
+}
+
+impl DeviceRow {
+    pub fn view(&self, id: i64) -> DeviceView<'_> {
+        DeviceView {
+            id,
+            name: &self.name,
+            folder_id: self.folder_id,
+            rev: self.rev,
+        }
+    }
+}
+
+impl From<ums_db::devices::Device> for DeviceRow {
+    fn from(d: ums_db::devices::Device) -> Self {
+        Self {
+            name: d.name,
+            folder_id: d.folder_id,
+            rev: d.rev,
+        }
+    }
+}
+
+/// A device's effective settings and the revision they belong to, from one model.
+pub fn settings_of(model: &SettingsModel, d: &DeviceView<'_>) -> (Effective, u64) {
+    (effective(model, d), revision(model, d))
 }
 
 /// sha256 of a device secret, hex: what the database stores.
