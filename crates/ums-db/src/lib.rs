@@ -11,6 +11,7 @@ pub mod devices;
 mod entity;
 pub mod jobs;
 pub mod settings;
+pub mod swp;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -45,6 +45,8 @@ pub struct SettingsModel {
     pub device_profiles: HashMap<i64, Vec<i64>>,
     /// Profile parameters that could not be read (unknown key or bad value), as warnings.
     pub warnings: Vec<String>,
+    /// Shared Workplace: directories, users, groups and OUs with their profiles, device licences.
+    pub swp: crate::swp::SwpModel,
 }
 
 impl Db {
@@ -333,6 +335,8 @@ impl Db {
                 kind: ObjectKind::Folder,
                 id,
             }) => q = q.filter(assignment::Column::FolderId.eq(id)),
+            // Users, groups and OUs: see `crate::swp`.
+            Some(_) => return Ok(Vec::new()),
             None => {}
         }
         Ok(q.all(self.conn())
@@ -377,10 +381,12 @@ impl Db {
                 let map = match a.target.kind {
                     ObjectKind::Device => &mut model.device_profiles,
                     ObjectKind::Folder => &mut model.folder_profiles,
+                    _ => continue,
                 };
                 map.entry(a.target.id).or_default().push(a.profile_id);
             }
         }
+        model.swp = self.load_swp_model().await?;
         Ok(model)
     }
 }
@@ -407,6 +413,7 @@ fn split(target: ObjectRef) -> (Option<i64>, Option<i64>) {
     match target.kind {
         ObjectKind::Device => (Some(target.id), None),
         ObjectKind::Folder => (None, Some(target.id)),
+        _ => (None, None),
     }
 }
 
@@ -431,6 +438,12 @@ async fn check_exists<C: sea_orm::ConnectionTrait>(
             .one(tx)
             .await?
             .is_some(),
+        kind => {
+            return Err(DbError::Invalid(format!(
+                "profiles are assigned to a {} by its directory name (Shared Workplace)",
+                kind.as_str()
+            )));
+        }
     };
     if !found {
         return Err(DbError::NotFound(format!(
@@ -451,6 +464,7 @@ async fn find_assignment<C: sea_orm::ConnectionTrait>(
     let q = match target.kind {
         ObjectKind::Device => q.filter(assignment::Column::DeviceId.eq(target.id)),
         ObjectKind::Folder => q.filter(assignment::Column::FolderId.eq(target.id)),
+        _ => return Ok(None),
     };
     Ok(q.one(tx).await?)
 }

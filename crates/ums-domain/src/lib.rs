@@ -7,6 +7,7 @@
 pub mod jobs;
 pub mod params;
 pub mod settings;
+pub mod user_settings;
 pub mod validate;
 
 pub use jobs::{JobKind, JobState};
@@ -16,6 +17,10 @@ pub use params::{
 };
 pub use settings::{
     Conflict, Effective, EffectiveValue, Layer, ObjectKind, ObjectRef, Origin, Profile, merge,
+    merge_sides,
+};
+pub use user_settings::{
+    DirectoryGroup, DirectoryOu, DirectoryUser, device_only_keys, merge_user, order_groups,
 };
 pub use validate::{ValidationError, folder_chain, normalize_unit_id, validate_name};
 

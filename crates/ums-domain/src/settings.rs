@@ -51,15 +51,29 @@ pub enum ObjectKind {
     Device,
     /// A device folder.
     Folder,
+    /// A directory user (Shared Workplace).
+    User,
+    /// A directory group (Shared Workplace).
+    UserGroup,
+    /// An organisational unit of a directory (Shared Workplace).
+    Ou,
 }
 
 impl ObjectKind {
-    /// Lowercase name: `"device"` or `"folder"`.
+    /// Lowercase name: `"device"`, `"folder"`, `"user"`, `"group"` or `"ou"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             ObjectKind::Device => "device",
             ObjectKind::Folder => "folder",
+            ObjectKind::User => "user",
+            ObjectKind::UserGroup => "group",
+            ObjectKind::Ou => "ou",
         }
+    }
+
+    /// Whether the object is on the user side (user, group, OU) of a Shared Workplace merge.
+    pub fn is_user_side(&self) -> bool {
+        matches!(self, ObjectKind::User | ObjectKind::UserGroup | ObjectKind::Ou)
     }
 }
 
@@ -176,15 +190,21 @@ impl Occurrence<'_> {
     }
 }
 
-/// Sort key: smaller is stronger. Priority profiles first with inverted
-/// layer order, then standard profiles in layer order; highest id first
-/// within one layer.
-fn precedence(priority: bool, layer: usize, id: ProfileId) -> (u8, i64, Reverse<ProfileId>) {
+/// Sort key: smaller is stronger. Priority profiles first, side by side
+/// (stronger side first) with inverted layer order within a side, then
+/// standard profiles in layer order; highest id first within one layer.
+fn precedence(
+    priority: bool,
+    side: usize,
+    layer: usize,
+    id: ProfileId,
+) -> (u8, i64, i64, Reverse<ProfileId>) {
     let layer = i64::try_from(layer).unwrap_or(i64::MAX);
+    let side = i64::try_from(side).unwrap_or(i64::MAX);
     if priority {
-        (0, -layer, Reverse(id))
+        (0, side, -layer, Reverse(id))
     } else {
-        (1, layer, Reverse(id))
+        (1, 0, layer, Reverse(id))
     }
 }
 
@@ -226,6 +246,21 @@ fn classify<'a>(profile: &'a Profile, warnings: &mut Vec<String>) -> Classified<
 /// `[device, its folder, the folder's parent, ..., top folder]`. See the
 /// module documentation for the rules.
 pub fn merge(layers: &[Layer<'_>]) -> Effective {
+    merge_sides(layers, &[])
+}
+
+/// Merges a chain made of several sides, such as a user's objects followed by
+/// a device's (Shared Workplace).
+///
+/// `layers` is the whole chain from the strongest standard layer to the
+/// weakest; `side_starts` are the indices where the second, third, ...
+/// side begins. Standard profiles follow the chain order. Priority profiles
+/// are ordered side by side, the first side strongest, and inverted within
+/// each side: for `[user, groups, OUs | device, folders]` that is OUs >
+/// groups > user > top folder > ... > device. With no `side_starts` this is
+/// [`merge`].
+pub fn merge_sides(layers: &[Layer<'_>], side_starts: &[usize]) -> Effective {
+    let side_of = |layer: usize| side_starts.iter().filter(|s| **s <= layer).count();
     let mut effective = Effective::default();
 
     // All occurrences in precedence order, strongest first.
@@ -241,7 +276,9 @@ pub fn merge(layers: &[Layer<'_>]) -> Effective {
             })
         })
         .collect();
-    occurrences.sort_by_key(|o| precedence(o.profile.priority, o.layer, o.profile.id));
+    occurrences.sort_by_key(|o| {
+        precedence(o.profile.priority, side_of(o.layer), o.layer, o.profile.id)
+    });
 
     // Each profile counts once, at its strongest occurrence.
     let mut seen = HashSet::new();
@@ -322,7 +359,7 @@ pub fn merge(layers: &[Layer<'_>]) -> Effective {
                 local.push(profile);
             }
         }
-        local.sort_by_key(|p| precedence(p.priority, 0, p.id));
+        local.sort_by_key(|p| precedence(p.priority, 0, 0, p.id));
         let mut by_key: BTreeMap<&str, Vec<&Profile>> = BTreeMap::new();
         for profile in &local {
             let Some(params) = classified.get(&profile.id) else {

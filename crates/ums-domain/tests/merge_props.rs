@@ -129,7 +129,7 @@ fn run(scenario: &Scenario) -> Effective {
 fn layer_index(origin: &ums_domain::Origin) -> usize {
     match origin.object.kind {
         ObjectKind::Device => 0,
-        ObjectKind::Folder => (origin.object.id - 100) as usize,
+        _ => (origin.object.id - 100) as usize,
     }
 }
 

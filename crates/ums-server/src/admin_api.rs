@@ -659,6 +659,7 @@ impl AdminService for AdminApi {
                     let (device_id, folder_id) = match a.target.kind {
                         ObjectKind::Device => (Some(a.target.id), None),
                         ObjectKind::Folder => (None, Some(a.target.id)),
+                        _ => (None, None),
                     };
                     pb::Assignment {
                         profile_id: a.profile_id,
