@@ -9,6 +9,7 @@ const FILES: &[&str] = &[
     "ums/device/v1/device.proto",
     "ums/admin/v1/admin.proto",
     "ums/cluster/v1/cluster.proto",
+    "ums/swp/v1/swp.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -21,6 +21,12 @@ pub mod cluster {
     }
 }
 
+pub mod swp {
+    pub mod v1 {
+        tonic::include_proto!("ums.swp.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every package, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ums_descriptor.bin"));

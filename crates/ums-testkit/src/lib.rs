@@ -10,6 +10,8 @@
 //! Everything here is blocking std code so it can be used from any test,
 //! synchronous or not.
 
+pub mod ldap;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
