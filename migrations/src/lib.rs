@@ -10,6 +10,7 @@
 //! the previous minor version keeps working on it. A major version is incompatible.
 
 mod m0001_initial;
+mod m0002_cluster;
 mod m0003_shared_workplace;
 
 use std::fmt;
@@ -68,6 +69,11 @@ pub fn migrations() -> &'static [Migration] {
             version: SchemaVersion::new(1, 0),
             name: "initial",
             statements: m0001_initial::statements,
+        },
+        Migration {
+            version: SchemaVersion::new(1, 1),
+            name: "cluster",
+            statements: m0002_cluster::statements,
         },
         Migration {
             version: SchemaVersion::new(1, 2),

@@ -246,6 +246,61 @@ impl AdminApi {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn list_processes(
+        &self,
+        _r: Request<pb::ListProcessesRequest>,
+    ) -> Result<Response<pb::ListProcessesResponse>, Status> {
+        Err(Status::unimplemented("network: in progress"))
+    }
+    async fn remove_process(
+        &self,
+        _r: Request<pb::ProcessRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        Err(Status::unimplemented("network: in progress"))
+    }
+    async fn stop_process(
+        &self,
+        _r: Request<pb::ProcessRequest>,
+    ) -> Result<Response<ums_proto::cluster::v1::ProcessInfo>, Status> {
+        Err(Status::unimplemented("network: in progress"))
+    }
+    async fn start_process(
+        &self,
+        _r: Request<pb::ProcessRequest>,
+    ) -> Result<Response<ums_proto::cluster::v1::ProcessInfo>, Status> {
+        Err(Status::unimplemented("network: in progress"))
+    }
+    async fn export_token(
+        &self,
+        _r: Request<pb::ExportTokenRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        Err(Status::unimplemented("network: in progress"))
+    }
+    async fn rotate_token(
+        &self,
+        _r: Request<pb::RotateTokenRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        Err(Status::unimplemented("network: in progress"))
+    }
+    async fn upload_file(
+        &self,
+        _r: Request<tonic::Streaming<pb::UploadFileChunk>>,
+    ) -> Result<Response<pb::FileInfo>, Status> {
+        Err(Status::unimplemented("files: in progress"))
+    }
+    async fn list_files(
+        &self,
+        _r: Request<pb::ListFilesRequest>,
+    ) -> Result<Response<pb::ListFilesResponse>, Status> {
+        Err(Status::unimplemented("files: in progress"))
+    }
+    async fn delete_file(
+        &self,
+        _r: Request<pb::FileRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        Err(Status::unimplemented("files: in progress"))
+    }
+
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
         let r = request.into_inner();
         let wrong = || Status::unauthenticated("wrong user name or password");

@@ -35,6 +35,28 @@ impl ClusterService for ClusterApi {
             clock_ms: ums_db::now_ms(),
             device_port: u32::from(info.device_port),
             admin_port: u32::from(info.admin_port),
+            internal_port: 0,
+            available: true,
         }))
+    }
+    type WatchServersStream = futures_util::stream::Empty<Result<pb::ServerList, Status>>;
+    type ReadFileStream = futures_util::stream::Empty<Result<pb::FileChunk, Status>>;
+    async fn heartbeat(
+        &self,
+        _r: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        Err(Status::unimplemented("network: in progress"))
+    }
+    async fn watch_servers(
+        &self,
+        _r: Request<pb::WatchServersRequest>,
+    ) -> Result<Response<Self::WatchServersStream>, Status> {
+        Err(Status::unimplemented("network: in progress"))
+    }
+    async fn read_file(
+        &self,
+        _r: Request<pb::ReadFileRequest>,
+    ) -> Result<Response<Self::ReadFileStream>, Status> {
+        Err(Status::unimplemented("files: in progress"))
     }
 }

@@ -61,6 +61,20 @@ fn short_field(what: &str, v: &str) -> Result<String, ApiError> {
 
 #[tonic::async_trait]
 impl DeviceService for DeviceApi {
+    type DownloadFileStream = futures_util::stream::Empty<Result<pb::FileChunk, Status>>;
+    async fn list_files(
+        &self,
+        _r: Request<pb::ListFilesRequest>,
+    ) -> Result<Response<pb::ListFilesResponse>, Status> {
+        Err(Status::unimplemented("files: in progress"))
+    }
+    async fn download_file(
+        &self,
+        _r: Request<pb::DownloadFileRequest>,
+    ) -> Result<Response<Self::DownloadFileStream>, Status> {
+        Err(Status::unimplemented("files: in progress"))
+    }
+
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,

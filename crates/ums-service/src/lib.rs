@@ -3,7 +3,7 @@
 
 mod serve;
 
-pub use serve::{ServeOptions, serve_tls};
+pub use serve::{Peer, ServeOptions, serve_tls};
 
 use std::path::Path;
 

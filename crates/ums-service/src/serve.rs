@@ -16,6 +16,17 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+/// The component at the other end of a mutual-TLS connection, from its node certificate. Served
+/// requests carry it as an extension when the listener's configuration asks for client
+/// certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub kind: ums_tls::ComponentKind,
+    pub id: String,
+    /// Hex sha256 of the peer's certificate.
+    pub fingerprint: String,
+}
+
 /// Limits of a TLS listener.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -97,7 +108,24 @@ pub async fn serve_tls(
                     }
                 }
             };
-            let service = TowerToHyperService::new(router);
+            let peer_identity = tls.get_ref().1.peer_certificates().and_then(|certs| {
+                let leaf = certs.first()?;
+                let (kind, id) = ums_tls::peer_component(leaf)?;
+                Some(Peer {
+                    kind,
+                    id,
+                    fingerprint: ums_tls::der_fingerprint(leaf),
+                })
+            });
+            let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                router,
+                move |mut req: http::Request<hyper::body::Incoming>| {
+                    if let Some(p) = &peer_identity {
+                        req.extensions_mut().insert(p.clone());
+                    }
+                    req
+                },
+            ));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");

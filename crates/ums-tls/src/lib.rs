@@ -18,6 +18,12 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+mod cluster;
+pub use cluster::{
+    ComponentKind, NODE_CERT_DAYS, NetworkToken, NodeIdentity, ca_fingerprint, der_fingerprint,
+    generate_node_key, open, peer_component, seal, verify_node_cert,
+};
+
 /// Errors of certificate handling.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -173,6 +179,20 @@ pub fn read(path: &Path) -> Result<String, TlsError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Creates a directory (and its parents) with mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| TlsError::Io {
+            action: "create directory",
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 fn create_dir(dir: &Path) -> Result<(), TlsError> {
