@@ -19,10 +19,25 @@ pub const SWP_AUTH_PORT: u16 = 61617;
 pub struct SwpAuthConfig {
     /// This node's identity in the network: `ca.pem`, `node.pem`, `node-key.pem` (mode 0600).
     pub identity_dir: PathBuf,
+    pub network: NetworkConfig,
     pub internal: InternalConfig,
     pub pool: PoolConfig,
     pub limits: LimitConfig,
     pub log: LogConfig,
+}
+
+/// Joining the network when `identity_dir` holds no identity yet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// `host:port` of any server's admin port.
+    pub server: String,
+    /// File holding the network token (mode 0600). Empty: load the identity only.
+    pub token_file: PathBuf,
+    /// This component's id in the network. Empty: `swp-auth-<host name>`.
+    pub id: String,
+    /// Names and addresses servers reach this service by. Empty: the host name and 127.0.0.1.
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +64,7 @@ impl Default for SwpAuthConfig {
     fn default() -> Self {
         Self {
             identity_dir: PathBuf::from("identity"),
+            network: NetworkConfig::default(),
             internal: InternalConfig::default(),
             pool: PoolConfig::default(),
             limits: LimitConfig::default(),

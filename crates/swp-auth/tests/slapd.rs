@@ -300,3 +300,81 @@ async fn empty_password_and_rate_limits_are_refused_before_the_directory() {
         .await
         .expect("bob");
 }
+
+#[tokio::test]
+async fn only_servers_may_call_over_mutual_tls() {
+    use ums_proto::swp::v1::swp_auth_service_client::SwpAuthServiceClient;
+    use ums_tls::{CertAuthority, ComponentKind};
+
+    ums_tls::install_crypto_provider();
+    let slapd = Slapd::start(&TestDirectory::sample()).expect("slapd");
+    let ca = CertAuthority::generate("cluster CA").expect("ca");
+    let names = vec!["127.0.0.1".to_owned()];
+    let own = ca
+        .issue_node(ComponentKind::SwpAuth, "swp-auth-1", &names)
+        .expect("swp-auth identity");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let cfg = SwpAuthConfig::default();
+    let served = tokio::spawn(async move {
+        swp_auth::run(
+            &cfg,
+            own,
+            swp_auth::Listeners { internal: listener },
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await
+    });
+
+    let req = || pb::AuthenticateRequest {
+        directory: Some(ad_config(&slapd)),
+        username: "alice".into(),
+        password: "alice-pw-1".into(),
+        device_id: 1,
+    };
+    let server = ca
+        .issue_node(ComponentKind::Server, "server-1", &names)
+        .expect("server identity");
+    let mut client = SwpAuthServiceClient::new(
+        ums_cluster::internal_channel(&server, &addr).expect("channel"),
+    );
+    let user = client.authenticate(req()).await.expect("server may call").into_inner();
+    assert_eq!(user.login, "alice");
+    assert_eq!(user.primary_group.map(|g| g.name).as_deref(), Some("Domain Users"));
+    let wrong = client
+        .authenticate(pb::AuthenticateRequest {
+            password: "nope".into(),
+            ..req()
+        })
+        .await
+        .expect_err("wrong password");
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+    assert_eq!(wrong.message(), "wrong user name or password");
+
+    let broker = ca
+        .issue_node(ComponentKind::Broker, "broker-1", &names)
+        .expect("broker identity");
+    let mut client = SwpAuthServiceClient::new(
+        ums_cluster::internal_channel(&broker, &addr).expect("channel"),
+    );
+    let refused = client.authenticate(req()).await.expect_err("broker refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+
+    // A certificate of another CA does not get through the handshake.
+    let stranger = CertAuthority::generate("other CA")
+        .expect("ca")
+        .issue_node(ComponentKind::Server, "server-x", &names)
+        .expect("identity");
+    let mut client = SwpAuthServiceClient::new(
+        ums_cluster::internal_channel(&stranger, &addr).expect("channel"),
+    );
+    assert!(client.authenticate(req()).await.is_err());
+
+    let _ = stop.send(());
+    served.await.expect("join").expect("run");
+}

@@ -1,0 +1,98 @@
+//! The gRPC service `ums.swp.v1.SwpAuthService` on the internal port, over mutual TLS: the
+//! caller's certificate must be signed by the cluster CA and name a server.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+use ums_proto::swp::v1 as pb;
+use ums_proto::swp::v1::swp_auth_service_server::{SwpAuthService, SwpAuthServiceServer};
+use ums_service::{Peer, ServeOptions};
+use ums_tls::{ComponentKind, NodeIdentity};
+
+use crate::{Authenticator, SwpAuthConfig, user_pb};
+
+/// The sockets `swp-auth` serves on.
+pub struct Listeners {
+    pub internal: TcpListener,
+}
+
+/// The service behind the internal port.
+pub struct SwpAuthApi {
+    pub auth: Arc<Authenticator>,
+}
+
+/// Only servers may ask: a broker or watchdog of the same network has no business with user
+/// passwords.
+fn require_server<T>(req: &Request<T>) -> Result<(), Status> {
+    match req.extensions().get::<Peer>() {
+        Some(p) if p.kind == ComponentKind::Server => Ok(()),
+        Some(p) => {
+            tracing::warn!(kind = %p.kind, id = %p.id, "refused a caller that is not a server");
+            Err(Status::permission_denied(format!(
+                "only servers may call swp-auth, not a {}",
+                p.kind
+            )))
+        }
+        None => Err(Status::unauthenticated(
+            "a node certificate of the network is required",
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl SwpAuthService for SwpAuthApi {
+    async fn authenticate(
+        &self,
+        request: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        require_server(&request)?;
+        let r = request.into_inner();
+        let user = self.auth.authenticate(&r).await?;
+        tracing::debug!(user = %user.login, device_id = r.device_id, "user authenticated");
+        Ok(Response::new(user_pb(user)))
+    }
+
+    async fn lookup_user(
+        &self,
+        request: Request<pb::LookupUserRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        require_server(&request)?;
+        let user = self.auth.lookup(&request.into_inner()).await?;
+        Ok(Response::new(user_pb(user)))
+    }
+}
+
+/// Serves the internal API until `shutdown` resolves, then drains calls in flight.
+pub async fn run(
+    cfg: &SwpAuthConfig,
+    identity: NodeIdentity,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    ums_tls::install_crypto_provider();
+    if identity.kind != ComponentKind::SwpAuth {
+        anyhow::bail!(
+            "the identity in {} is a {} certificate, not swp-auth's",
+            cfg.identity_dir.display(),
+            identity.kind
+        );
+    }
+    let tls = identity.mtls_server_config(&[b"h2"])?;
+    let api = SwpAuthApi {
+        auth: Authenticator::new(cfg),
+    };
+    let router = tonic::service::Routes::new(SwpAuthServiceServer::new(api)).into_axum_router();
+    ums_service::serve_tls(
+        "internal",
+        listeners.internal,
+        tls,
+        router,
+        ServeOptions::default(),
+        shutdown,
+    )
+    .await;
+    tracing::info!("stopped");
+    Ok(())
+}
