@@ -34,13 +34,13 @@ pub struct AdminApi {
 }
 
 /// The administrator behind a call.
-struct Caller {
+pub(crate) struct Caller {
     username: String,
     permissions: Vec<String>,
 }
 
 impl Caller {
-    fn require(&self, permission: &str) -> Result<(), Status> {
+    pub(crate) fn require(&self, permission: &str) -> Result<(), Status> {
         if self.permissions.iter().any(|p| p == "*" || p == permission) {
             Ok(())
         } else {
@@ -190,7 +190,7 @@ fn profile_pb(p: ums_db::settings::StoredProfile) -> pb::Profile {
 }
 
 impl AdminApi {
-    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+    pub(crate) async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let token = req
             .metadata()
             .get("authorization")
@@ -239,7 +239,7 @@ impl AdminApi {
         }
     }
 
-    async fn reload(&self) -> Result<(), Status> {
+    pub(crate) async fn reload(&self) -> Result<(), Status> {
         self.state.reload_settings().await.map_err(Status::from)
     }
 }
@@ -615,6 +615,7 @@ impl AdminService for AdminApi {
         self.caller(&request).await?.require("settings:write")?;
         let r = request.into_inner();
         let set = normalise_params(&r.set)?;
+        crate::swp::check_user_profile(&self.state, r.id, &set).await?;
         let unset: Vec<String> = r.unset.iter().map(|k| k.trim().to_owned()).collect();
         if let Some(k) = unset.iter().find(|k| set.iter().any(|(s, _)| s == *k)) {
             return Err(Status::invalid_argument(format!(
@@ -808,16 +809,23 @@ impl AdminService for AdminApi {
         request: Request<pb::ExplainSettingsRequest>,
     ) -> Reply<pb::ExplainSettingsResponse> {
         self.caller(&request).await?.require("settings:read")?;
-        let id = request.into_inner().device_id;
-        let row: state::DeviceRow = self
-            .state
-            .db
-            .get_device(id)
-            .await
-            .map_err(ApiError::from)?
-            .into();
-        let (effective, revision) = state::settings_of(&self.state.settings(), &row.view(id));
+        let r = request.into_inner();
+        let id = r.device_id;
+        let (effective, revision, user) = if r.user.is_empty() {
+            let row: state::DeviceRow = self
+                .state
+                .db
+                .get_device(id)
+                .await
+                .map_err(ApiError::from)?
+                .into();
+            let (effective, revision) = state::settings_of(&self.state.settings(), &row.view(id));
+            (effective, revision, None)
+        } else {
+            crate::swp::explain(&self.state, &r).await?
+        };
         ok(pb::ExplainSettingsResponse {
+            user,
             device_id: id,
             revision,
             values: effective
@@ -852,6 +860,43 @@ impl AdminService for AdminApi {
                 .collect(),
             warnings: effective.warnings,
         })
+    }
+
+    async fn create_directory(&self, r: Request<pb::DirectorySpec>) -> Reply<pb::DirectoryInfo> {
+        self.swp_create_directory(r).await
+    }
+    async fn update_directory(
+        &self,
+        r: Request<pb::UpdateDirectoryRequest>,
+    ) -> Reply<pb::DirectoryInfo> {
+        self.swp_update_directory(r).await
+    }
+    async fn list_directories(
+        &self,
+        r: Request<pb::ListDirectoriesRequest>,
+    ) -> Reply<pb::ListDirectoriesResponse> {
+        self.swp_list_directories(r).await
+    }
+    async fn delete_directory(&self, r: Request<pb::DeleteDirectoryRequest>) -> Reply<pb::Empty> {
+        self.swp_delete_directory(r).await
+    }
+    async fn assign_user(&self, r: Request<pb::AssignUserRequest>) -> Reply<pb::Empty> {
+        self.swp_assign_user(r).await
+    }
+    async fn unassign_user(&self, r: Request<pb::AssignUserRequest>) -> Reply<pb::Empty> {
+        self.swp_unassign_user(r).await
+    }
+    async fn list_user_assignments(
+        &self,
+        r: Request<pb::ListUserAssignmentsRequest>,
+    ) -> Reply<pb::ListUserAssignmentsResponse> {
+        self.swp_list_user_assignments(r).await
+    }
+    async fn set_shared_workplace(
+        &self,
+        r: Request<pb::SetSharedWorkplaceRequest>,
+    ) -> Reply<pb::SharedWorkplaceState> {
+        self.swp_set_shared_workplace(r).await
     }
 }
 

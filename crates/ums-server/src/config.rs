@@ -28,6 +28,26 @@ pub struct ServerConfig {
     pub admin: AdminConfig,
     pub tls: TlsConfig,
     pub log: LogConfig,
+    pub swp: SwpConfig,
+}
+
+/// Shared Workplace: where the login service runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwpConfig {
+    /// `https://HOST:61617` of `swp-auth`. Empty: device logins are refused.
+    pub url: String,
+    /// Time a login may take, directory included.
+    pub timeout_ms: u64,
+}
+
+impl Default for SwpConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +90,7 @@ impl Default for ServerConfig {
             admin: AdminConfig::default(),
             tls: TlsConfig::default(),
             log: LogConfig::default(),
+            swp: SwpConfig::default(),
         }
     }
 }
@@ -180,5 +201,7 @@ mod example_file {
         assert_eq!(cfg.admin.listen, defaults.admin.listen);
         assert_eq!(cfg.device.session_cache, defaults.device.session_cache);
         assert_eq!(cfg.data_dir, std::path::PathBuf::from("/var/lib/ums"));
+        assert_eq!(cfg.swp.url, defaults.swp.url);
+        assert_eq!(cfg.swp.timeout_ms, defaults.swp.timeout_ms);
     }
 }

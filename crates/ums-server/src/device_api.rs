@@ -256,4 +256,24 @@ impl DeviceService for DeviceApi {
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::ReportJobResultResponse {}))
     }
+
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let device_id = authenticate(&self.state, &request).await?;
+        crate::swp::login(&self.state, device_id, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::GetSettingsResponse>, Status> {
+        let device_id = authenticate(&self.state, &request).await?;
+        crate::swp::logout(&self.state, device_id)
+            .await
+            .map(Response::new)
+    }
 }

@@ -138,5 +138,13 @@ async fn dispatch(
         "CreateJobs" => create_jobs,
         "ListJobs" => list_jobs,
         "ExplainSettings" => explain_settings,
+        "CreateDirectory" => create_directory,
+        "UpdateDirectory" => update_directory,
+        "ListDirectories" => list_directories,
+        "DeleteDirectory" => delete_directory,
+        "AssignUser" => assign_user,
+        "UnassignUser" => unassign_user,
+        "ListUserAssignments" => list_user_assignments,
+        "SetSharedWorkplace" => set_shared_workplace,
     )
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod json_api;
 pub mod login_guard;
 pub mod state;
+pub mod swp;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -161,6 +162,7 @@ pub async fn run(
     let state = state::AppState::new(prepared.db.clone(), info)
         .await
         .map_err(|e| anyhow::anyhow!("load settings: {e}"))?;
+    state.swp.configure(cfg)?;
 
     // Each port's reflection lists the services that port serves.
     let reflection = |services: &[&str]| {

@@ -26,6 +26,8 @@ pub struct AppState {
     /// download pending.
     pending_views: Mutex<HashMap<i64, DeviceRow>>,
     pub info: ServerInfo,
+    /// Shared Workplace: the connection to swp-auth.
+    pub swp: crate::swp::Swp,
 }
 
 /// What the server says about itself.
@@ -52,6 +54,7 @@ impl AppState {
             credentials: Mutex::new(HashMap::new()),
             pending_views: Mutex::new(HashMap::new()),
             info,
+            swp: crate::swp::Swp::default(),
         }))
     }
 
