@@ -151,6 +151,38 @@ impl DeviceService for Fake {
             .push((r.job_id, r.success, r.message));
         Ok(Response::new(ReportJobResultResponse {}))
     }
+
+    type DownloadFileStream = tonic::codegen::tokio_stream::Empty<
+        Result<ums_proto::device::v1::FileChunk, Status>,
+    >;
+
+    async fn list_files(
+        &self,
+        _request: Request<ums_proto::device::v1::ListFilesRequest>,
+    ) -> Result<Response<ums_proto::device::v1::ListFilesResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn download_file(
+        &self,
+        _request: Request<ums_proto::device::v1::DownloadFileRequest>,
+    ) -> Result<Response<Self::DownloadFileStream>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn login(
+        &self,
+        _request: Request<ums_proto::device::v1::LoginRequest>,
+    ) -> Result<Response<ums_proto::device::v1::LoginResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn logout(
+        &self,
+        _request: Request<ums_proto::device::v1::LogoutRequest>,
+    ) -> Result<Response<GetSettingsResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 /// A CA and a server certificate for localhost, 127.0.0.1 and ::1.

@@ -96,6 +96,9 @@ pub enum Command {
     /// Inspect device settings.
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// Shared Workplace: directories, profiles for users, groups and OUs, device licences.
+    #[command(subcommand)]
+    Swp(crate::swp::SwpCommand),
 }
 
 /// `devices` subcommands.
@@ -299,6 +302,12 @@ pub enum SettingsCommand {
     Explain {
         /// Device id.
         device_id: i64,
+        /// Shared Workplace: the settings this directory user gets on the device.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// The user's directory by name [default: by the user's domain, or the first].
+        #[arg(long, value_name = "NAME", requires = "user")]
+        directory: Option<String>,
     },
 }
 

@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod config;
 mod output;
+mod swp;
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -246,12 +247,21 @@ async fn dispatch(ctx: &Context, admin: &mut Admin, command: Command) -> anyhow:
         }
         Command::Jobs(command) => jobs(json, admin, command).await,
         Command::Admins(command) => admins(json, admin, command).await,
-        Command::Settings(SettingsCommand::Explain { device_id }) => {
+        Command::Settings(SettingsCommand::Explain {
+            device_id,
+            user,
+            directory,
+        }) => {
             let explained = ok(admin
-                .explain_settings(pb::ExplainSettingsRequest { device_id })
+                .explain_settings(pb::ExplainSettingsRequest {
+                    device_id,
+                    user: user.unwrap_or_default(),
+                    directory: directory.unwrap_or_default(),
+                })
                 .await)?;
             show(json, &explained, output::explain)
         }
+        Command::Swp(command) => swp::run(json, admin, command).await,
     }
 }
 

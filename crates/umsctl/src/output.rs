@@ -412,6 +412,27 @@ pub fn explain(e: &ExplainSettingsResponse) -> String {
         "device {} - settings revision {}\n",
         e.device_id, e.revision
     );
+    if let Some(u) = &e.user {
+        out.push_str(&format!(
+            "user {} ({}) in directory {}
+  groups: {}
+  OUs: {}
+",
+            u.login,
+            u.display_name,
+            u.directory,
+            if u.groups.is_empty() {
+                "-".to_owned()
+            } else {
+                u.groups.join(", ")
+            },
+            if u.ous.is_empty() {
+                "-".to_owned()
+            } else {
+                u.ous.join(", ")
+            }
+        ));
+    }
     if e.values.is_empty() {
         out.push_str("no settings\n");
     } else {
@@ -554,6 +575,7 @@ mod tests {
             priority,
         };
         let text = explain(&ExplainSettingsResponse {
+            user: None,
             device_id: 42,
             revision: 3,
             values: vec![ExplainedValue {

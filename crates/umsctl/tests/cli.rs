@@ -112,6 +112,7 @@ admin_service! {
             priority: false,
         };
         Ok(Response::new(ExplainSettingsResponse {
+            user: None,
             device_id: request.get_ref().device_id,
             revision: 9,
             values: vec![ExplainedValue {
@@ -152,6 +153,23 @@ admin_service! {
         list_assignments(ListAssignmentsRequest) -> ListAssignmentsResponse;
         create_jobs(CreateJobsRequest) -> CreateJobsResponse;
         list_jobs(ListJobsRequest) -> ListJobsResponse;
+        list_processes(ListProcessesRequest) -> ListProcessesResponse;
+        remove_process(ProcessRequest) -> Empty;
+        stop_process(ProcessRequest) -> ums_proto::cluster::v1::ProcessInfo;
+        start_process(ProcessRequest) -> ums_proto::cluster::v1::ProcessInfo;
+        export_token(ExportTokenRequest) -> TokenResponse;
+        rotate_token(RotateTokenRequest) -> TokenResponse;
+        upload_file(tonic::Streaming<UploadFileChunk>) -> FileInfo;
+        list_files(ListFilesRequest) -> ListFilesResponse;
+        delete_file(FileRequest) -> Empty;
+        create_directory(DirectorySpec) -> DirectoryInfo;
+        update_directory(UpdateDirectoryRequest) -> DirectoryInfo;
+        list_directories(ListDirectoriesRequest) -> ListDirectoriesResponse;
+        delete_directory(DeleteDirectoryRequest) -> Empty;
+        assign_user(AssignUserRequest) -> Empty;
+        unassign_user(AssignUserRequest) -> Empty;
+        list_user_assignments(ListUserAssignmentsRequest) -> ListUserAssignmentsResponse;
+        set_shared_workplace(SetSharedWorkplaceRequest) -> SharedWorkplaceState;
 }
 
 /// Starts the fake admin API on its own runtime thread; returns its URL and CA PEM.
