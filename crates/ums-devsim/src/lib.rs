@@ -6,6 +6,10 @@
 //! changed. [`DeviceClient`] is the same client, usable on its own to act as one device (the
 //! end-to-end tests do this).
 
+mod swp;
+
+pub use swp::{LoginReport, run_logins};
+
 use std::collections::HashSet;
 use std::error::Error as _;
 use std::time::{Duration, Instant};
