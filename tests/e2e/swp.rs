@@ -23,8 +23,8 @@ impl SwpAuth {
     pub fn start(server_data: &Path, port: u16, dir: &Path) -> SwpAuth {
         ums_tls::install_crypto_provider();
         let tls = server_data.join("data/tls");
-        let (ca, _) =
-            ums_tls::CertAuthority::load_or_create(&tls, "UMS device communication CA").expect("ca");
+        let (ca, _) = ums_tls::CertAuthority::load_or_create(&tls, "UMS device communication CA")
+            .expect("ca");
         let identity = ca
             .issue_node(
                 ums_tls::ComponentKind::SwpAuth,
@@ -77,7 +77,8 @@ fn start_server(database_url: Option<&str>, swp_port: u16) -> Server {
     let mut cmd = server_command(data.path(), device_port, admin_port, database_url);
     cmd.env("UMS_SWP__URL", format!("https://127.0.0.1:{swp_port}"));
     let log_file = std::fs::File::create(&log).expect("log file");
-    cmd.stdout(log_file.try_clone().expect("log")).stderr(log_file);
+    cmd.stdout(log_file.try_clone().expect("log"))
+        .stderr(log_file);
     let mut server = Server {
         child: ChildGuard::new(cmd.spawn().expect("spawn ums-server")),
         data,
@@ -113,7 +114,10 @@ fn profile(ctl: &crate::harness::Umsctl, name: &str, params: &[&str], priority: 
         args.push("--priority");
     }
     args.extend_from_slice(params);
-    ctl.json(&args)["id"].as_i64().expect("profile id").to_string()
+    ctl.json(&args)["id"]
+        .as_i64()
+        .expect("profile id")
+        .to_string()
 }
 
 async fn logins_through_the_server(database_url: Option<&str>) {
@@ -167,7 +171,12 @@ async fn logins_through_the_server(database_url: Option<&str>) {
         ],
         false,
     );
-    let device_prio = profile(&ctl, "device-prio", &["desktop.wallpaper_file=device.png"], true);
+    let device_prio = profile(
+        &ctl,
+        "device-prio",
+        &["desktop.wallpaper_file=device.png"],
+        true,
+    );
     let own = profile(&ctl, "alice-own", &["audio.volume=80"], false);
     let sales = profile(
         &ctl,
@@ -175,18 +184,34 @@ async fn logins_through_the_server(database_url: Option<&str>) {
         &["display.monitors=2", "sessions.rdp0.server=ts-sales"],
         false,
     );
-    let staff = profile(&ctl, "staff", &["display.monitors=3", "system.language=de"], false);
+    let staff = profile(
+        &ctl,
+        "staff",
+        &["display.monitors=3", "system.language=de"],
+        false,
+    );
     let berlin = profile(
         &ctl,
         "berlin",
         &["system.timezone=Europe/Berlin", "system.language=fr"],
         false,
     );
-    let berlin_prio = profile(&ctl, "berlin-prio", &["desktop.wallpaper_file=berlin.png"], true);
+    let berlin_prio = profile(
+        &ctl,
+        "berlin-prio",
+        &["desktop.wallpaper_file=berlin.png"],
+        true,
+    );
     let domain_users = profile(&ctl, "domain-users", &["input.keyboard_layout=de"], false);
     ctl.ok(&["swp", "assign", &own, "--user", "AD\\alice"]);
     ctl.ok(&["swp", "assign", &sales, "--group", "sales"]);
-    ctl.ok(&["swp", "assign", &staff, "--group", &format!("cn=staff,ou=Groups,{AD_SUFFIX}")]);
+    ctl.ok(&[
+        "swp",
+        "assign",
+        &staff,
+        "--group",
+        &format!("cn=staff,ou=Groups,{AD_SUFFIX}"),
+    ]);
     ctl.ok(&["swp", "assign", &berlin, "--ou", "Berlin"]);
     ctl.ok(&["swp", "assign", &berlin_prio, "--ou", "Berlin"]);
     ctl.ok(&["swp", "assign", &domain_users, "--group", "Domain Users"]);
@@ -209,7 +234,10 @@ async fn logins_through_the_server(database_url: Option<&str>) {
     ctl.ok(&["assign", &device_prio, "--device", &id_s]);
 
     // No licence, no login.
-    let e = device.login("alice", "alice-pw-1").await.expect_err("unlicensed");
+    let e = device
+        .login("alice", "alice-pw-1")
+        .await
+        .expect_err("unlicensed");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("no Shared Workplace licence"), "{e:?}");
     ctl.ok(&["swp", "device", &id_s, "--licensed", "true"]);
@@ -224,10 +252,18 @@ async fn logins_through_the_server(database_url: Option<&str>) {
     let s = settings(&login.settings);
     let get = |k: &str| s.get(k).map(String::as_str);
     assert_eq!(get("audio.volume"), Some("80"), "user beats device: {s:?}");
-    assert_eq!(get("display.monitors"), Some("2"), "direct group beats nested group: {s:?}");
+    assert_eq!(
+        get("display.monitors"),
+        Some("2"),
+        "direct group beats nested group: {s:?}"
+    );
     assert_eq!(get("system.language"), Some("de"), "group beats OU: {s:?}");
     assert_eq!(get("system.timezone"), Some("Europe/Berlin"), "{s:?}");
-    assert_eq!(get("input.keyboard_layout"), Some("de"), "primary group: {s:?}");
+    assert_eq!(
+        get("input.keyboard_layout"),
+        Some("de"),
+        "primary group: {s:?}"
+    );
     assert_eq!(get("network.proxy"), Some("http://proxy:3128"), "{s:?}");
     assert_eq!(
         get("desktop.wallpaper_file"),
@@ -258,7 +294,10 @@ async fn logins_through_the_server(database_url: Option<&str>) {
     assert_eq!(monitors["origin"]["object_name"], "sales");
     assert_eq!(monitors["overridden"].as_array().map(Vec::len), Some(2));
     let text = ctl.ok(&["settings", "explain", &id_s, "--user", "alice"]);
-    assert!(text.contains("user alice (Alice Smith) in directory corp"), "{text}");
+    assert!(
+        text.contains("user alice (Alice Smith) in directory corp"),
+        "{text}"
+    );
     assert!(text.contains("group \"sales\""), "{text}");
 
     // Refusals, each with a clear answer.
@@ -293,7 +332,9 @@ async fn logins_through_the_server(database_url: Option<&str>) {
     let bob = device.login("AD\\bob", "bob-pw-1").await.expect("bob");
     assert_eq!(bob.user, "bob");
     assert_eq!(
-        settings(&bob.settings).get("audio.volume").map(String::as_str),
+        settings(&bob.settings)
+            .get("audio.volume")
+            .map(String::as_str),
         Some("20"),
         "alice's own profile is not bob's"
     );
@@ -302,15 +343,24 @@ async fn logins_through_the_server(database_url: Option<&str>) {
     slapd.stop();
     let e = device.login("alice", "alice-pw-1").await.expect_err("down");
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    assert!(e.message().contains("directory `corp` is unreachable"), "{e:?}");
+    assert!(
+        e.message().contains("directory `corp` is unreachable"),
+        "{e:?}"
+    );
     slapd.restart().expect("restart slapd");
     device.login("alice", "alice-pw-1").await.expect("back up");
 
     // swp-auth goes down: the server says the login service is unreachable.
     swp.child.stop();
-    let e = device.login("alice", "alice-pw-1").await.expect_err("no swp-auth");
+    let e = device
+        .login("alice", "alice-pw-1")
+        .await
+        .expect_err("no swp-auth");
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    assert!(e.message().contains("login service is unreachable"), "{e:?}");
+    assert!(
+        e.message().contains("login service is unreachable"),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]

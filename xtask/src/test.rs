@@ -22,6 +22,7 @@ pub struct TestArgs {
 /// Runs `cargo xtask test`.
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     ensure_postgres()?;
+    ensure_slapd()?;
     ensure_nextest()?;
 
     step!("starting postgresql for the test run");
@@ -83,6 +84,49 @@ fn ensure_postgres() -> anyhow::Result<()> {
     let dir = ums_testkit::pg_bin_dir()
         .context("postgresql was installed but initdb is still not found")?;
     step!("postgresql binaries installed in {}", dir.display());
+    Ok(())
+}
+
+/// Makes sure OpenLDAP's `slapd` (with `slapadd` and its modules) is installed: the Shared
+/// Workplace tests log users in against a real directory the harness starts.
+fn ensure_slapd() -> anyhow::Result<()> {
+    if let Some(path) = ums_testkit::ldap::slapd_path() {
+        step!("slapd found at {}", path.display());
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "slapd not found; install the `slapd` package (e.g. `sudo apt-get install slapd ldap-utils`)"
+        );
+    }
+    step!("slapd not found; installing the `slapd` package with apt-get");
+    util::run(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    // The package's own server is not wanted: the tests start theirs. Preseeding keeps the
+    // installer from asking for a domain and an admin password.
+    let preseed = "slapd slapd/no_configuration boolean true\n";
+    util::run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '{preseed}' | debconf-set-selections")),
+    )?;
+    util::run(
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "slapd",
+                "ldap-utils",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let path =
+        ums_testkit::ldap::slapd_path().context("slapd was installed but is still not found")?;
+    step!("slapd installed at {}", path.display());
     Ok(())
 }
 

@@ -161,7 +161,8 @@ impl DirectoryConfig {
 
     /// The search filter for a typed login name; every piece of user input is escaped.
     pub fn user_filter_for(&self, name: &LoginName) -> String {
-        let domain_matches = |d: &str| self.domain.is_empty() || d.eq_ignore_ascii_case(&self.domain);
+        let domain_matches =
+            |d: &str| self.domain.is_empty() || d.eq_ignore_ascii_case(&self.domain);
         let by_name = match (self.kind, name) {
             (Kind::ActiveDirectory, LoginName::Plain(u) | LoginName::DownLevel { user: u, .. }) => {
                 format!("(sAMAccountName={})", filter_value(u))
@@ -440,13 +441,29 @@ impl Directory {
                     Box::new(EntriesOnly::new()),
                     Box::new(PagedResults::new(self.config.page_size)),
                 ];
-                run_stream(&mut ldap, adapters, base, scope, filter, attrs, self.options.op_timeout)
-                    .await
+                run_stream(
+                    &mut ldap,
+                    adapters,
+                    base,
+                    scope,
+                    filter,
+                    attrs,
+                    self.options.op_timeout,
+                )
+                .await
             } else {
                 let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> =
                     vec![Box::new(EntriesOnly::new())];
-                run_stream(&mut ldap, adapters, base, scope, filter, attrs, self.options.op_timeout)
-                    .await
+                run_stream(
+                    &mut ldap,
+                    adapters,
+                    base,
+                    scope,
+                    filter,
+                    attrs,
+                    self.options.op_timeout,
+                )
+                .await
             };
             match outcome {
                 Ok((entries, 0)) | Ok((entries, 32)) => {
@@ -708,7 +725,10 @@ impl Directory {
 
     /// Active Directory: the group whose objectSid is the user's domain SID with the user's
     /// primaryGroupID as the last sub-authority.
-    async fn primary_group(&self, entry: &SearchEntry) -> Result<Option<DirectoryGroup>, AuthError> {
+    async fn primary_group(
+        &self,
+        entry: &SearchEntry,
+    ) -> Result<Option<DirectoryGroup>, AuthError> {
         let Some(rid) = attr_values(entry, "primaryGroupID")
             .first()
             .and_then(|v| v.trim().parse::<u32>().ok())
@@ -807,7 +827,11 @@ fn bind_refusal(rc: u32, text: &str) -> AuthError {
         let data = text
             .split("data ")
             .nth(1)
-            .map(|d| d.chars().take_while(char::is_ascii_hexdigit).collect::<String>())
+            .map(|d| {
+                d.chars()
+                    .take_while(char::is_ascii_hexdigit)
+                    .collect::<String>()
+            })
             .unwrap_or_default();
         let reason = match data.as_str() {
             "775" => Some("the account is locked"),
@@ -824,7 +848,9 @@ fn bind_refusal(rc: u32, text: &str) -> AuthError {
         };
     }
     if rc == 53 {
-        return AuthError::Refused(format!("the directory is unwilling to log the user in: {text}"));
+        return AuthError::Refused(format!(
+            "the directory is unwilling to log the user in: {text}"
+        ));
     }
     AuthError::Refused(format!("the directory refused the login (result {rc})"))
 }
@@ -910,7 +936,11 @@ pub struct Directories {
 }
 
 impl Directories {
-    pub fn get(&self, cfg: &pb::Directory, options: &PoolOptions) -> Result<Arc<Directory>, AuthError> {
+    pub fn get(
+        &self,
+        cfg: &pb::Directory,
+        options: &PoolOptions,
+    ) -> Result<Arc<Directory>, AuthError> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = map.get(&cfg.id)
             && d.config.revision == cfg.revision

@@ -163,7 +163,10 @@ impl Authenticator {
             .as_ref()
             .ok_or_else(|| AuthError::Invalid("no directory given".into()))?;
         let name = login::LoginName::parse(&req.username)?;
-        self.directories.get(cfg, &self.options)?.lookup(&name).await
+        self.directories
+            .get(cfg, &self.options)?
+            .lookup(&name)
+            .await
     }
 }
 

@@ -163,7 +163,10 @@ mod tests {
         // Another user on the same device still gets in, until the device's burst is used.
         limits.admit("bob", 1, t0).expect("bob");
         limits.admit("carol", 1, t0).expect("carol");
-        assert!(matches!(limits.admit("dave", 1, t0), Err(Limited::Device(_))));
+        assert!(matches!(
+            limits.admit("dave", 1, t0),
+            Err(Limited::Device(_))
+        ));
         // Another device is not affected; time refills.
         limits.admit("dave", 2, t0).expect("other device");
         limits

@@ -106,7 +106,10 @@ async fn active_directory_logins_resolve_groups_primary_group_and_ous() {
     }
 
     // The primary group's own nesting counts too.
-    let carol = ad.authenticate(&name("carol"), "carol-pw-1").await.expect("carol");
+    let carol = ad
+        .authenticate(&name("carol"), "carol-pw-1")
+        .await
+        .expect("carol");
     assert_eq!(
         carol.primary_group.as_ref().map(|g| g.name.as_str()),
         Some("Contractors")
@@ -139,9 +142,15 @@ async fn refusals_are_clear_and_injections_match_nobody() {
     let ad = directory(&ad_config(&slapd));
 
     let wrong = ad.authenticate(&name("alice"), "bob-pw-1").await;
-    assert!(matches!(wrong, Err(AuthError::WrongCredentials)), "{wrong:?}");
+    assert!(
+        matches!(wrong, Err(AuthError::WrongCredentials)),
+        "{wrong:?}"
+    );
     let unknown = ad.authenticate(&name("mallory"), "x").await;
-    assert!(matches!(unknown, Err(AuthError::WrongCredentials)), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(AuthError::WrongCredentials)),
+        "{unknown:?}"
+    );
     assert_eq!(
         unknown.expect_err("unknown").to_string(),
         "wrong user name or password"
@@ -189,7 +198,10 @@ async fn generic_ldap_over_starttls_with_memberof_and_with_group_search() {
             ],
             "{membership}"
         );
-        let bob = ldap.authenticate(&name("bob"), "bob-pw-1").await.expect("bob");
+        let bob = ldap
+            .authenticate(&name("bob"), "bob-pw-1")
+            .await
+            .expect("bob");
         // bob is in it and staff directly; staff counts at its closest level.
         assert_eq!(
             groups(&bob),
@@ -249,7 +261,10 @@ async fn wrong_bind_account_and_untrusted_certificate_are_configuration_errors()
         .await
         .expect_err("bad bind account");
     assert!(matches!(err, AuthError::Config(_)), "{err:?}");
-    assert!(err.to_string().contains("refused the bind account"), "{err}");
+    assert!(
+        err.to_string().contains("refused the bind account"),
+        "{err}"
+    );
 
     // A CA that did not sign slapd's certificate: the TLS handshake fails, no password is sent.
     let mut cfg = ad_config(&slapd);
@@ -277,7 +292,10 @@ async fn empty_password_and_rate_limits_are_refused_before_the_directory() {
         password: password.into(),
         device_id,
     };
-    let err = auth.authenticate(&req("alice", "", 1)).await.expect_err("empty");
+    let err = auth
+        .authenticate(&req("alice", "", 1))
+        .await
+        .expect_err("empty");
     assert!(matches!(err, AuthError::Invalid(_)), "{err:?}");
     assert_eq!(err.to_string(), "password is empty");
 
@@ -340,12 +358,18 @@ async fn only_servers_may_call_over_mutual_tls() {
     let server = ca
         .issue_node(ComponentKind::Server, "server-1", &names)
         .expect("server identity");
-    let mut client = SwpAuthServiceClient::new(
-        ums_cluster::internal_channel(&server, &addr).expect("channel"),
-    );
-    let user = client.authenticate(req()).await.expect("server may call").into_inner();
+    let mut client =
+        SwpAuthServiceClient::new(ums_cluster::internal_channel(&server, &addr).expect("channel"));
+    let user = client
+        .authenticate(req())
+        .await
+        .expect("server may call")
+        .into_inner();
     assert_eq!(user.login, "alice");
-    assert_eq!(user.primary_group.map(|g| g.name).as_deref(), Some("Domain Users"));
+    assert_eq!(
+        user.primary_group.map(|g| g.name).as_deref(),
+        Some("Domain Users")
+    );
     let wrong = client
         .authenticate(pb::AuthenticateRequest {
             password: "nope".into(),
@@ -359,10 +383,12 @@ async fn only_servers_may_call_over_mutual_tls() {
     let broker = ca
         .issue_node(ComponentKind::Broker, "broker-1", &names)
         .expect("broker identity");
-    let mut client = SwpAuthServiceClient::new(
-        ums_cluster::internal_channel(&broker, &addr).expect("channel"),
-    );
-    let refused = client.authenticate(req()).await.expect_err("broker refused");
+    let mut client =
+        SwpAuthServiceClient::new(ums_cluster::internal_channel(&broker, &addr).expect("channel"));
+    let refused = client
+        .authenticate(req())
+        .await
+        .expect_err("broker refused");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
 
     // A certificate of another CA does not get through the handshake.

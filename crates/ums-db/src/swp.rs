@@ -272,12 +272,7 @@ pub fn principal_key(name: &str) -> String {
     let name = name.trim();
     if name.contains('=') {
         name.split(',')
-            .map(|rdn| {
-                rdn.split('=')
-                    .map(str::trim)
-                    .collect::<Vec<_>>()
-                    .join("=")
-            })
+            .map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("="))
             .collect::<Vec<_>>()
             .join(",")
             .to_lowercase()
@@ -555,7 +550,8 @@ impl Db {
                 .await?;
         }
         tx.commit().await?;
-        to_principal(p).ok_or_else(|| DbError::Invalid("stored principal has an unknown kind".into()))
+        to_principal(p)
+            .ok_or_else(|| DbError::Invalid("stored principal has an unknown kind".into()))
     }
 
     /// Removes an assignment to a user, group or OU.

@@ -152,9 +152,8 @@ impl DeviceService for Fake {
         Ok(Response::new(ReportJobResultResponse {}))
     }
 
-    type DownloadFileStream = tonic::codegen::tokio_stream::Empty<
-        Result<ums_proto::device::v1::FileChunk, Status>,
-    >;
+    type DownloadFileStream =
+        tonic::codegen::tokio_stream::Empty<Result<ums_proto::device::v1::FileChunk, Status>>;
 
     async fn list_files(
         &self,

@@ -73,7 +73,10 @@ impl ObjectKind {
 
     /// Whether the object is on the user side (user, group, OU) of a Shared Workplace merge.
     pub fn is_user_side(&self) -> bool {
-        matches!(self, ObjectKind::User | ObjectKind::UserGroup | ObjectKind::Ou)
+        matches!(
+            self,
+            ObjectKind::User | ObjectKind::UserGroup | ObjectKind::Ou
+        )
     }
 }
 
@@ -276,9 +279,8 @@ pub fn merge_sides(layers: &[Layer<'_>], side_starts: &[usize]) -> Effective {
             })
         })
         .collect();
-    occurrences.sort_by_key(|o| {
-        precedence(o.profile.priority, side_of(o.layer), o.layer, o.profile.id)
-    });
+    occurrences
+        .sort_by_key(|o| precedence(o.profile.priority, side_of(o.layer), o.layer, o.profile.id));
 
     // Each profile counts once, at its strongest occurrence.
     let mut seen = HashSet::new();

@@ -322,7 +322,12 @@ pub async fn login(
     r: device_pb::LoginRequest,
 ) -> Result<device_pb::LoginResponse, Status> {
     let model = state.settings();
-    let dev = model.swp.devices.get(&device_id).copied().unwrap_or_default();
+    let dev = model
+        .swp
+        .devices
+        .get(&device_id)
+        .copied()
+        .unwrap_or_default();
     if !dev.licensed {
         return Err(Status::failed_precondition(format!(
             "device {device_id} has no Shared Workplace licence"
@@ -508,10 +513,14 @@ fn directory_input(spec: admin_pb::DirectorySpec, create: bool) -> Result<Direct
         }
     }
     if spec.base_dn.trim().is_empty() || !spec.base_dn.contains('=') {
-        return Err(invalid("base_dn must be a DN such as dc=example,dc=org".into()));
+        return Err(invalid(
+            "base_dn must be a DN such as dc=example,dc=org".into(),
+        ));
     }
     if spec.bind_dn.trim().is_empty() {
-        return Err(invalid("bind_dn: the account swp-auth searches with".into()));
+        return Err(invalid(
+            "bind_dn: the account swp-auth searches with".into(),
+        ));
     }
     if create && spec.bind_password.is_empty() {
         return Err(invalid("bind_password is required".into()));

@@ -64,23 +64,32 @@ objectclass ( 1.2.840.113556.1.5.8 NAME 'group'
 
 /// Returns the path of `slapd`, or `None` when it is not installed.
 pub fn slapd_path() -> Option<PathBuf> {
-    ["/usr/sbin/slapd", "/usr/local/sbin/slapd", "/usr/local/libexec/slapd"]
-        .iter()
-        .map(PathBuf::from)
-        .chain(
-            std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).map(|d| d.join("slapd")).collect())
-                .unwrap_or_else(Vec::new),
-        )
-        .find(|p| p.is_file())
+    [
+        "/usr/sbin/slapd",
+        "/usr/local/sbin/slapd",
+        "/usr/local/libexec/slapd",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .chain(
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join("slapd")).collect())
+            .unwrap_or_else(Vec::new),
+    )
+    .find(|p| p.is_file())
 }
 
 /// Directory of the slapd modules (`back_mdb`, `memberof`).
 fn module_dir() -> Option<PathBuf> {
-    ["/usr/lib/ldap", "/usr/lib/x86_64-linux-gnu/ldap", "/usr/lib/openldap", "/usr/local/libexec/openldap"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|d| d.join("back_mdb.la").exists() || d.join("back_mdb.so").exists())
+    [
+        "/usr/lib/ldap",
+        "/usr/lib/x86_64-linux-gnu/ldap",
+        "/usr/lib/openldap",
+        "/usr/local/libexec/openldap",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|d| d.join("back_mdb.la").exists() || d.join("back_mdb.so").exists())
 }
 
 /// A group of the generated directory.
@@ -157,10 +166,38 @@ impl TestDirectory {
                 g("it", &["staff"], 1204),
             ],
             users: vec![
-                u("alice", "Alice Smith", &["Berlin", "Sales"], &["sales"], "Domain Users", 1101),
-                u("bob", "Bob Jones", &["Berlin"], &["it", "staff"], "Domain Users", 1102),
-                u("carol", "Carol White", &["Munich"], &[], "Contractors", 1103),
-                u("o'hara (ext)", "Pat O'Hara", &["Munich"], &[], "Domain Users", 1104),
+                u(
+                    "alice",
+                    "Alice Smith",
+                    &["Berlin", "Sales"],
+                    &["sales"],
+                    "Domain Users",
+                    1101,
+                ),
+                u(
+                    "bob",
+                    "Bob Jones",
+                    &["Berlin"],
+                    &["it", "staff"],
+                    "Domain Users",
+                    1102,
+                ),
+                u(
+                    "carol",
+                    "Carol White",
+                    &["Munich"],
+                    &[],
+                    "Contractors",
+                    1103,
+                ),
+                u(
+                    "o'hara (ext)",
+                    "Pat O'Hara",
+                    &["Munich"],
+                    &[],
+                    "Domain Users",
+                    1104,
+                ),
             ],
         }
     }
@@ -198,7 +235,10 @@ impl TestDirectory {
                     display_name: format!("User {i}"),
                     password: format!("{login}-pw-1"),
                     ous: vec![format!("Site{}", i % 10), "Staff".into()],
-                    groups: vec![format!("team{:02}", i % 50), format!("team{:02}", (i + 7) % 50)],
+                    groups: vec![
+                        format!("team{:02}", i % 50),
+                        format!("team{:02}", (i + 7) % 50),
+                    ],
                     primary_group: Some("Domain Users".into()),
                     rid: 100_000 + u32::try_from(i).unwrap_or(0),
                     login,
@@ -294,11 +334,7 @@ impl TestDirectory {
         }
         for u in &self.users {
             let dn = user_dn(u);
-            let sn = u
-                .display_name
-                .rsplit(' ')
-                .next()
-                .unwrap_or(&u.display_name);
+            let sn = u.display_name.rsplit(' ').next().unwrap_or(&u.display_name);
             if ad {
                 let _ = writeln!(out, "dn: {dn}\nobjectClass: user");
                 let _ = writeln!(out, "sAMAccountName: {}", u.login);
@@ -314,7 +350,11 @@ impl TestDirectory {
                 let _ = writeln!(out, "uid: {}", u.login);
                 let _ = writeln!(out, "mail: {}@example.org", u.login);
             }
-            let _ = writeln!(out, "cn: {}\nsn: {sn}\ndisplayName: {}", u.display_name, u.display_name);
+            let _ = writeln!(
+                out,
+                "cn: {}\nsn: {sn}\ndisplayName: {}",
+                u.display_name, u.display_name
+            );
             let _ = writeln!(out, "userPassword: {}", u.password);
             for g in &u.groups {
                 let _ = writeln!(out, "memberOf: {}", group_dn(g));
@@ -417,7 +457,10 @@ impl Slapd {
         }
         fs::write(d.join("slapd.conf"), config(d, &modules))?;
 
-        for (suffix, ad, file) in [(AD_SUFFIX, true, "ad.ldif"), (LDAP_SUFFIX, false, "ldap.ldif")] {
+        for (suffix, ad, file) in [
+            (AD_SUFFIX, true, "ad.ldif"),
+            (LDAP_SUFFIX, false, "ldap.ldif"),
+        ] {
             let ldif = d.join(file);
             fs::write(&ldif, data.ldif(suffix, ad))?;
             let slapadd = slapd.with_file_name("slapadd");
@@ -433,7 +476,11 @@ impl Slapd {
                 .stdin(Stdio::null());
             let out = cmd.output().context("run slapadd")?;
             if !out.status.success() {
-                bail!("slapadd of {suffix} failed ({}):\n{}", out.status, output_text(&out));
+                bail!(
+                    "slapadd of {suffix} failed ({}):\n{}",
+                    out.status,
+                    output_text(&out)
+                );
             }
         }
 
@@ -473,8 +520,11 @@ impl Slapd {
         let mut child = ChildGuard::new(cmd.spawn().context("spawn slapd")?);
         let deadline = Instant::now() + Duration::from_secs(30);
         for port in [self.ldaps_port, self.ldap_port] {
-            while wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(100))
-                .is_err()
+            while wait_for_tcp(
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_millis(100),
+            )
+            .is_err()
             {
                 if let Ok(Some(status)) = child.try_wait() {
                     bail!("slapd exited ({status}):\n{}", tail_file(&log, 30));
@@ -535,6 +585,21 @@ impl Drop for Slapd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Issues an identity for `swp-auth` (kind "swp-auth", valid for 127.0.0.1) from the CA of a
+/// server's data directory (`<tls_dir>/ca.pem`, `ca-key.pem`) and saves it in `out`, as joining
+/// the network would.
+pub fn issue_swp_auth_identity(tls_dir: &Path, id: &str, out: &Path) -> anyhow::Result<()> {
+    ums_tls::install_crypto_provider();
+    let (ca, _) = ums_tls::CertAuthority::load_or_create(tls_dir, "UMS device communication CA")?;
+    let identity = ca.issue_node(
+        ums_tls::ComponentKind::SwpAuth,
+        id,
+        &["127.0.0.1".to_owned(), "localhost".to_owned()],
+    )?;
+    identity.save(out)?;
+    Ok(())
 }
 
 fn config(dir: &Path, modules: &Path) -> String {

@@ -150,8 +150,9 @@ pub async fn run(json: bool, admin: &mut Admin, command: SwpCommand) -> anyhow::
                 }
             };
             let ca_pem = match &a.ca_file {
-                Some(f) => std::fs::read_to_string(f)
-                    .with_context(|| format!("read {}", f.display()))?,
+                Some(f) => {
+                    std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?
+                }
                 None => String::new(),
             };
             let d = ok(admin
@@ -181,11 +182,10 @@ pub async fn run(json: bool, admin: &mut Admin, command: SwpCommand) -> anyhow::
             })
         }
         SwpCommand::Directories => {
-            let list = ok(admin
-                .list_directories(pb::ListDirectoriesRequest {})
-                .await)?;
+            let list = ok(admin.list_directories(pb::ListDirectoriesRequest {}).await)?;
             crate::show(json, &list, |l| {
-                let mut t = output::table(["ID", "NAME", "KIND", "DOMAIN", "CONTROLLERS", "BASE DN"]);
+                let mut t =
+                    output::table(["ID", "NAME", "KIND", "DOMAIN", "CONTROLLERS", "BASE DN"]);
                 for d in &l.directories {
                     let s = d.spec.clone().unwrap_or_default();
                     t.add_row([
@@ -253,7 +253,11 @@ pub async fn run(json: bool, admin: &mut Admin, command: SwpCommand) -> anyhow::
                 format!(
                     "device {}: Shared Workplace {}, {}",
                     s.device_id,
-                    if s.licensed { "licensed" } else { "not licensed" },
+                    if s.licensed {
+                        "licensed"
+                    } else {
+                        "not licensed"
+                    },
                     if s.enabled { "on" } else { "off" }
                 )
             })

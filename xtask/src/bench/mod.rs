@@ -5,6 +5,7 @@
 
 mod broker;
 mod herd;
+mod swp;
 
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -32,6 +33,9 @@ enum Bench {
     /// ums-broker against a direct connection and HAProxy: device churn, then memory at 10,000
     /// idle connections.
     Broker(broker::BrokerArgs),
+    /// Shared Workplace logins through a server and swp-auth against a real slapd: logins per
+    /// second and p99 login-to-settings latency.
+    Swp(swp::SwpArgs),
 }
 
 /// Runs `cargo xtask bench`.
@@ -39,6 +43,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.bench {
         Bench::Herd(a) => herd::run(a),
         Bench::Broker(a) => broker::run(a),
+        Bench::Swp(a) => swp::run(a),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -141,6 +146,14 @@ impl Server {
     /// Starts the server and waits until it accepts device connections and
     /// has written its CA certificate.
     pub fn start(database_url: Option<&str>) -> anyhow::Result<Server> {
+        Self::start_with_env(database_url, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables (`UMS_SWP__URL`, ...).
+    pub fn start_with_env(
+        database_url: Option<&str>,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Server> {
         let data = tempfile::Builder::new()
             .prefix("ums-bench-")
             .tempdir()
@@ -167,6 +180,9 @@ impl Server {
             .stderr(log_file);
         if let Some(url) = database_url {
             cmd.env("UMS_DATABASE_URL", url);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let child = ChildGuard::new(
             cmd.spawn()
@@ -205,6 +221,11 @@ impl Server {
                 );
             }
         }
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
     }
 
     /// The CA certificate clients must trust.
