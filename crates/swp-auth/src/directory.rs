@@ -133,8 +133,8 @@ impl DirectoryConfig {
             )));
         };
         let user_filter = d.user_filter.trim().to_owned();
-        if !user_filter.is_empty() && !(user_filter.starts_with('(') && user_filter.ends_with(')'))
-        {
+        let wrapped = user_filter.starts_with('(') && user_filter.ends_with(')');
+        if !user_filter.is_empty() && !wrapped {
             return Err(bad(format!(
                 "user filter `{user_filter}` must be in parentheses"
             )));

@@ -123,7 +123,9 @@ fn layers<'a>(
 ///
 /// Standard profiles: chain position, then highest id. Priority profiles beat every standard
 /// one; user side before device side; further beats closer within a side; highest id.
-fn rank(priority: bool, user_side: bool, position: usize, id: i64) -> (u8, u8, i64, i64) {
+type Rank = (u8, u8, i64, i64);
+
+fn rank(priority: bool, user_side: bool, position: usize, id: i64) -> Rank {
     let position = position as i64;
     if priority {
         (0, u8::from(!user_side), -position, -id)
@@ -134,7 +136,7 @@ fn rank(priority: bool, user_side: bool, position: usize, id: i64) -> (u8, u8, i
 
 /// The expected winner of each scalar key, computed straight from the rules.
 fn expected(s: &Scenario) -> BTreeMap<String, (i64, Value)> {
-    let mut best: BTreeMap<String, ((u8, u8, i64, i64), i64, Value)> = BTreeMap::new();
+    let mut best: BTreeMap<String, (Rank, i64, Value)> = BTreeMap::new();
     let mut seen = HashSet::new();
     let chain = s
         .user

@@ -73,8 +73,12 @@ pub fn slapd_path() -> Option<PathBuf> {
     .map(PathBuf::from)
     .chain(
         std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join("slapd")).collect())
-            .unwrap_or_else(Vec::new),
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("slapd"))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default(),
     )
     .find(|p| p.is_file())
 }

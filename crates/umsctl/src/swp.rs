@@ -17,7 +17,7 @@ pub enum SwpCommand {
     ///
     /// The bind account's password is taken from UMS_BIND_PASSWORD, else from
     /// --bind-password-file; it is stored on the server and never shown again.
-    AddDirectory(DirectoryArgs),
+    AddDirectory(Box<DirectoryArgs>),
     /// List the directories.
     Directories,
     /// Delete a directory and the assignments to its users, groups and OUs.
@@ -135,6 +135,7 @@ impl PrincipalArgs {
 pub async fn run(json: bool, admin: &mut Admin, command: SwpCommand) -> anyhow::Result<()> {
     match command {
         SwpCommand::AddDirectory(a) => {
+            let a = *a;
             let bind_password = match std::env::var("UMS_BIND_PASSWORD") {
                 Ok(p) if !p.is_empty() => p,
                 _ => {
