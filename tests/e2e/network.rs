@@ -429,3 +429,79 @@ fn ha_mode_on_the_embedded_database_is_refused() {
     assert!(!out.status.success());
     assert!(text(&out).contains("needs PostgreSQL"), "{}", text(&out));
 }
+
+/// The database goes away under a server: it reports itself unavailable, and once the database
+/// is back it serves again by itself, with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_survives_its_database_restarting() {
+    let pg = ums_testkit::Postgres::start().expect("own postgres");
+    let url = pg.create_database("restart").expect("database");
+    let server = Server::start_ha(&url, None);
+    let mut dev = server.device().await;
+    let reg = dev
+        .register("00:00:00:00:db:01", "db-restart")
+        .await
+        .expect("register");
+    dev.check_in("idle", 0).await.expect("check in");
+    let ca = server.ca_pem();
+    let status = |url: String, ca: Vec<u8>| async move {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .ok()?
+            .tls_config(tls)
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        ClusterServiceClient::new(channel)
+            .status(cpb::StatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner().available)
+    };
+
+    pg.stop_now().expect("stop postgres");
+    let stopped_at = Instant::now();
+    let down = eventually(Duration::from_secs(20), || {
+        let (url, ca) = (server.admin_url.clone(), ca.clone());
+        async move { (status(url, ca).await != Some(true)).then_some(()) }
+    })
+    .await;
+    assert!(down.is_some(), "the server must report itself unavailable");
+    let err = dev.check_in("idle", 0).await.expect_err("no database");
+    assert!(
+        matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Internal),
+        "{err:?}"
+    );
+
+    pg.resume().expect("start postgres");
+    let resumed_at = Instant::now();
+    println!("database down for {:?}", stopped_at.elapsed());
+    let back = eventually(Duration::from_secs(30), || {
+        let (url, ca) = (server.admin_url.clone(), ca.clone());
+        async move { (status(url, ca).await == Some(true)).then_some(()) }
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "the server must come back by itself:\n{}",
+        server.log_text()
+    );
+    println!(
+        "server available again {:?} after the database",
+        resumed_at.elapsed()
+    );
+    let again = eventually(Duration::from_secs(10), || {
+        let mut d = dev.clone();
+        async move { d.check_in("idle", 0).await.ok() }
+    })
+    .await;
+    assert!(again.is_some(), "devices check in again");
+    let ctl = server.umsctl();
+    let shown = ctl.json(&["devices", "show", &reg.device_id.to_string()]);
+    assert_eq!(shown["name"], "db-restart", "nothing was lost");
+    let log = server.log_text();
+    assert!(log.contains("database is unreachable"), "{log}");
+    assert!(log.contains("reachable again"), "{log}");
+}
