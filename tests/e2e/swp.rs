@@ -11,7 +11,7 @@ use tonic::Code;
 use ums_testkit::ldap::{AD_DOMAIN, AD_NETBIOS, AD_SUFFIX, SERVICE_PASSWORD, Slapd, TestDirectory};
 use ums_testkit::{ChildGuard, bin_path, free_port, wait_for_tcp};
 
-use crate::harness::{Server, server_command};
+use crate::harness::Server;
 
 /// A running `swp-auth` with an identity issued from the server's CA.
 pub struct SwpAuth {
@@ -70,36 +70,12 @@ impl SwpAuth {
 
 /// A server whose `[swp] url` points at `swp_port`.
 fn start_server(database_url: Option<&str>, swp_port: u16) -> Server {
-    let data = tempfile::tempdir().expect("data dir");
-    let device_port = free_port();
-    let admin_port = free_port();
-    let log = data.path().join("server.log");
-    let mut cmd = server_command(data.path(), device_port, admin_port, database_url);
-    cmd.env("UMS_SWP__URL", format!("https://127.0.0.1:{swp_port}"));
-    let log_file = std::fs::File::create(&log).expect("log file");
-    cmd.stdout(log_file.try_clone().expect("log"))
-        .stderr(log_file);
-    let mut server = Server {
-        child: ChildGuard::new(cmd.spawn().expect("spawn ums-server")),
-        data,
-        device_url: format!("https://127.0.0.1:{device_port}"),
-        admin_url: format!("https://127.0.0.1:{admin_port}"),
-        log,
-    };
-    let started = Instant::now();
-    for port in [device_port, admin_port] {
-        while wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = server.child.0.try_wait() {
-                panic!("ums-server exited ({status}):\n{}", server.log_text());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "ums-server did not listen:\n{}",
-                server.log_text()
-            );
-        }
-    }
-    server
+    let url = format!("https://127.0.0.1:{swp_port}");
+    Server::start_with(
+        tempfile::tempdir().expect("data dir"),
+        database_url,
+        &[("UMS_SWP__URL", url.as_str())],
+    )
 }
 
 fn settings(list: &[ums_proto::device::v1::Setting]) -> BTreeMap<String, String> {

@@ -4,11 +4,9 @@
 //!
 //! The server owns the directories' configuration (database, admin API) and sends it with every
 //! call, so any number of `swp-auth` processes serve any server. It reaches `swp-auth` over
-//! mutual TLS with a node certificate of kind "server" that it issues itself from its CA
-//! (`<data_dir>/tls/swp-client/`), the CA `swp-auth`'s identity must come from.
+//! mutual TLS with its node identity in the network; `swp-auth` joins the same network.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -21,7 +19,7 @@ use ums_proto::admin::v1 as admin_pb;
 use ums_proto::device::v1 as device_pb;
 use ums_proto::swp::v1 as pb;
 use ums_proto::swp::v1::swp_auth_service_client::SwpAuthServiceClient;
-use ums_tls::{CertAuthority, ComponentKind, NodeIdentity};
+use ums_tls::NodeIdentity;
 
 use crate::admin_api::AdminApi;
 use crate::config::ServerConfig;
@@ -41,9 +39,9 @@ struct Client {
 }
 
 impl Swp {
-    /// Connects (lazily) to `swp-auth` when `[swp] url` is set, with a node identity of kind
-    /// "server" issued from the server's CA.
-    pub fn configure(&self, cfg: &ServerConfig) -> anyhow::Result<()> {
+    /// Connects (lazily) to `swp-auth` when `[swp] url` is set, with this server's node
+    /// identity in the network.
+    pub fn configure(&self, cfg: &ServerConfig, identity: &NodeIdentity) -> anyhow::Result<()> {
         let url = cfg.swp.url.trim();
         if url.is_empty() {
             return Ok(());
@@ -52,8 +50,7 @@ impl Swp {
             .strip_prefix("https://")
             .ok_or_else(|| anyhow::anyhow!("swp.url `{url}` must start with https://"))?
             .trim_end_matches('/');
-        let identity = client_identity(&cfg.data_dir, &cfg.tls_names())?;
-        let channel = ums_cluster::internal_channel(&identity, addr)
+        let channel = ums_cluster::internal_channel(identity, addr)
             .map_err(|e| anyhow::anyhow!("swp.url `{url}`: {e}"))?;
         let _ = self.client.set(Client {
             url: url.to_owned(),
@@ -71,24 +68,6 @@ impl Swp {
             )
         })
     }
-}
-
-/// The server's node identity towards `swp-auth`: loaded from `<data_dir>/tls/swp-client`, or
-/// issued there from the server's CA on first use.
-fn client_identity(data_dir: &Path, names: &[String]) -> anyhow::Result<NodeIdentity> {
-    let tls = crate::tls_dir(data_dir);
-    let dir = tls.join("swp-client");
-    if NodeIdentity::exists(&dir) {
-        let identity = NodeIdentity::load(&dir)?;
-        if identity.kind == ComponentKind::Server {
-            return Ok(identity);
-        }
-    }
-    let (ca, _) = CertAuthority::load_or_create(&tls, crate::CA_NAME)?;
-    let id = format!("server-{}", crate::admin_api::random_token(12));
-    let identity = ca.issue_node(ComponentKind::Server, &id, names)?;
-    identity.save(&dir)?;
-    Ok(identity)
 }
 
 fn directory_pb(d: &Directory) -> pb::Directory {

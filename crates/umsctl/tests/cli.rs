@@ -131,6 +131,15 @@ admin_service! {
     }
 
 }
+        list_processes(ListProcessesRequest) -> ListProcessesResponse;
+        remove_process(ProcessRequest) -> Empty;
+        stop_process(ProcessRequest) -> ums_proto::cluster::v1::ProcessInfo;
+        start_process(ProcessRequest) -> ums_proto::cluster::v1::ProcessInfo;
+        export_token(ExportTokenRequest) -> TokenResponse;
+        rotate_token(RotateTokenRequest) -> TokenResponse;
+        upload_file(tonic::Streaming<UploadFileChunk>) -> FileInfo;
+        list_files(ListFilesRequest) -> ListFilesResponse;
+        delete_file(FileRequest) -> Empty;
         create_admin(CreateAdminRequest) -> Admin;
         list_admins(ListAdminsRequest) -> ListAdminsResponse;
         set_admin_password(SetAdminPasswordRequest) -> Empty;
@@ -153,15 +162,6 @@ admin_service! {
         list_assignments(ListAssignmentsRequest) -> ListAssignmentsResponse;
         create_jobs(CreateJobsRequest) -> CreateJobsResponse;
         list_jobs(ListJobsRequest) -> ListJobsResponse;
-        list_processes(ListProcessesRequest) -> ListProcessesResponse;
-        remove_process(ProcessRequest) -> Empty;
-        stop_process(ProcessRequest) -> ums_proto::cluster::v1::ProcessInfo;
-        start_process(ProcessRequest) -> ums_proto::cluster::v1::ProcessInfo;
-        export_token(ExportTokenRequest) -> TokenResponse;
-        rotate_token(RotateTokenRequest) -> TokenResponse;
-        upload_file(tonic::Streaming<UploadFileChunk>) -> FileInfo;
-        list_files(ListFilesRequest) -> ListFilesResponse;
-        delete_file(FileRequest) -> Empty;
         create_directory(DirectorySpec) -> DirectoryInfo;
         update_directory(UpdateDirectoryRequest) -> DirectoryInfo;
         list_directories(ListDirectoriesRequest) -> ListDirectoriesResponse;
