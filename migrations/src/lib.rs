@@ -10,6 +10,7 @@
 //! the previous minor version keeps working on it. A major version is incompatible.
 
 mod m0001_initial;
+mod m0002_cluster;
 
 use std::fmt;
 use std::str::FromStr;
@@ -62,11 +63,18 @@ pub struct Migration {
 
 /// Every migration, oldest first.
 pub fn migrations() -> &'static [Migration] {
-    const ALL: &[Migration] = &[Migration {
-        version: SchemaVersion::new(1, 0),
-        name: "initial",
-        statements: m0001_initial::statements,
-    }];
+    const ALL: &[Migration] = &[
+        Migration {
+            version: SchemaVersion::new(1, 0),
+            name: "initial",
+            statements: m0001_initial::statements,
+        },
+        Migration {
+            version: SchemaVersion::new(1, 1),
+            name: "cluster",
+            statements: m0002_cluster::statements,
+        },
+    ];
     ALL
 }
 

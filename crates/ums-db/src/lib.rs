@@ -7,6 +7,7 @@
 
 pub mod admins;
 pub mod batch;
+pub mod cluster;
 pub mod devices;
 mod entity;
 pub mod jobs;
@@ -73,6 +74,8 @@ impl Backend {
 pub struct Db {
     conn: DatabaseConnection,
     backend: Backend,
+    /// The URL it was opened with, for connections outside the pool (LISTEN).
+    url: String,
 }
 
 /// The URL of the embedded database in a data directory.
@@ -126,7 +129,11 @@ impl Db {
             }
         }
         let conn = sea_orm::Database::connect(opts).await?;
-        Ok(Self { conn, backend })
+        Ok(Self {
+            conn,
+            backend,
+            url: url.to_owned(),
+        })
     }
 
     /// Connects and brings the schema to the newest version this build knows. Refuses a

@@ -1,0 +1,259 @@
+//! The HA network's shared state on both backends: tokens, registry, leases with fencing, files.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ums_db::Db;
+use ums_db::cluster::{ClusterCa, NewToken, ProcessRow};
+
+fn fresh_url(backend: &str) -> (String, Option<tempfile::TempDir>) {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            (ums_db::sqlite_url(dir.path()), Some(dir))
+        }
+        _ => {
+            let n = N.fetch_add(1, Ordering::SeqCst);
+            let url = ums_testkit::shared_database(&format!("cl{n}")).expect("postgres");
+            (url, None)
+        }
+    }
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("sqlite").await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("postgres").await } )* }
+    };
+}
+
+both_backends!(
+    the_cluster_is_created_once_and_tokens_rotate_with_grace,
+    heartbeats_record_the_database_clock,
+    a_lease_has_one_holder_and_a_new_fence_per_holder,
+    a_fenced_sweep_of_a_lost_lease_changes_nothing,
+    files_are_recorded_replaced_and_deleted_with_a_revision,
+);
+
+async fn open(url: &str) -> Db {
+    Db::open(url).await.expect("open").0
+}
+
+fn token(n: u8) -> NewToken {
+    NewToken {
+        secret_sha256: format!("{n:064}"),
+        ca_key_sealed: vec![n; 40],
+        secret_sealed: vec![n + 1; 40],
+    }
+}
+
+async fn the_cluster_is_created_once_and_tokens_rotate_with_grace(backend: &str) {
+    let (url, _dir) = fresh_url(backend);
+    let db = open(&url).await;
+    assert_eq!(db.cluster_ca().await.expect("read"), None);
+    let ca = ClusterCa {
+        ca_cert_pem: "pem".into(),
+        ca_sha256: "ab".repeat(32),
+    };
+    assert!(db.create_cluster(&ca, &token(1)).await.expect("create"));
+    let other = ClusterCa {
+        ca_cert_pem: "other".into(),
+        ca_sha256: "cd".repeat(32),
+    };
+    assert!(
+        !db.create_cluster(&other, &token(2)).await.expect("second"),
+        "a second first server must lose"
+    );
+    assert_eq!(db.cluster_ca().await.expect("read"), Some(ca));
+    let tokens = db.valid_tokens().await.expect("tokens");
+    assert_eq!(tokens.len(), 1, "the loser's token is not recorded");
+    assert_eq!(tokens[0].ca_key_sealed, vec![1; 40]);
+
+    // Rotation with a grace period keeps both; without one only the new token is valid.
+    let until = db.rotate_token(&token(3), 60_000).await.expect("rotate");
+    assert!(until > ums_db::now_ms());
+    let valid: Vec<_> = db
+        .valid_tokens()
+        .await
+        .expect("tokens")
+        .into_iter()
+        .map(|t| t.secret_sha256)
+        .collect();
+    assert_eq!(valid, vec![format!("{:064}", 3), format!("{:064}", 1)]);
+    db.rotate_token(&token(4), -1).await.expect("rotate now");
+    let valid: Vec<_> = db
+        .valid_tokens()
+        .await
+        .expect("tokens")
+        .into_iter()
+        .map(|t| t.secret_sha256)
+        .collect();
+    // Token 3 expired at once; token 1 keeps the grace it was given.
+    assert_eq!(valid, vec![format!("{:064}", 4), format!("{:064}", 1)]);
+}
+
+async fn heartbeats_record_the_database_clock(backend: &str) {
+    let (url, _dir) = fresh_url(backend);
+    let db = open(&url).await;
+    let mut p = ProcessRow {
+        id: "server-a".into(),
+        kind: "server".into(),
+        host: "node1".into(),
+        status: "running".into(),
+        mode: "normal".into(),
+        clock_ms: ums_db::now_ms() + 120_000,
+        ..Default::default()
+    };
+    db.heartbeat(&p).await.expect("beat");
+    p.status = "stopped".into();
+    p.clock_ms = ums_db::now_ms();
+    let now = db.heartbeat(&p).await.expect("beat again");
+    let (rows, db_now) = db.list_processes().await.expect("list");
+    assert_eq!(rows.len(), 1, "a heartbeat updates its row");
+    assert_eq!(rows[0].status, "stopped");
+    assert!(
+        rows[0].clock_offset_ms.abs() < 5_000,
+        "{}",
+        rows[0].clock_offset_ms
+    );
+    assert!(db_now >= now && db_now - now < 5_000);
+    assert!(db.remove_process("server-a").await.expect("rm"));
+    assert!(!db.remove_process("server-a").await.expect("rm again"));
+}
+
+async fn a_lease_has_one_holder_and_a_new_fence_per_holder(backend: &str) {
+    let (url, _dir) = fresh_url(backend);
+    let db = open(&url).await;
+    let f1 = db.acquire_lease("scheduler", "a", 60_000).await.expect("a");
+    assert_eq!(f1, Some(1));
+    assert_eq!(
+        db.acquire_lease("scheduler", "b", 60_000).await.expect("b"),
+        None
+    );
+    assert_eq!(
+        db.acquire_lease("scheduler", "a", 60_000)
+            .await
+            .expect("renew"),
+        Some(1)
+    );
+    db.release_lease("scheduler", "a").await.expect("release");
+    assert_eq!(
+        db.acquire_lease("scheduler", "b", 60_000).await.expect("b"),
+        Some(2)
+    );
+    assert_eq!(
+        db.lease_holder("scheduler").await.expect("holder"),
+        Some(("b".into(), 2))
+    );
+    // An expired lease passes to the next taker.
+    assert_eq!(db.acquire_lease("short", "a", 1).await.expect("a"), Some(1));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        db.acquire_lease("short", "b", 1_000).await.expect("b"),
+        Some(2)
+    );
+
+    // Many servers racing: exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            db.acquire_lease("race", &format!("s{i}"), 60_000).await
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        if let Ok(Some(_)) = t.await.expect("join") {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn a_fenced_sweep_of_a_lost_lease_changes_nothing(backend: &str) {
+    let (url, _dir) = fresh_url(backend);
+    let db = open(&url).await;
+    let stale = ProcessRow {
+        id: "server-old".into(),
+        kind: "server".into(),
+        status: "running".into(),
+        clock_ms: ums_db::now_ms(),
+        ..Default::default()
+    };
+    db.heartbeat(&stale).await.expect("beat");
+    let f = db
+        .acquire_lease("scheduler", "a", 1)
+        .await
+        .expect("a")
+        .expect("fence");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let g = db
+        .acquire_lease("scheduler", "b", 60_000)
+        .await
+        .expect("b")
+        .expect("fence");
+    assert!(g > f);
+    assert_eq!(
+        db.scheduler_sweep("scheduler", f, 0, 1)
+            .await
+            .expect("stale sweep"),
+        None,
+        "the old holder's fence is refused"
+    );
+    assert_eq!(
+        db.list_processes().await.expect("list").0[0].status,
+        "running"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (stopped, _) = db
+        .scheduler_sweep("scheduler", g, 1, 60_000)
+        .await
+        .expect("sweep")
+        .expect("holder");
+    assert_eq!(stopped, 1);
+    assert_eq!(
+        db.list_processes().await.expect("list").0[0].status,
+        "stopped"
+    );
+}
+
+async fn files_are_recorded_replaced_and_deleted_with_a_revision(backend: &str) {
+    let (url, _dir) = fresh_url(backend);
+    let db = open(&url).await;
+    let (_, rev0) = db.change_counters().await.expect("counters");
+    let f = db
+        .insert_file("firmware/a.bin", &"1".repeat(64), 10, "s1")
+        .await
+        .expect("insert");
+    let (_, rev1) = db.change_counters().await.expect("counters");
+    assert!(rev1 > rev0);
+    let g = db
+        .insert_file("firmware/a.bin", &"2".repeat(64), 11, "s1")
+        .await
+        .expect("replace");
+    let live = db.list_files(false).await.expect("list");
+    assert_eq!(live.iter().map(|f| f.id).collect::<Vec<_>>(), vec![g.id]);
+    assert!(db.file(f.id).await.is_err(), "the replaced file is gone");
+    db.set_replica(g.id, "s2", "pending", "")
+        .await
+        .expect("replica");
+    db.set_replica(g.id, "s2", "present", "")
+        .await
+        .expect("replica");
+    let replicas = db.file_replicas().await.expect("replicas");
+    let of_g: Vec<_> = replicas
+        .iter()
+        .filter(|r| r.file_id == g.id)
+        .map(|r| (r.server_id.as_str(), r.status.as_str()))
+        .collect();
+    assert_eq!(of_g, vec![("s1", "present"), ("s2", "present")]);
+    db.delete_file(g.id).await.expect("delete");
+    assert!(
+        db.delete_file(g.id).await.is_err(),
+        "deleting twice is an error"
+    );
+    assert!(db.list_files(false).await.expect("list").is_empty());
+    assert_eq!(db.list_files(true).await.expect("all").len(), 2);
+    let (_, rev2) = db.change_counters().await.expect("counters");
+    assert!(rev2 > rev1);
+}
