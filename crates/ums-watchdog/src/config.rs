@@ -269,6 +269,22 @@ impl WatchdogConfig {
         }
     }
 
+    /// The admin address joining goes through: `cluster.join`, else the host of the first
+    /// server with port 8443.
+    pub fn join_addr(&self) -> String {
+        if !self.cluster.join.is_empty() {
+            return self.cluster.join.clone();
+        }
+        let first = self
+            .cluster
+            .servers
+            .first()
+            .map(String::as_str)
+            .unwrap_or("127.0.0.1:8443");
+        let host = first.rsplit_once(':').map(|(h, _)| h).unwrap_or(first);
+        format!("{host}:8443")
+    }
+
     /// Where the network identity lives.
     pub fn identity_dir(&self) -> PathBuf {
         self.data_dir.join("identity")

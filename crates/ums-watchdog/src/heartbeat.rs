@@ -36,10 +36,10 @@ impl Reporter {
         let servers = servers
             .iter()
             .map(|addr| {
-                crate::channel::internal_channel(identity, addr)
+                ums_cluster::internal_channel(identity, addr)
                     .map(|ch| (addr.clone(), ClusterServiceClient::new(ch)))
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             node,
             servers,

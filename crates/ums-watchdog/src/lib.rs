@@ -10,7 +10,6 @@
 //! watchdog on port 0.
 
 pub mod api;
-mod channel;
 pub mod config;
 pub mod heartbeat;
 pub mod notify;
@@ -30,7 +29,6 @@ use ums_proto::cluster::v1::watchdog_service_server::WatchdogServiceServer;
 use ums_service::ServeOptions;
 use ums_tls::{ComponentKind, NodeIdentity};
 
-pub use channel::internal_channel;
 pub use config::WatchdogConfig;
 pub use supervisor::StopOutcome;
 
@@ -303,34 +301,60 @@ async fn network(
     Ok(())
 }
 
-/// The identity in `data_dir/identity`, or `None` (with a warning) when there is none and no
-/// token to join with.
+/// The identity: the one in `data_dir/identity`, or one obtained by joining with the network
+/// token, retried until a server answers (on a new node the local server may still be starting,
+/// and on the first node it writes the token file). `None` (with a warning) when there is no
+/// identity and no token to join with.
 async fn obtain_identity(cfg: &WatchdogConfig) -> Option<NodeIdentity> {
     let dir = cfg.identity_dir();
-    if NodeIdentity::exists(&dir) {
-        match NodeIdentity::load(&dir) {
-            Ok(id) if id.kind == ComponentKind::Watchdog => return Some(id),
+    if cfg.cluster.token_file.as_os_str().is_empty() {
+        if !NodeIdentity::exists(&dir) {
+            tracing::warn!(
+                dir = %dir.display(),
+                "no identity and no cluster.token_file: the internal api and heartbeats are off"
+            );
+            return None;
+        }
+        return match NodeIdentity::load(&dir) {
+            Ok(id) if id.kind == ComponentKind::Watchdog => Some(id),
             Ok(id) => {
                 tracing::error!(dir = %dir.display(), kind = %id.kind, "the identity is not a watchdog's; internal api off");
-                return None;
+                None
             }
             Err(e) => {
                 tracing::error!(dir = %dir.display(), error = %e, "could not load the identity; internal api off");
-                return None;
+                None
+            }
+        };
+    }
+    let mut last_error = String::new();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let attempt = async {
+            let token = ums_tls::NetworkToken::read(&cfg.cluster.token_file)
+                .map_err(|e| format!("read the network token: {e}"))?;
+            let opts = ums_cluster::JoinOptions {
+                server: cfg.join_addr(),
+                token,
+                kind: ComponentKind::Watchdog,
+                id: cfg.watchdog_id(),
+                names: vec![cfg.host()],
+            };
+            ums_cluster::load_or_join(&dir, &opts)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match attempt.await {
+            Ok(identity) => return Some(identity),
+            Err(e) => {
+                // Once per distinct error, not every retry.
+                if e != last_error {
+                    tracing::warn!(error = %e, "no network identity yet; retrying");
+                    last_error = e;
+                }
             }
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
     }
-    if cfg.cluster.token_file.as_os_str().is_empty() {
-        tracing::warn!(
-            dir = %dir.display(),
-            "no identity and no cluster.token_file: the internal api and heartbeats are off"
-        );
-        return None;
-    }
-    tracing::warn!(
-        token_file = %cfg.cluster.token_file.display(),
-        "joining with the network token is not available yet; place an identity in {}",
-        dir.display()
-    );
-    None
 }

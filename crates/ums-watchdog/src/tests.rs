@@ -255,7 +255,7 @@ fn network() -> Network {
 
 fn client(identity: &NodeIdentity, port: u16) -> WatchdogServiceClient<tonic::transport::Channel> {
     WatchdogServiceClient::new(
-        crate::internal_channel(identity, &format!("127.0.0.1:{port}")).unwrap(),
+        ums_cluster::internal_channel(identity, &format!("127.0.0.1:{port}")).unwrap(),
     )
 }
 
