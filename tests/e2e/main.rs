@@ -6,3 +6,4 @@
 mod broker;
 mod harness;
 mod server;
+mod watchdog;

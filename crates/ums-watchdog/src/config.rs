@@ -72,7 +72,8 @@ pub struct ChildConfig {
     pub args: Vec<String>,
     /// Passed as `--config FILE` when set.
     pub config: PathBuf,
-    /// Environment variables added to the watchdog's own (which the child inherits).
+    /// The child's `UMS_` variables (and any other it needs). It inherits the watchdog's
+    /// environment except the watchdog's own `UMS_` variables and `NOTIFY_SOCKET`.
     pub env: BTreeMap<String, String>,
     /// Working directory. Empty: the watchdog's.
     pub workdir: PathBuf,

@@ -363,9 +363,15 @@ impl Supervisor {
         if !cfg.config.as_os_str().is_empty() {
             cmd.arg("--config").arg(&cfg.config);
         }
-        cmd.envs(&cfg.env)
-            // systemd's socket is the watchdog's: a child must not report readiness for it.
-            .env_remove("NOTIFY_SOCKET")
+        // The watchdog's own UMS_ variables configure the watchdog (UMS_DATA_DIR, UMS_CONFIG):
+        // a child gets only those of its `env` table. systemd's socket is the watchdog's too.
+        for (key, _) in std::env::vars_os() {
+            if key.as_encoded_bytes().starts_with(b"UMS_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.env_remove("NOTIFY_SOCKET")
+            .envs(&cfg.env)
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
