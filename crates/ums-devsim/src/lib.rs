@@ -219,6 +219,50 @@ impl DeviceClient {
         Ok(self.inner.fetch_jobs(request).await?.into_inner())
     }
 
+    /// The files the server offers.
+    pub async fn list_files(
+        &mut self,
+    ) -> Result<ums_proto::device::v1::ListFilesResponse, Status> {
+        let request = self.request(ums_proto::device::v1::ListFilesRequest {})?;
+        Ok(self.inner.list_files(request).await?.into_inner())
+    }
+
+    /// Downloads file `id` into `out`, from `out`'s current length: an interrupted download
+    /// resumes where it stopped. At most `limit` bytes are taken in this call (`None`: all),
+    /// to simulate an interruption. Returns the bytes received.
+    pub async fn download_file(
+        &mut self,
+        id: i64,
+        out: &mut Vec<u8>,
+        limit: Option<usize>,
+    ) -> Result<usize, Status> {
+        let request = self.request(ums_proto::device::v1::DownloadFileRequest {
+            file_id: id,
+            offset: out.len() as u64,
+        })?;
+        let mut stream = self.inner.download_file(request).await?.into_inner();
+        let mut received = 0;
+        while let Some(chunk) = stream.message().await? {
+            if chunk.offset != out.len() as u64 {
+                return Err(Status::data_loss(format!(
+                    "chunk at offset {} where {} was expected",
+                    chunk.offset,
+                    out.len()
+                )));
+            }
+            let take = match limit {
+                Some(l) => chunk.data.len().min(l - received),
+                None => chunk.data.len(),
+            };
+            out.extend_from_slice(&chunk.data[..take]);
+            received += take;
+            if limit.is_some_and(|l| received >= l) {
+                break;
+            }
+        }
+        Ok(received)
+    }
+
     /// Reports the outcome of a fetched job.
     pub async fn report_job_result(
         &mut self,

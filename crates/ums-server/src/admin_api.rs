@@ -24,6 +24,9 @@ pub const PERMISSIONS: &[&str] = &[
     "settings:write",
     "jobs:write",
     "admins:write",
+    "network:read",
+    "network:write",
+    "files:write",
 ];
 
 const MIN_PASSWORD: usize = 8;
@@ -240,7 +243,9 @@ impl AdminApi {
     }
 
     async fn reload(&self) -> Result<(), Status> {
-        self.state.reload_settings().await.map_err(Status::from)
+        self.state.reload_settings().await.map_err(Status::from)?;
+        self.state.settings_changed().await;
+        Ok(())
     }
 }
 
@@ -248,57 +253,62 @@ impl AdminApi {
 impl AdminService for AdminApi {
     async fn list_processes(
         &self,
-        _r: Request<pb::ListProcessesRequest>,
-    ) -> Result<Response<pb::ListProcessesResponse>, Status> {
-        Err(Status::unimplemented("network: in progress"))
+        request: Request<pb::ListProcessesRequest>,
+    ) -> Reply<pb::ListProcessesResponse> {
+        self.caller(&request).await?.require("network:read")?;
+        ok(crate::admin_network::list_processes(&self.state).await?)
     }
-    async fn remove_process(
-        &self,
-        _r: Request<pb::ProcessRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
-        Err(Status::unimplemented("network: in progress"))
+
+    async fn remove_process(&self, request: Request<pb::ProcessRequest>) -> Reply<pb::Empty> {
+        self.caller(&request).await?.require("network:write")?;
+        crate::admin_network::remove_process(&self.state, &request.get_ref().id).await?;
+        ok(pb::Empty {})
     }
+
     async fn stop_process(
         &self,
-        _r: Request<pb::ProcessRequest>,
-    ) -> Result<Response<ums_proto::cluster::v1::ProcessInfo>, Status> {
-        Err(Status::unimplemented("network: in progress"))
+        request: Request<pb::ProcessRequest>,
+    ) -> Reply<ums_proto::cluster::v1::ProcessInfo> {
+        self.caller(&request).await?.require("network:write")?;
+        ok(crate::admin_network::control(&self.state, &request.get_ref().id, false).await?)
     }
+
     async fn start_process(
         &self,
-        _r: Request<pb::ProcessRequest>,
-    ) -> Result<Response<ums_proto::cluster::v1::ProcessInfo>, Status> {
-        Err(Status::unimplemented("network: in progress"))
+        request: Request<pb::ProcessRequest>,
+    ) -> Reply<ums_proto::cluster::v1::ProcessInfo> {
+        self.caller(&request).await?.require("network:write")?;
+        ok(crate::admin_network::control(&self.state, &request.get_ref().id, true).await?)
     }
-    async fn export_token(
-        &self,
-        _r: Request<pb::ExportTokenRequest>,
-    ) -> Result<Response<pb::TokenResponse>, Status> {
-        Err(Status::unimplemented("network: in progress"))
+
+    async fn export_token(&self, request: Request<pb::ExportTokenRequest>) -> Reply<pb::TokenResponse> {
+        self.caller(&request).await?.require("network:write")?;
+        ok(crate::admin_network::export_token(&self.state).await?)
     }
-    async fn rotate_token(
-        &self,
-        _r: Request<pb::RotateTokenRequest>,
-    ) -> Result<Response<pb::TokenResponse>, Status> {
-        Err(Status::unimplemented("network: in progress"))
+
+    async fn rotate_token(&self, request: Request<pb::RotateTokenRequest>) -> Reply<pb::TokenResponse> {
+        self.caller(&request).await?.require("network:write")?;
+        let grace = request.get_ref().grace_seconds;
+        ok(crate::admin_network::rotate_token(&self.state, grace).await?)
     }
+
     async fn upload_file(
         &self,
-        _r: Request<tonic::Streaming<pb::UploadFileChunk>>,
-    ) -> Result<Response<pb::FileInfo>, Status> {
-        Err(Status::unimplemented("files: in progress"))
+        request: Request<tonic::Streaming<pb::UploadFileChunk>>,
+    ) -> Reply<pb::FileInfo> {
+        self.caller(&request).await?.require("files:write")?;
+        ok(crate::admin_network::upload(&self.state, request.into_inner()).await?)
     }
-    async fn list_files(
-        &self,
-        _r: Request<pb::ListFilesRequest>,
-    ) -> Result<Response<pb::ListFilesResponse>, Status> {
-        Err(Status::unimplemented("files: in progress"))
+
+    async fn list_files(&self, request: Request<pb::ListFilesRequest>) -> Reply<pb::ListFilesResponse> {
+        self.caller(&request).await?.require("devices:read")?;
+        ok(crate::admin_network::list_files(&self.state).await?)
     }
-    async fn delete_file(
-        &self,
-        _r: Request<pb::FileRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
-        Err(Status::unimplemented("files: in progress"))
+
+    async fn delete_file(&self, request: Request<pb::FileRequest>) -> Reply<pb::Empty> {
+        self.caller(&request).await?.require("files:write")?;
+        crate::admin_network::delete_file(&self.state, request.get_ref().id).await?;
+        ok(pb::Empty {})
     }
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
@@ -491,7 +501,7 @@ impl AdminService for AdminApi {
             .delete_device(id)
             .await
             .map_err(ApiError::from)?;
-        self.state.forget_device(id);
+        self.state.forget_device_everywhere(id).await;
         self.reload().await?;
         ok(pb::Empty {})
     }
@@ -507,7 +517,7 @@ impl AdminService for AdminApi {
             .reset_device_credential(id)
             .await
             .map_err(ApiError::from)?;
-        self.state.forget_device(id);
+        self.state.forget_device_everywhere(id).await;
         ok(pb::Empty {})
     }
 

@@ -1,16 +1,33 @@
-//! `ums.cluster.v1.ClusterService`: identity and health of this server.
+//! `ums.cluster.v1.ClusterService`: identity and health of this server on the admin and internal
+//! ports; heartbeats of other components, the watch of running servers and file copies for other
+//! servers on the internal port only (mutual TLS: the caller is known from its certificate).
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use ums_proto::cluster::v1 as pb;
 use ums_proto::cluster::v1::cluster_service_server::ClusterService;
+use ums_service::Peer;
+use ums_tls::ComponentKind;
 
 use crate::state::AppState;
 
 pub struct ClusterApi {
     pub state: Arc<AppState>,
 }
+
+/// The component calling over the internal port, or a refusal.
+fn peer<T>(req: &Request<T>) -> Result<Peer, Status> {
+    req.extensions().get::<Peer>().cloned().ok_or_else(|| {
+        Status::unauthenticated(
+            "this call is served on the internal port only, to components with a node certificate of the network",
+        )
+    })
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
@@ -25,6 +42,7 @@ impl ClusterService for ClusterApi {
             .await
             .map_err(|e| Status::unavailable(format!("database unavailable: {e}")))?;
         let info = &self.state.info;
+        let (_, _, internal_port) = self.state.network.ports();
         Ok(Response::new(pb::StatusResponse {
             process_id: info.process_id.clone(),
             process_type: "server".into(),
@@ -35,28 +53,62 @@ impl ClusterService for ClusterApi {
             clock_ms: ums_db::now_ms(),
             device_port: u32::from(info.device_port),
             admin_port: u32::from(info.admin_port),
-            internal_port: 0,
-            available: true,
+            internal_port: u32::from(internal_port),
+            available: self.state.network.available(),
         }))
     }
-    type WatchServersStream = futures_util::stream::Empty<Result<pb::ServerList, Status>>;
-    type ReadFileStream = futures_util::stream::Empty<Result<pb::FileChunk, Status>>;
+
     async fn heartbeat(
         &self,
-        _r: Request<pb::HeartbeatRequest>,
+        request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        Err(Status::unimplemented("network: in progress"))
+        let peer = peer(&request)?;
+        if peer.kind == ComponentKind::Server {
+            return Err(Status::permission_denied(
+                "servers write their own heartbeats",
+            ));
+        }
+        let now = self
+            .state
+            .network
+            .record_heartbeat(&self.state.db, &peer, request.into_inner())
+            .await
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            server_clock_ms: now,
+        }))
     }
+
+    type WatchServersStream = BoxStream<pb::ServerList>;
+
     async fn watch_servers(
         &self,
-        _r: Request<pb::WatchServersRequest>,
+        request: Request<pb::WatchServersRequest>,
     ) -> Result<Response<Self::WatchServersStream>, Status> {
-        Err(Status::unimplemented("network: in progress"))
+        peer(&request)?;
+        let rx = self.state.network.watch_servers();
+        let stream = tokio_stream::wrappers::WatchStream::new(rx)
+            .map(|servers| Ok(pb::ServerList { servers }));
+        Ok(Response::new(Box::pin(stream)))
     }
+
+    type ReadFileStream = BoxStream<pb::FileChunk>;
+
     async fn read_file(
         &self,
-        _r: Request<pb::ReadFileRequest>,
+        request: Request<pb::ReadFileRequest>,
     ) -> Result<Response<Self::ReadFileStream>, Status> {
-        Err(Status::unimplemented("files: in progress"))
+        let peer = peer(&request)?;
+        if peer.kind != ComponentKind::Server {
+            return Err(Status::permission_denied("only servers copy files"));
+        }
+        let req = request.into_inner();
+        if req.sha256.len() != 64 || !req.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Status::invalid_argument("sha256 must be 64 hex digits"));
+        }
+        let path = self.state.files.path_of(&req.sha256.to_ascii_lowercase());
+        let stream = crate::files::read_chunks(path, req.offset)
+            .map(|r| r.map(|(_, data)| pb::FileChunk { data }));
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -13,6 +13,8 @@ pub const DEVICE_PORT: u16 = 30001;
 pub const DEVICE_PORT_BEHIND_BROKER: u16 = 30002;
 /// The admin port: gRPC and HTTPS JSON.
 pub const ADMIN_PORT: u16 = 8443;
+/// The internal port: mutual TLS between the components of the network.
+pub const INTERNAL_PORT: u16 = 61616;
 
 /// Everything `ums-server` reads from its configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,7 +29,59 @@ pub struct ServerConfig {
     pub device: DeviceConfig,
     pub admin: AdminConfig,
     pub tls: TlsConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
+}
+
+/// Whether the server is alone or one of an HA network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterMode {
+    /// One server; any database.
+    #[default]
+    Single,
+    /// One of several servers on one PostgreSQL database.
+    Ha,
+}
+
+/// The server's part in the HA network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// "single" or "ha". HA needs PostgreSQL.
+    pub mode: ClusterMode,
+    /// Address of the internal port (mutual TLS between the components). Empty: no internal
+    /// port.
+    pub internal_listen: String,
+    /// The network token file. Empty: `<data_dir>/network-token`. The first server writes it; a
+    /// server joining an existing network reads it.
+    pub token_file: PathBuf,
+    /// The host name or address the other components reach this server by. Empty: the first
+    /// non-loopback name of `tls.names`, else 127.0.0.1.
+    pub advertise_host: String,
+    /// Interval of the server's heartbeat.
+    pub heartbeat_ms: u64,
+    /// A process silent for this long shows as stopped and leaves the brokers' rotation.
+    pub silent_after_ms: u64,
+    /// Lifetime of the scheduler lease; its holder renews it every heartbeat.
+    pub lease_ms: u64,
+    /// Interval of the change-counter poll that backs up database notifications.
+    pub poll_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            mode: ClusterMode::Single,
+            internal_listen: format!("0.0.0.0:{INTERNAL_PORT}"),
+            token_file: PathBuf::new(),
+            advertise_host: String::new(),
+            heartbeat_ms: 1000,
+            silent_after_ms: 5000,
+            lease_ms: 5000,
+            poll_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +123,7 @@ impl Default for ServerConfig {
             device: DeviceConfig::default(),
             admin: AdminConfig::default(),
             tls: TlsConfig::default(),
+            cluster: ClusterConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -110,6 +165,39 @@ impl ServerConfig {
 
     pub fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
         parse_addr("admin.listen", &self.admin.listen)
+    }
+
+    /// The internal port's address, if the server has one.
+    pub fn internal_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.cluster.internal_listen.is_empty() {
+            return Ok(None);
+        }
+        parse_addr("cluster.internal_listen", &self.cluster.internal_listen).map(Some)
+    }
+
+    /// The network token file.
+    pub fn token_file(&self) -> PathBuf {
+        if self.cluster.token_file.as_os_str().is_empty() {
+            self.data_dir.join("network-token")
+        } else {
+            self.cluster.token_file.clone()
+        }
+    }
+
+    /// Refuses settings that cannot work together.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.cluster.mode == ClusterMode::Ha && !self.database_url().starts_with("postgres") {
+            anyhow::bail!(
+                "cluster.mode = \"ha\" needs PostgreSQL (database_url = \"postgres://...\"): the embedded SQLite database is a file in one server's data directory, which the other servers cannot share"
+            );
+        }
+        if self.cluster.silent_after_ms < 2 * self.cluster.heartbeat_ms {
+            anyhow::bail!("cluster.silent_after_ms must be at least twice cluster.heartbeat_ms");
+        }
+        if self.cluster.lease_ms < 2 * self.cluster.heartbeat_ms {
+            anyhow::bail!("cluster.lease_ms must be at least twice cluster.heartbeat_ms");
+        }
+        Ok(())
     }
 
     /// The database URL, the embedded database when none is configured.
@@ -158,6 +246,19 @@ mod tests {
         cfg.device.listen = "nonsense".into();
         let err = cfg.device_addr().expect_err("bad address");
         assert!(err.to_string().contains("device.listen"), "{err}");
+    }
+
+    #[test]
+    fn ha_mode_refuses_the_embedded_database() {
+        let mut cfg = ServerConfig::default();
+        cfg.check().expect("single on sqlite");
+        cfg.cluster.mode = ClusterMode::Ha;
+        let err = cfg.check().expect_err("ha on sqlite");
+        assert!(err.to_string().contains("needs PostgreSQL"), "{err}");
+        cfg.database_url = "postgres://ums@db/ums".into();
+        cfg.check().expect("ha on postgres");
+        cfg.cluster.lease_ms = 100;
+        assert!(cfg.check().is_err());
     }
 
     #[test]

@@ -61,18 +61,55 @@ fn short_field(what: &str, v: &str) -> Result<String, ApiError> {
 
 #[tonic::async_trait]
 impl DeviceService for DeviceApi {
-    type DownloadFileStream = futures_util::stream::Empty<Result<pb::FileChunk, Status>>;
+    type DownloadFileStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<pb::FileChunk, Status>> + Send + 'static>,
+    >;
+
     async fn list_files(
         &self,
-        _r: Request<pb::ListFilesRequest>,
+        request: Request<pb::ListFilesRequest>,
     ) -> Result<Response<pb::ListFilesResponse>, Status> {
-        Err(Status::unimplemented("files: in progress"))
+        authenticate(&self.state, &request).await?;
+        let db = &self.state.db;
+        let files = db.list_files(false).await.map_err(ApiError::from)?;
+        let (_, revision) = db.change_counters().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListFilesResponse {
+            files: files
+                .into_iter()
+                .map(|f| pb::FileEntry {
+                    id: f.id,
+                    path: f.path,
+                    size: f.size as u64,
+                    sha256: f.sha256,
+                })
+                .collect(),
+            revision,
+        }))
     }
+
     async fn download_file(
         &self,
-        _r: Request<pb::DownloadFileRequest>,
+        request: Request<pb::DownloadFileRequest>,
     ) -> Result<Response<Self::DownloadFileStream>, Status> {
-        Err(Status::unimplemented("files: in progress"))
+        authenticate(&self.state, &request).await?;
+        let r = request.into_inner();
+        let file = self.state.db.file(r.file_id).await.map_err(ApiError::from)?;
+        if r.offset > file.size as u64 {
+            return Err(Status::out_of_range(format!(
+                "offset {} is past the end of file {} ({} bytes)",
+                r.offset, file.id, file.size
+            )));
+        }
+        if !self.state.files.has(&file.sha256, file.size as u64).await {
+            return Err(Status::unavailable(format!(
+                "file {} is still being copied to this server; retry shortly",
+                file.id
+            )));
+        }
+        use futures_util::StreamExt;
+        let stream = crate::files::read_chunks(self.state.files.path_of(&file.sha256), r.offset)
+            .map(|c| c.map(|(offset, data)| pb::FileChunk { offset, data }));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn register(

@@ -138,5 +138,13 @@ async fn dispatch(
         "CreateJobs" => create_jobs,
         "ListJobs" => list_jobs,
         "ExplainSettings" => explain_settings,
+        "ListProcesses" => list_processes,
+        "RemoveProcess" => remove_process,
+        "StopProcess" => stop_process,
+        "StartProcess" => start_process,
+        "ExportToken" => export_token,
+        "RotateToken" => rotate_token,
+        "ListFiles" => list_files,
+        "DeleteFile" => delete_file,
     )
 }

@@ -5,12 +5,16 @@
 //! in-process on port 0 in tests.
 
 pub mod admin_api;
+pub mod admin_network;
 pub mod cluster_api;
 pub mod config;
 pub mod device_api;
 pub mod error;
+pub mod files;
+pub mod join_api;
 pub mod json_api;
 pub mod login_guard;
+pub mod network;
 pub mod state;
 
 use std::future::Future;
@@ -23,6 +27,7 @@ use tokio::net::TcpListener;
 use ums_db::Db;
 use ums_proto::admin::v1::admin_service_server::AdminServiceServer;
 use ums_proto::cluster::v1::cluster_service_server::ClusterServiceServer;
+use ums_proto::cluster::v1::join_service_server::JoinServiceServer;
 use ums_proto::device::v1::device_service_server::DeviceServiceServer;
 use ums_service::ServeOptions;
 use ums_tls::CertAuthority;
@@ -46,6 +51,11 @@ pub struct Prepared {
     /// Where the first administrator's password was written, when this start created it.
     pub initial_password_file: Option<PathBuf>,
     pub migrated: ums_db::MigrateOutcome,
+    /// The server's identity in the network, its CA and token.
+    pub bootstrap: network::Bootstrap,
+    pub process_id: String,
+    pub identity: ums_tls::NodeIdentity,
+    pub internal_tls: Arc<rustls::ServerConfig>,
 }
 
 /// Well-known files in the data directory.
@@ -67,20 +77,7 @@ pub async fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("restrict data directory {}", data_dir.display()))?;
 
-    let tls = tls_dir(data_dir);
-    let (ca, created) = CertAuthority::load_or_create(&tls, CA_NAME)?;
-    if created {
-        tracing::info!(path = %tls.join("ca.pem").display(), "created the device communication CA");
-    }
-    let (cert_pem, key_pem) = server_certificate(&ca, &tls, &cfg.tls_names())?;
-    let device_tls = ums_tls::server_config(
-        &cert_pem,
-        &key_pem,
-        &[b"h2"],
-        cfg.device.session_cache.max(1),
-    )?;
-    let admin_tls = ums_tls::server_config(&cert_pem, &key_pem, &[b"h2", b"http/1.1"], 1024)?;
-
+    cfg.check()?;
     let url = cfg.database_url();
     let (db, migrated) = Db::open(&url)
         .await
@@ -92,6 +89,27 @@ pub async fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
             "database schema migrated"
         );
     }
+
+    // The cluster CA signs the certificates devices, administrators and components verify.
+    let tls = tls_dir(data_dir);
+    let bootstrap = network::bootstrap(&db, &tls, &cfg.token_file()).await?;
+    let ca = &bootstrap.ca;
+    let (cert_pem, key_pem) = server_certificate(ca, &tls, &cfg.tls_names())?;
+    let device_tls = ums_tls::server_config(
+        &cert_pem,
+        &key_pem,
+        &[b"h2"],
+        cfg.device.session_cache.max(1),
+    )?;
+    let admin_tls = ums_tls::server_config(&cert_pem, &key_pem, &[b"h2", b"http/1.1"], 1024)?;
+    let process_id = network::process_id(data_dir)?;
+    let mut names = cfg.tls_names();
+    let advertised = network::advertise_host(&cfg.cluster, &names);
+    if !names.contains(&advertised) {
+        names.push(advertised);
+    }
+    let identity = network::server_identity(ca, &data_dir.join("identity"), &process_id, &names)?;
+    let internal_tls = identity.mtls_server_config(&[b"h2"])?;
 
     let mut initial_password_file = None;
     if db.count_admins().await? == 0 {
@@ -110,6 +128,10 @@ pub async fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
         ca_path: tls.join("ca.pem"),
         initial_password_file,
         migrated,
+        bootstrap,
+        process_id,
+        identity,
+        internal_tls,
     })
 }
 
@@ -139,6 +161,8 @@ fn server_certificate(
 pub struct Listeners {
     pub device: TcpListener,
     pub admin: TcpListener,
+    /// The internal port (mutual TLS), when the server has one.
+    pub internal: Option<TcpListener>,
 }
 
 /// Serves the device and admin APIs until `shutdown` resolves, then drains connections in
@@ -151,14 +175,29 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let device_port = listeners.device.local_addr()?.port();
     let admin_port = listeners.admin.local_addr()?.port();
+    let internal_port = match &listeners.internal {
+        Some(l) => l.local_addr()?.port(),
+        None => 0,
+    };
     let info = state::ServerInfo {
-        process_id: format!("server-{}", admin_api::random_token(12)),
+        process_id: prepared.process_id.clone(),
         started_at_ms: ums_db::now_ms(),
         device_port,
         admin_port,
         session_hours: cfg.admin.session_hours,
     };
-    let state = state::AppState::new(prepared.db.clone(), info)
+    let names = cfg.tls_names();
+    let net = network::Network::new(
+        prepared.process_id.clone(),
+        cfg.cluster.clone(),
+        prepared.identity.clone(),
+        prepared.bootstrap,
+        network::advertise_host(&cfg.cluster, &names),
+    );
+    net.set_ports(device_port, admin_port, internal_port);
+    let files = files::FileStore::open(&cfg.data_dir)
+        .with_context(|| format!("open the file store in {}", cfg.data_dir.display()))?;
+    let state = state::AppState::new(prepared.db.clone(), info, net.clone(), files)
         .await
         .map_err(|e| anyhow::anyhow!("load settings: {e}"))?;
 
@@ -189,12 +228,23 @@ pub async fn run(
         .add_service(ClusterServiceServer::new(cluster_api::ClusterApi {
             state: state.clone(),
         }))
+        .add_service(JoinServiceServer::new(join_api::JoinApi {
+            state: state.clone(),
+        }))
         .add_service(reflection(&[
             "ums.admin.v1.AdminService",
             "ums.cluster.v1.ClusterService",
+            "ums.cluster.v1.JoinService",
         ])?)
         .into_axum_router()
         .merge(json_api::router(admin));
+    let internal_router = tonic::service::Routes::new(ClusterServiceServer::new(
+        cluster_api::ClusterApi {
+            state: state.clone(),
+        },
+    ))
+    .add_service(reflection(&["ums.cluster.v1.ClusterService"])?)
+    .into_axum_router();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -219,10 +269,25 @@ pub async fn run(
         ServeOptions::default(),
         stopped(stop_rx),
     ));
+    let internal = listeners.internal.map(|listener| {
+        tokio::spawn(ums_service::serve_tls(
+            "internal",
+            listener,
+            prepared.internal_tls,
+            internal_router,
+            ServeOptions::default(),
+            stopped(stop_tx.subscribe()),
+        ))
+    });
+    let network_task = tokio::spawn(network::run(net.clone(), state.clone(), stop_tx.subscribe()));
+    let files_task = tokio::spawn(files::replicate(net.clone(), state.clone(), stop_tx.subscribe()));
     shutdown.await;
     tracing::info!("stopping: finishing requests in flight");
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(device, admin);
+    let _ = tokio::join!(device, admin, network_task, files_task);
+    if let Some(internal) = internal {
+        let _ = internal.await;
+    }
     drop(state);
     prepared.db.close().await.ok();
     tracing::info!("stopped");

@@ -77,6 +77,12 @@ async fn real_main(command: Command, cfg: ServerConfig) -> anyhow::Result<()> {
         Command::Init => {
             let prepared = ums_server::prepare(&cfg).await?;
             print_first_start(&prepared);
+            if prepared.bootstrap.created {
+                println!(
+                    "created the network: token in {} (mode 0600); copy it to each component that joins",
+                    prepared.bootstrap.token_file.display()
+                );
+            }
             println!(
                 "data directory {} ready (schema {})",
                 cfg.data_dir.display(),
@@ -93,16 +99,39 @@ async fn real_main(command: Command, cfg: ServerConfig) -> anyhow::Result<()> {
                 .with_context(|| format!("listen for devices on {device_addr}"))?;
             let admin = ums_service::listen(admin_addr)
                 .with_context(|| format!("listen for administrators on {admin_addr}"))?;
+            let internal = match cfg.internal_addr()? {
+                Some(addr) => Some(
+                    ums_service::listen(addr)
+                        .with_context(|| format!("listen for the network on {addr}"))?,
+                ),
+                None => None,
+            };
             print_first_start(&prepared);
             println!(
-                "ums-server {} on {} database\n  devices:        {}\n  administrators: https://{} (gRPC and JSON under /api/v1/)\n  CA certificate: {}",
+                "ums-server {} ({}) on {} database\n  devices:        {}\n  administrators: https://{} (gRPC and JSON under /api/v1/)\n  network:        {} (mutual TLS)\n  CA certificate: {}\n  network token:  {}",
                 env!("CARGO_PKG_VERSION"),
+                prepared.process_id,
                 prepared.db.backend().as_str(),
                 device.local_addr()?,
                 admin.local_addr()?,
+                match &internal {
+                    Some(l) => l.local_addr()?.to_string(),
+                    None => "off".into(),
+                },
                 prepared.ca_path.display(),
+                prepared.bootstrap.token_file.display(),
             );
-            ums_server::run(&cfg, prepared, Listeners { device, admin }, shutdown).await
+            ums_server::run(
+                &cfg,
+                prepared,
+                Listeners {
+                    device,
+                    admin,
+                    internal,
+                },
+                shutdown,
+            )
+            .await
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct AppState {
     /// download pending.
     pending_views: Mutex<HashMap<i64, DeviceRow>>,
     pub info: ServerInfo,
+    /// This server's part in the HA network.
+    pub network: Arc<crate::network::Network>,
+    /// The local copies of replicated files.
+    pub files: crate::files::FileStore,
 }
 
 /// What the server says about itself.
@@ -39,7 +43,12 @@ pub struct ServerInfo {
 }
 
 impl AppState {
-    pub async fn new(db: Db, info: ServerInfo) -> Result<Arc<Self>, ApiError> {
+    pub async fn new(
+        db: Db,
+        info: ServerInfo,
+        network: Arc<crate::network::Network>,
+        files: crate::files::FileStore,
+    ) -> Result<Arc<Self>, ApiError> {
         let model = db.load_settings_model().await?;
         for w in &model.warnings {
             tracing::warn!(warning = %w, "settings model");
@@ -52,6 +61,8 @@ impl AppState {
             credentials: Mutex::new(HashMap::new()),
             pending_views: Mutex::new(HashMap::new()),
             info,
+            network,
+            files,
         }))
     }
 
@@ -77,6 +88,32 @@ impl AppState {
             Err(p) => *p.into_inner() = model,
         }
         Ok(())
+    }
+
+    /// Tells every server that the settings model changed (this one reloaded already).
+    pub async fn settings_changed(&self) {
+        self.network
+            .publish(
+                &self.db,
+                crate::network::Event::SettingsChanged {
+                    origin: self.network.process_id.clone(),
+                },
+            )
+            .await;
+    }
+
+    /// Forgets a device's cached credential on every server.
+    pub async fn forget_device_everywhere(&self, device_id: i64) {
+        self.forget_device(device_id);
+        self.network
+            .publish(
+                &self.db,
+                crate::network::Event::DeviceForgotten {
+                    origin: self.network.process_id.clone(),
+                    device_id,
+                },
+            )
+            .await;
     }
 
     /// Checks a device's secret against its stored hash.

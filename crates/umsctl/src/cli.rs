@@ -96,6 +96,16 @@ pub enum Command {
     /// Inspect device settings.
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// The processes of the HA network: list, stop and start through their watchdogs, remove
+    /// orphaned entries.
+    #[command(subcommand)]
+    Network(crate::network::NetworkCommand),
+    /// The network token a component needs to join: export it again or rotate it.
+    #[command(subcommand)]
+    Token(crate::network::TokenCommand),
+    /// Files devices download (firmware, custom files), replicated to every server.
+    #[command(subcommand)]
+    Files(crate::network::FilesCommand),
 }
 
 /// `devices` subcommands.
@@ -276,7 +286,8 @@ pub enum AdminsCommand {
         /// Administrator name.
         name: String,
         /// Permission to grant (repeatable): devices:read, devices:write, settings:read,
-        /// settings:write, jobs:write, admins:write or * for all.
+        /// settings:write, jobs:write, admins:write, network:read, network:write, files:write
+        /// or * for all.
         #[arg(long = "permission", value_name = "P", required = true)]
         permissions: Vec<String>,
     },

@@ -3,6 +3,7 @@
 mod cli;
 mod client;
 mod config;
+mod network;
 mod output;
 
 use std::io::IsTerminal as _;
@@ -246,6 +247,9 @@ async fn dispatch(ctx: &Context, admin: &mut Admin, command: Command) -> anyhow:
         }
         Command::Jobs(command) => jobs(json, admin, command).await,
         Command::Admins(command) => admins(json, admin, command).await,
+        Command::Network(command) => network::network(json, admin, command).await,
+        Command::Token(command) => network::token(json, admin, command).await,
+        Command::Files(command) => network::files(json, admin, command).await,
         Command::Settings(SettingsCommand::Explain { device_id }) => {
             let explained = ok(admin
                 .explain_settings(pb::ExplainSettingsRequest { device_id })

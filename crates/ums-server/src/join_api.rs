@@ -1,0 +1,139 @@
+//! `ums.cluster.v1.JoinService` on the admin port: how a component with the network token gets
+//! its node certificate. The CA is public; the certificate is signed only for a valid token
+//! secret, and the component's private key never travels.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use ums_cluster::TOKEN_MISMATCH;
+use ums_proto::cluster::v1 as pb;
+use ums_proto::cluster::v1::join_service_server::JoinService;
+use ums_tls::{ComponentKind, NetworkToken};
+
+use crate::state::AppState;
+
+pub struct JoinApi {
+    pub state: Arc<AppState>,
+}
+
+fn peer_addr<T>(req: &Request<T>) -> String {
+    req.remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "an unknown address".into())
+}
+
+impl JoinApi {
+    /// Refuses a token for another network's CA, logging it on this side too.
+    fn check_ca(&self, ca_hash: &str, kind: &str, from: &str) -> Result<(), Status> {
+        let ours = &self.state.network.ca_sha256;
+        if ca_hash.len() != 64 || !ca_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Status::invalid_argument(
+                "ca_hash must be the 64 hex digits from the network token",
+            ));
+        }
+        if !ca_hash.eq_ignore_ascii_case(ours) {
+            tracing::warn!(
+                component = %kind, from = %from, token_ca = %ca_hash, network_ca = %ours,
+                "{TOKEN_MISMATCH}: a component presented the token of another network"
+            );
+            return Err(Status::failed_precondition(format!(
+                "{TOKEN_MISMATCH}: the token is for the CA with sha256 {ca_hash}, this network's CA has sha256 {ours}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'))
+}
+
+#[tonic::async_trait]
+impl JoinService for JoinApi {
+    async fn get_ca(
+        &self,
+        request: Request<pb::GetCaRequest>,
+    ) -> Result<Response<pb::GetCaResponse>, Status> {
+        let from = peer_addr(&request);
+        let req = request.into_inner();
+        self.check_ca(&req.ca_hash, &req.kind, &from)?;
+        Ok(Response::new(pb::GetCaResponse {
+            ca_pem: self.state.network.ca.cert_pem.clone(),
+        }))
+    }
+
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let from = peer_addr(&request);
+        let req = request.into_inner();
+        self.check_ca(&req.ca_hash, &req.kind, &from)?;
+        let kind = ComponentKind::parse(&req.kind).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown component kind {:?}: server, broker, watchdog or swp-auth",
+                req.kind
+            ))
+        })?;
+        if !valid_id(&req.id) {
+            return Err(Status::invalid_argument(
+                "a component id is 1 to 64 letters, digits, - _ and .",
+            ));
+        }
+        if req.names.len() > 16 || !req.names.iter().all(|n| valid_name(n)) {
+            return Err(Status::invalid_argument(
+                "at most 16 names, each a DNS name or an IP address",
+            ));
+        }
+        let presented = NetworkToken {
+            ca_hash: req.ca_hash.to_ascii_lowercase(),
+            secret: req.secret,
+        }
+        .secret_hash();
+        let tokens = self
+            .state
+            .db
+            .valid_tokens()
+            .await
+            .map_err(|e| Status::unavailable(format!("database unavailable: {e}")))?;
+        // Compare with every valid token in constant time.
+        let matched = tokens.iter().fold(false, |acc, t| {
+            let eq: bool =
+                subtle::ConstantTimeEq::ct_eq(t.secret_sha256.as_bytes(), presented.as_bytes())
+                    .into();
+            acc | eq
+        });
+        if !matched {
+            tracing::warn!(
+                component = %kind, id = %req.id, from = %from,
+                "{TOKEN_MISMATCH}: a component presented a wrong or expired token secret"
+            );
+            return Err(Status::permission_denied(format!(
+                "{TOKEN_MISMATCH}: the token's secret is not (or no longer) valid for this network"
+            )));
+        }
+        let cert_pem = self
+            .state
+            .network
+            .ca
+            .sign_node_public_key(kind, &req.id, &req.names, &req.public_key_pem)
+            .map_err(|e| Status::invalid_argument(format!("cannot sign the public key: {e}")))?;
+        tracing::info!(component = %kind, id = %req.id, from = %from, "a component joined the network");
+        Ok(Response::new(pb::JoinResponse {
+            cert_pem,
+            ca_pem: self.state.network.ca.cert_pem.clone(),
+        }))
+    }
+}
