@@ -82,7 +82,9 @@ stop_timeout_ms = 10000
 UMS_DATA_DIR = {server_data}
 UMS_DEVICE__LISTEN = "127.0.0.1:{device_port}"
 UMS_ADMIN__LISTEN = "127.0.0.1:{admin_port}"
+UMS_CLUSTER__INTERNAL_LISTEN = "127.0.0.1:{server_internal}"
 "#,
+            server_internal = free_port(),
             data = q(&d.join("watchdog")),
             server = q(&bin_path("ums-server")),
             server_data = q(&d.join("server")),

@@ -220,9 +220,7 @@ impl DeviceClient {
     }
 
     /// The files the server offers.
-    pub async fn list_files(
-        &mut self,
-    ) -> Result<ums_proto::device::v1::ListFilesResponse, Status> {
+    pub async fn list_files(&mut self) -> Result<ums_proto::device::v1::ListFilesResponse, Status> {
         let request = self.request(ums_proto::device::v1::ListFilesRequest {})?;
         Ok(self.inner.list_files(request).await?.into_inner())
     }

@@ -281,12 +281,18 @@ impl AdminService for AdminApi {
         ok(crate::admin_network::control(&self.state, &request.get_ref().id, true).await?)
     }
 
-    async fn export_token(&self, request: Request<pb::ExportTokenRequest>) -> Reply<pb::TokenResponse> {
+    async fn export_token(
+        &self,
+        request: Request<pb::ExportTokenRequest>,
+    ) -> Reply<pb::TokenResponse> {
         self.caller(&request).await?.require("network:write")?;
         ok(crate::admin_network::export_token(&self.state).await?)
     }
 
-    async fn rotate_token(&self, request: Request<pb::RotateTokenRequest>) -> Reply<pb::TokenResponse> {
+    async fn rotate_token(
+        &self,
+        request: Request<pb::RotateTokenRequest>,
+    ) -> Reply<pb::TokenResponse> {
         self.caller(&request).await?.require("network:write")?;
         let grace = request.get_ref().grace_seconds;
         ok(crate::admin_network::rotate_token(&self.state, grace).await?)
@@ -300,7 +306,10 @@ impl AdminService for AdminApi {
         ok(crate::admin_network::upload(&self.state, request.into_inner()).await?)
     }
 
-    async fn list_files(&self, request: Request<pb::ListFilesRequest>) -> Reply<pb::ListFilesResponse> {
+    async fn list_files(
+        &self,
+        request: Request<pb::ListFilesRequest>,
+    ) -> Reply<pb::ListFilesResponse> {
         self.caller(&request).await?.require("devices:read")?;
         ok(crate::admin_network::list_files(&self.state).await?)
     }

@@ -27,7 +27,10 @@ pub async fn list_processes(state: &AppState) -> Result<pb::ListProcessesRespons
     Ok(pb::ListProcessesResponse { processes })
 }
 
-async fn find(state: &AppState, id: &str) -> Result<(cpb::ProcessInfo, Vec<cpb::ProcessInfo>), Status> {
+async fn find(
+    state: &AppState,
+    id: &str,
+) -> Result<(cpb::ProcessInfo, Vec<cpb::ProcessInfo>), Status> {
     let all = list_processes(state).await?.processes;
     let p = all
         .iter()
@@ -136,7 +139,10 @@ pub async fn export_token(state: &AppState) -> Result<pb::TokenResponse, Status>
     })
 }
 
-pub async fn rotate_token(state: &AppState, grace_seconds: u64) -> Result<pb::TokenResponse, Status> {
+pub async fn rotate_token(
+    state: &AppState,
+    grace_seconds: u64,
+) -> Result<pb::TokenResponse, Status> {
     let grace = if grace_seconds == 0 {
         DEFAULT_GRACE_SECONDS
     } else {
@@ -165,10 +171,9 @@ pub async fn upload(
     state: &AppState,
     mut stream: tonic::Streaming<pb::UploadFileChunk>,
 ) -> Result<pb::FileInfo, Status> {
-    let first = stream
-        .message()
-        .await?
-        .ok_or_else(|| Status::invalid_argument("empty upload: the first message names the file"))?;
+    let first = stream.message().await?.ok_or_else(|| {
+        Status::invalid_argument("empty upload: the first message names the file")
+    })?;
     files::validate_path(&first.path).map_err(Status::invalid_argument)?;
     let expected_sha = first.sha256.to_ascii_lowercase();
     if !expected_sha.is_empty()
@@ -206,9 +211,8 @@ pub async fn upload(
     let mismatch = (first.size != 0 && first.size != size)
         .then(|| format!("the upload has {size} bytes, {} were announced", first.size))
         .or_else(|| {
-            (!expected_sha.is_empty() && expected_sha != sha).then(|| {
-                format!("the upload's sha256 is {sha}, {expected_sha} was announced")
-            })
+            (!expected_sha.is_empty() && expected_sha != sha)
+                .then(|| format!("the upload's sha256 is {sha}, {expected_sha} was announced"))
         });
     if let Some(m) = mismatch {
         let _ = tokio::fs::remove_file(&tmp).await;

@@ -93,7 +93,12 @@ impl DeviceService for DeviceApi {
     ) -> Result<Response<Self::DownloadFileStream>, Status> {
         authenticate(&self.state, &request).await?;
         let r = request.into_inner();
-        let file = self.state.db.file(r.file_id).await.map_err(ApiError::from)?;
+        let file = self
+            .state
+            .db
+            .file(r.file_id)
+            .await
+            .map_err(ApiError::from)?;
         if r.offset > file.size as u64 {
             return Err(Status::out_of_range(format!(
                 "offset {} is past the end of file {} ({} bytes)",

@@ -59,10 +59,10 @@ impl FileStore {
 
     /// A new upload: a temporary file that computes the hash as it is written.
     pub async fn begin(&self) -> std::io::Result<Upload> {
-        let tmp = self.dir.join("tmp").join(format!(
-            "upload-{}",
-            crate::admin_api::random_token(16)
-        ));
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("upload-{}", crate::admin_api::random_token(16)));
         let file = tokio::fs::File::create(&tmp).await?;
         Ok(Upload {
             tmp,
@@ -148,13 +148,18 @@ pub fn read_chunks(
                 None => match tokio::fs::File::open(&path).await {
                     Ok(mut f) => {
                         if let Err(e) = f.seek(std::io::SeekFrom::Start(pos)).await {
-                            return Some((Err(Status::internal(format!("seek: {e}"))), (None, pos, path, true)));
+                            return Some((
+                                Err(Status::internal(format!("seek: {e}"))),
+                                (None, pos, path, true),
+                            ));
                         }
                         f
                     }
                     Err(e) => {
                         return Some((
-                            Err(Status::unavailable(format!("file content not on this server: {e}"))),
+                            Err(Status::unavailable(format!(
+                                "file content not on this server: {e}"
+                            ))),
                             (None, pos, path, true),
                         ));
                     }
@@ -167,7 +172,10 @@ pub fn read_chunks(
                     Ok(0) => break,
                     Ok(n) => filled += n,
                     Err(e) => {
-                        return Some((Err(Status::internal(format!("read: {e}"))), (None, pos, path, true)));
+                        return Some((
+                            Err(Status::internal(format!("read: {e}"))),
+                            (None, pos, path, true),
+                        ));
                     }
                 }
             }
@@ -176,7 +184,10 @@ pub fn read_chunks(
             }
             buf.truncate(filled);
             let at = pos;
-            Some((Ok((at, buf)), (Some(file), pos + filled as u64, path, false)))
+            Some((
+                Ok((at, buf)),
+                (Some(file), pos + filled as u64, path, false),
+            ))
         },
     )
 }
@@ -231,7 +242,9 @@ async fn replicate_once(network: &Network, state: &AppState) -> anyhow::Result<b
         .collect();
     let mut complete = true;
     for f in files.iter().filter(|f| f.deleted) {
-        let mine = replicas.iter().any(|r| r.file_id == f.id && r.server_id == *me);
+        let mine = replicas
+            .iter()
+            .any(|r| r.file_id == f.id && r.server_id == *me);
         if mine {
             if !live_hashes.contains(f.sha256.as_str()) {
                 state.files.remove(&f.sha256).await;
@@ -305,7 +318,10 @@ async fn fetch(
 ) -> anyhow::Result<()> {
     let store = &state.files;
     let partial = store.partial_path(sha256);
-    let mut offset = tokio::fs::metadata(&partial).await.map(|m| m.len()).unwrap_or(0);
+    let mut offset = tokio::fs::metadata(&partial)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
     if offset > size {
         let _ = tokio::fs::remove_file(&partial).await;
         offset = 0;
@@ -382,7 +398,16 @@ mod tests {
         for ok in ["a.bin", "firmware/12.01/a-b_c+d.bin"] {
             validate_path(ok).expect(ok);
         }
-        for bad in ["", "/etc/passwd", "../x", "a//b", "a/./b", "a/..", "sp ace", "a\nb"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a//b",
+            "a/./b",
+            "a/..",
+            "sp ace",
+            "a\nb",
+        ] {
             assert!(validate_path(bad).is_err(), "{bad:?} must be refused");
         }
     }

@@ -238,13 +238,12 @@ pub async fn run(
         ])?)
         .into_axum_router()
         .merge(json_api::router(admin));
-    let internal_router = tonic::service::Routes::new(ClusterServiceServer::new(
-        cluster_api::ClusterApi {
+    let internal_router =
+        tonic::service::Routes::new(ClusterServiceServer::new(cluster_api::ClusterApi {
             state: state.clone(),
-        },
-    ))
-    .add_service(reflection(&["ums.cluster.v1.ClusterService"])?)
-    .into_axum_router();
+        }))
+        .add_service(reflection(&["ums.cluster.v1.ClusterService"])?)
+        .into_axum_router();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -279,8 +278,16 @@ pub async fn run(
             stopped(stop_tx.subscribe()),
         ))
     });
-    let network_task = tokio::spawn(network::run(net.clone(), state.clone(), stop_tx.subscribe()));
-    let files_task = tokio::spawn(files::replicate(net.clone(), state.clone(), stop_tx.subscribe()));
+    let network_task = tokio::spawn(network::run(
+        net.clone(),
+        state.clone(),
+        stop_tx.subscribe(),
+    ));
+    let files_task = tokio::spawn(files::replicate(
+        net.clone(),
+        state.clone(),
+        stop_tx.subscribe(),
+    ));
     shutdown.await;
     tracing::info!("stopping: finishing requests in flight");
     let _ = stop_tx.send(true);

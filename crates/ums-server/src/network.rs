@@ -50,7 +50,11 @@ pub struct Bootstrap {
 fn seal_token(ca: &CertAuthority, token: &NetworkToken) -> NewToken {
     NewToken {
         secret_sha256: token.secret_hash(),
-        ca_key_sealed: ums_tls::seal(token.secret.as_bytes(), SEAL_CA_KEY, ca.key_pem().as_bytes()),
+        ca_key_sealed: ums_tls::seal(
+            token.secret.as_bytes(),
+            SEAL_CA_KEY,
+            ca.key_pem().as_bytes(),
+        ),
         secret_sealed: ums_tls::seal(&ca.key_material(), SEAL_TOKEN, token.secret.as_bytes()),
     }
 }
@@ -160,7 +164,11 @@ async fn recover_ca(
 }
 
 /// The current token, opened with the CA key.
-pub async fn current_token(db: &Db, ca: &CertAuthority, ca_sha256: &str) -> anyhow::Result<NetworkToken> {
+pub async fn current_token(
+    db: &Db,
+    ca: &CertAuthority,
+    ca_sha256: &str,
+) -> anyhow::Result<NetworkToken> {
     let row = db
         .valid_tokens()
         .await?
@@ -231,7 +239,9 @@ pub fn server_identity(
 ) -> anyhow::Result<NodeIdentity> {
     let names_file = dir.join("node.names");
     let wanted = names.join("\n");
-    if NodeIdentity::exists(dir) && std::fs::read_to_string(&names_file).ok().as_deref() == Some(&wanted) {
+    if NodeIdentity::exists(dir)
+        && std::fs::read_to_string(&names_file).ok().as_deref() == Some(&wanted)
+    {
         let identity = NodeIdentity::load(dir)?;
         if identity.id == id
             && identity.ca_pem == ca.cert_pem
@@ -446,7 +456,11 @@ impl Network {
             if ComponentKind::parse(&child.kind).is_none() || child.id.is_empty() {
                 bail!("a supervised process needs an id and a known kind");
             }
-            rows.push(row_from_info(child, &child.cert_fingerprint, Some(&peer.id)));
+            rows.push(row_from_info(
+                child,
+                &child.cert_fingerprint,
+                Some(&peer.id),
+            ));
         }
         let mut now = 0;
         let mut changed = false;
@@ -455,7 +469,9 @@ impl Network {
             // overwrite a fresher one, only mark it stopped when it is.
             if row.kind == "server" && row.supervisor_id.is_some() {
                 if row.status != "running"
-                    && before.iter().any(|b| b.id == row.id && b.status == "running")
+                    && before
+                        .iter()
+                        .any(|b| b.id == row.id && b.status == "running")
                 {
                     db.set_process_status(&row.id, &row.status).await?;
                     changed = true;
@@ -534,7 +550,9 @@ pub fn flag_clock_skew(processes: &mut [pb::ProcessInfo]) {
 fn running_servers(rows: &[ProcessRow], now: i64, silent_ms: i64) -> Vec<pb::ServerEndpoint> {
     let mut out: Vec<pb::ServerEndpoint> = rows
         .iter()
-        .filter(|r| r.kind == "server" && r.status == "running" && now - r.last_heartbeat <= silent_ms)
+        .filter(|r| {
+            r.kind == "server" && r.status == "running" && now - r.last_heartbeat <= silent_ms
+        })
         .map(|r| pb::ServerEndpoint {
             id: r.id.clone(),
             host: r.host.clone(),
@@ -568,7 +586,11 @@ pub async fn run(
         }
         let db = &state.db;
         let beat = tokio::time::timeout(heartbeat_every * 3, async {
-            let schema = db.schema_version().await?.map(|v| v.to_string()).unwrap_or_default();
+            let schema = db
+                .schema_version()
+                .await?
+                .map(|v| v.to_string())
+                .unwrap_or_default();
             db.heartbeat(&network.own_row(&schema)).await?;
             db.list_processes().await
         })
@@ -639,7 +661,11 @@ async fn scheduler_step(network: &Network, db: &Db, last_sweep: &mut std::time::
                     .await
                 {
                     Ok(Some((stopped, expired))) if stopped + expired > 0 => {
-                        tracing::info!(stopped, expired, "scheduler: marked silent processes stopped and late jobs failed");
+                        tracing::info!(
+                            stopped,
+                            expired,
+                            "scheduler: marked silent processes stopped and late jobs failed"
+                        );
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => {
@@ -786,7 +812,11 @@ mod tests {
             p("e", "server", "stopped", 500_000),
         ];
         flag_clock_skew(&mut ps);
-        let flagged: Vec<_> = ps.iter().filter(|p| p.clock_skewed).map(|p| p.id.as_str()).collect();
+        let flagged: Vec<_> = ps
+            .iter()
+            .filter(|p| p.clock_skewed)
+            .map(|p| p.id.as_str())
+            .collect();
         assert_eq!(flagged, vec!["c", "d"]);
     }
 

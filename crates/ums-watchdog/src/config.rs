@@ -65,6 +65,10 @@ pub struct ChildConfig {
     pub enabled: bool,
     /// Its id in the process registry and in stop/start requests. Empty: `<kind>-<host>`.
     pub id: String,
+    /// A file in which the child keeps its registry id (ums-server: `<its data_dir>/server-id`).
+    /// Read each time the child is ready; the watchdog then reports the child under that id
+    /// and answers stop and start requests for it. Empty: the child's id is `id`.
+    pub id_file: PathBuf,
     /// The executable. Default `/usr/bin/ums-server` or `/usr/bin/ums-broker`.
     pub binary: PathBuf,
     /// Arguments before `--config`. A list in TOML, comma-separated in the environment.
@@ -147,6 +151,7 @@ impl ChildConfig {
         Self {
             enabled: false,
             id: String::new(),
+            id_file: PathBuf::new(),
             binary: PathBuf::from(format!("/usr/bin/ums-{kind}")),
             args: match kind {
                 ComponentKind::Server => vec!["run".into()],

@@ -46,11 +46,12 @@ pub struct Node {
 }
 
 impl Node {
-    /// The child named by `process`: its id, or its kind (`server`, `broker`).
+    /// The child named by `process`: its registry id, its configured id, or its kind
+    /// (`server`, `broker`).
     pub fn find(&self, process: &str) -> Option<&ChildHandle> {
         self.children
             .iter()
-            .find(|c| c.id == process)
+            .find(|c| c.registry_id() == process || c.id == process)
             .or_else(|| self.children.iter().find(|c| c.kind.as_str() == process))
     }
 
@@ -87,7 +88,10 @@ impl Node {
     pub fn child_info(&self, child: &ChildHandle) -> pb::ProcessInfo {
         let state = child.state();
         pb::ProcessInfo {
-            id: child.id.clone(),
+            id: state
+                .registry_id
+                .clone()
+                .unwrap_or_else(|| child.id.clone()),
             kind: child.kind.as_str().into(),
             host: self.host.clone(),
             status: state.phase.registry_status().into(),

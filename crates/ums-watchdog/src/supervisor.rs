@@ -70,6 +70,8 @@ pub struct ChildState {
     pub last_exit: Option<String>,
     /// The first start attempt is over (ready, failed or stopped): the next child may start.
     pub settled: bool,
+    /// The id the child gave itself (from `id_file`), once read.
+    pub registry_id: Option<String>,
 }
 
 /// How a stop went.
@@ -109,6 +111,16 @@ pub struct ChildHandle {
 }
 
 impl ChildHandle {
+    /// The id the registry knows the child by: the one it gave itself (`id_file`), else the
+    /// configured one.
+    pub fn registry_id(&self) -> String {
+        self.state
+            .borrow()
+            .registry_id
+            .clone()
+            .unwrap_or_else(|| self.id.clone())
+    }
+
     /// The current state.
     pub fn state(&self) -> ChildState {
         self.state.borrow().clone()
@@ -174,6 +186,7 @@ pub fn spawn(
         restarts: 0,
         last_exit: None,
         settled: false,
+        registry_id: None,
     });
     let handle = ChildHandle {
         kind: spec.kind,
@@ -453,7 +466,14 @@ impl Supervisor {
                             ready_ms = started.elapsed().as_millis() as u64,
                             "ready"
                         );
-                        self.update(|s| { s.phase = Phase::Running; s.settled = true; });
+                        let registry_id = read_id(&cfg.id_file);
+                        self.update(|s| {
+                            s.phase = Phase::Running;
+                            s.settled = true;
+                            if registry_id.is_some() {
+                                s.registry_id = registry_id;
+                            }
+                        });
                     } else {
                         tracing::error!(
                             process = %self.spec.id,
@@ -531,6 +551,21 @@ pub async fn wait_ready(addr: &str, timeout: Duration) -> bool {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The id in `file` (trimmed), if the file is configured and holds one.
+fn read_id(file: &Path) -> Option<String> {
+    if file.as_os_str().is_empty() {
+        return None;
+    }
+    match std::fs::read_to_string(file) {
+        Ok(text) if !text.trim().is_empty() => Some(text.trim().to_owned()),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "could not read the child's id");
+            None
+        }
     }
 }
 

@@ -146,6 +146,9 @@ async fn a_stopped_child_stays_down_until_started_and_shutdown_stops_the_broker_
     eventually(Duration::from_secs(5), || running_pid(&wd, "server")).await;
     let broker_pid = eventually(Duration::from_secs(5), || running_pid(&wd, "broker-1")).await;
 
+    for id in ["server", "broker"] {
+        eventually(Duration::from_secs(5), || up(id).exists().then_some(())).await;
+    }
     let broker = wd.node().find("broker").unwrap();
     assert_eq!(broker.stop().await, StopOutcome::Exited);
     assert!(!alive(broker_pid), "the stopped broker still runs");
@@ -384,6 +387,29 @@ async fn only_servers_of_the_network_may_stop_or_start_a_process() {
     assert_eq!(started.status, "running");
     assert!(started.pid != 0 && started.pid != pid);
 
+    let (stop, task) = run(wd);
+    stop.send(()).unwrap();
+    assert_eq!(task.await.unwrap(), StopOutcome::Exited);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_is_reported_under_the_id_it_keeps_in_its_id_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let id_file = dir.path().join("server-id");
+    std::fs::write(&id_file, "server-k3x9\n").unwrap();
+    let mut cfg = config(dir.path());
+    cfg.server = shell("server-1", "exec sleep 1000");
+    cfg.server.id_file = id_file;
+    let (wd, _) = start(cfg).await;
+    eventually(Duration::from_secs(5), || running_pid(&wd, "server")).await;
+    let info = &wd.node().children_info()[0];
+    assert_eq!(
+        (info.id.as_str(), info.supervisor_id.as_str()),
+        ("server-k3x9", "watchdog-test")
+    );
+    for name in ["server-k3x9", "server-1", "server"] {
+        assert!(wd.node().find(name).is_some(), "{name}");
+    }
     let (stop, task) = run(wd);
     stop.send(()).unwrap();
     assert_eq!(task.await.unwrap(), StopOutcome::Exited);

@@ -67,8 +67,17 @@ pub enum FilesCommand {
 
 fn processes_table(ps: &[ProcessInfo]) -> String {
     let mut t = table([
-        "ID", "TYPE", "HOST", "PORTS", "STATUS", "MODE", "VERSION", "SCHEMA", "HEARTBEAT (UTC)",
-        "CLOCK", "NOTES",
+        "ID",
+        "TYPE",
+        "HOST",
+        "PORTS",
+        "STATUS",
+        "MODE",
+        "VERSION",
+        "SCHEMA",
+        "HEARTBEAT (UTC)",
+        "CLOCK",
+        "NOTES",
     ]);
     for p in ps {
         let ports = [
@@ -115,7 +124,9 @@ pub async fn network(json: bool, admin: &mut Admin, command: NetworkCommand) -> 
             show(json, &list, |l| processes_table(&l.processes))
         }
         NetworkCommand::Rm { id } => {
-            let done = ok(admin.remove_process(pb::ProcessRequest { id: id.clone() }).await)?;
+            let done = ok(admin
+                .remove_process(pb::ProcessRequest { id: id.clone() })
+                .await)?;
             show(json, &done, |_| format!("removed {id} from the registry"))
         }
         NetworkCommand::Stop { id } => {
@@ -141,12 +152,18 @@ fn write_token(out: Option<&PathBuf>, token: &pb::TokenResponse) -> anyhow::Resu
         .open(path)
         .with_context(|| format!("write {}", path.display()))?;
     writeln!(f, "{}", token.token)?;
-    Ok(Some(format!("wrote the network token to {} (mode 0600)", path.display())))
+    Ok(Some(format!(
+        "wrote the network token to {} (mode 0600)",
+        path.display()
+    )))
 }
 
 pub async fn token(json: bool, admin: &mut Admin, command: TokenCommand) -> anyhow::Result<()> {
     let (reply, out) = match command {
-        TokenCommand::Export { out } => (ok(admin.export_token(pb::ExportTokenRequest {}).await)?, out),
+        TokenCommand::Export { out } => (
+            ok(admin.export_token(pb::ExportTokenRequest {}).await)?,
+            out,
+        ),
         TokenCommand::Rotate { grace, out } => (
             ok(admin
                 .rotate_token(pb::RotateTokenRequest {
@@ -243,12 +260,17 @@ pub async fn files(json: bool, admin: &mut Admin, command: FilesCommand) -> anyh
             let info = ok(admin.upload_file(stream).await)?;
             reader.await??;
             show(json, &info, |f| {
-                format!("uploaded {} as file {} ({} bytes, sha256 {})", f.path, f.id, f.size, f.sha256)
+                format!(
+                    "uploaded {} as file {} ({} bytes, sha256 {})",
+                    f.path, f.id, f.size, f.sha256
+                )
             })
         }
         FilesCommand::Rm { id } => {
             let done = ok(admin.delete_file(pb::FileRequest { id }).await)?;
-            show(json, &done, |_| format!("deleted file {id} from every server"))
+            show(json, &done, |_| {
+                format!("deleted file {id} from every server")
+            })
         }
     }
 }
