@@ -414,3 +414,120 @@ async fn a_child_is_reported_under_the_id_it_keeps_in_its_id_file() {
     stop.send(()).unwrap();
     assert_eq!(task.await.unwrap(), StopOutcome::Exited);
 }
+
+/// `deploy/systemd/<name>` as (section, key, value) entries, failing on a malformed line.
+fn unit_entries(name: &str) -> Vec<(String, String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/systemd")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut section = String::new();
+    let mut entries = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{}:{}: not KEY=VALUE: {line}", path.display(), n + 1));
+        assert!(
+            !section.is_empty(),
+            "{}:{}: entry before any section",
+            path.display(),
+            n + 1
+        );
+        entries.push((
+            section.clone(),
+            key.trim().to_owned(),
+            value.trim().to_owned(),
+        ));
+    }
+    entries
+}
+
+#[test]
+fn the_systemd_unit_is_a_hardened_notify_service_that_stops_children_through_the_watchdog() {
+    let entries = unit_entries("ums-watchdog.service");
+    let get = |section: &str, key: &str| -> Vec<&str> {
+        entries
+            .iter()
+            .filter(|(s, k, _)| s == section && k == key)
+            .map(|(_, _, v)| v.as_str())
+            .collect()
+    };
+    let one = |section: &str, key: &str| -> &str {
+        match get(section, key).as_slice() {
+            [v] => v,
+            other => panic!("[{section}] {key}: expected one value, found {other:?}"),
+        }
+    };
+    assert_eq!(one("Service", "Type"), "notify");
+    assert_eq!(one("Service", "NotifyAccess"), "main");
+    assert!(one("Service", "ExecStart").starts_with("/usr/bin/ums-watchdog --config "));
+    assert_eq!(one("Service", "User"), "ums");
+    // Only the watchdog gets SIGTERM, so it can stop the broker before the server.
+    assert_eq!(one("Service", "KillMode"), "mixed");
+    assert_eq!(one("Service", "SuccessExitStatus"), "3");
+    assert_eq!(one("Service", "RestartPreventExitStatus"), "2");
+    for (key, value) in [
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ReadWritePaths", "/var/lib/ums"),
+        ("StateDirectory", "ums"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("RestrictSUIDSGID", "yes"),
+        ("CapabilityBoundingSet", ""),
+    ] {
+        assert_eq!(one("Service", key), value, "[Service] {key}");
+    }
+    assert_eq!(one("Install", "WantedBy"), "multi-user.target");
+
+    let users = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/systemd/ums-sysusers.conf"),
+    )
+    .unwrap();
+    assert!(users.lines().any(|l| l.starts_with("u ums ")), "{users}");
+}
+
+/// `systemd-analyze verify` on the unit, with ExecStart pointing at an executable that exists
+/// here; skipped where the tool is missing.
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let Ok(version) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        println!("skipped: systemd-analyze is not installed");
+        return;
+    };
+    if !version.status.success() {
+        println!("skipped: systemd-analyze --version failed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/systemd/ums-watchdog.service"),
+    )
+    .unwrap()
+    .replace("/usr/bin/ums-watchdog", "/bin/true");
+    let path = dir.path().join("ums-watchdog.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify: {stderr}");
+    assert!(
+        !stderr.contains("ums-watchdog.service"),
+        "warnings about the unit: {stderr}"
+    );
+}
