@@ -46,6 +46,15 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // A blocked SIGINT or SIGTERM is inherited across exec (a launcher that blocks SIGINT to
+    // outlive its children's Ctrl-C, for one): unblock both, or Ctrl-C would never reach the
+    // watchdog and it could not stop its children in order. Threads inherit the mask.
+    let mut signals = nix::sys::signal::SigSet::empty();
+    signals.add(nix::sys::signal::Signal::SIGINT);
+    signals.add(nix::sys::signal::Signal::SIGTERM);
+    if let Err(e) = signals.thread_unblock() {
+        eprintln!("warning: could not unblock SIGINT and SIGTERM: {e}");
+    }
     let cli = Cli::parse();
     let cfg: WatchdogConfig = match ums_service::load_config(cli.config.as_deref())
         .and_then(|c: WatchdogConfig| c.validate().map(|()| c))

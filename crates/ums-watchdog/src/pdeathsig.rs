@@ -1,5 +1,6 @@
 //! The one place of the workspace that uses `unsafe`: the hook that runs in the forked child
-//! before `exec` and asks the kernel to send it SIGTERM when the watchdog dies.
+//! before `exec`, asks the kernel to send it SIGTERM when the watchdog dies, and clears the
+//! signal mask (which `exec` keeps), so a child can always be stopped with SIGTERM.
 //!
 //! Without it a watchdog killed with SIGKILL (OOM killer, a test harness timing out) would leave
 //! its server and broker running, holding the ports that the next watchdog's children need.
@@ -14,14 +15,19 @@
 use nix::sys::signal::Signal;
 use nix::unistd::{Pid, getppid};
 
-/// Makes `cmd`'s process receive SIGTERM when this process dies.
+/// Makes `cmd`'s process start with no blocked signal and receive SIGTERM when this process
+/// dies.
 pub fn set_on(cmd: &mut tokio::process::Command) {
     let parent: Pid = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec in the child, where only
-    // async-signal-safe functions may be called. It makes two system calls (prctl, getppid)
-    // and builds an io::Error from a raw errno; it neither allocates nor takes a lock.
+    // async-signal-safe functions may be called. It makes three system calls (sigprocmask,
+    // prctl, getppid) and builds an io::Error from a raw errno; it neither allocates nor takes
+    // a lock.
     unsafe {
         cmd.pre_exec(move || {
+            nix::sys::signal::SigSet::empty()
+                .thread_set_mask()
+                .map_err(std::io::Error::from)?;
             nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
             // The watchdog died between fork and prctl: the signal will never come; do not
             // start an orphan.
