@@ -348,3 +348,22 @@ impl Watchdog {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
+
+impl Umsctl {
+    /// `umsctl` logged in to `admin_url` as the first administrator, its config in `dir`.
+    pub fn login(dir: &Path, admin_url: &str, ca: &Path, password: &str) -> Umsctl {
+        let ctl = Umsctl {
+            config: dir.join("umsctl.toml"),
+        };
+        let out = ctl
+            .command()
+            .args(["init", "--server", admin_url, "--ca"])
+            .arg(ca)
+            .args(["--user", "admin"])
+            .env("UMS_PASSWORD", password)
+            .output()
+            .expect("umsctl init");
+        assert!(out.status.success(), "umsctl init failed: {}", text(&out));
+        ctl
+    }
+}

@@ -393,3 +393,291 @@ async fn only_a_server_of_the_network_over_mutual_tls_can_stop_or_start_the_serv
     let exit = node.terminate(Duration::from_secs(20));
     assert_eq!(exit.code(), Some(0), "{}", node.wd.log_text());
 }
+
+/// A node of an HA network: a watchdog that joins with the network token and supervises a
+/// server on the shared PostgreSQL database (and a broker).
+struct HaNode {
+    wd: Watchdog,
+    admin_port: u16,
+    device_port: u16,
+    broker_port: u16,
+}
+
+impl HaNode {
+    /// Starts a node; `token` is the first node's token file, copied into the server's data
+    /// directory before its first start, or `None` for the first node.
+    fn start(name: &str, db_url: &str, token: Option<&Path>, devices: &[u16]) -> HaNode {
+        let dir = tempfile::tempdir().expect("node dir");
+        let d = dir.path();
+        let server_data = d.join("server");
+        if let Some(token) = token {
+            std::fs::create_dir_all(&server_data).expect("server dir");
+            std::fs::copy(token, server_data.join("network-token")).expect("copy the token");
+        }
+        let (internal, device_port, admin_port) = (free_port(), free_port(), free_port());
+        let (server_internal, broker_port) = (free_port(), free_port());
+        let q = |p: &Path| format!("{:?}", p.display().to_string());
+        let servers: Vec<String> = devices
+            .iter()
+            .chain([&device_port])
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let config = format!(
+            r#"
+data_dir = {data}
+id = "watchdog-{name}"
+host = "127.0.0.1"
+internal_listen = "127.0.0.1:{internal}"
+
+[cluster]
+servers = ["127.0.0.1:{server_internal}"]
+join = "127.0.0.1:{admin_port}"
+token_file = {token}
+heartbeat_interval_ms = 500
+
+[server]
+enabled = true
+binary = {server}
+args = ["run"]
+id_file = {server_id}
+ready_addr = "127.0.0.1:{admin_port}"
+ready_timeout_ms = 30000
+
+[server.env]
+UMS_DATA_DIR = {server_data}
+UMS_DATABASE_URL = {db}
+UMS_DEVICE__LISTEN = "127.0.0.1:{device_port}"
+UMS_ADMIN__LISTEN = "127.0.0.1:{admin_port}"
+UMS_CLUSTER__MODE = "ha"
+UMS_CLUSTER__INTERNAL_LISTEN = "127.0.0.1:{server_internal}"
+UMS_CLUSTER__ADVERTISE_HOST = "127.0.0.1"
+
+[broker]
+enabled = true
+id = "broker-{name}"
+binary = {broker}
+ready_addr = "127.0.0.1:{broker_port}"
+
+[broker.env]
+UMS_LISTEN = "127.0.0.1:{broker_port}"
+UMS_SERVERS = "{servers}"
+UMS_METRICS__LISTEN = ""
+UMS_DRAIN_TIMEOUT_S = "1"
+"#,
+            data = q(&d.join("watchdog")),
+            token = q(&server_data.join("network-token")),
+            server = q(&bin_path("ums-server")),
+            server_id = q(&server_data.join("server-id")),
+            server_data = q(&server_data),
+            db = toml_str(db_url),
+            broker = q(&bin_path("ums-broker")),
+            servers = servers.join(","),
+        );
+        HaNode {
+            wd: Watchdog::start(dir, internal, &config),
+            admin_port,
+            device_port,
+            broker_port,
+        }
+    }
+
+    fn server_data(&self) -> std::path::PathBuf {
+        self.wd.dir.path().join("server")
+    }
+
+    fn server_id(&self) -> Option<String> {
+        std::fs::read_to_string(self.server_data().join("server-id"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+}
+
+/// The registry as `umsctl network list --json` shows it: id → (status, pid, supervisor).
+fn registry(ctl: &crate::harness::Umsctl) -> Vec<(String, String, u64, String)> {
+    let list = ctl.json(&["network", "list"]);
+    list["processes"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    (
+                        p["id"].as_str().unwrap_or_default().to_owned(),
+                        p["status"].as_str().unwrap_or_default().to_owned(),
+                        p["pid"].as_u64().unwrap_or_default(),
+                        p["supervisor_id"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn status_of(ctl: &crate::harness::Umsctl, id: &str) -> Option<(String, u64, String)> {
+    registry(ctl)
+        .into_iter()
+        .find(|p| p.0 == id)
+        .map(|(_, s, pid, sup)| (s, pid, sup))
+}
+
+/// Waits until `f` holds, at most `timeout`; how long it took.
+async fn until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+/// Two nodes on one PostgreSQL database; umsctl logged in to the first.
+async fn ha_network(db_prefix: &str) -> (HaNode, HaNode, crate::harness::Umsctl) {
+    let url = ums_testkit::shared_database(db_prefix).expect("postgres");
+    let a = HaNode::start("a", &url, None, &[]);
+    let token = a.server_data().join("network-token");
+    until(Duration::from_secs(60), "node a's token", || token.exists()).await;
+    let b = HaNode::start("b", &url, Some(&token), &[a.device_port]);
+    let password = a.server_data().join("initial-admin-password");
+    until(Duration::from_secs(60), "node a's admin", || {
+        password.exists()
+    })
+    .await;
+    until(Duration::from_secs(60), "node a's server", || {
+        ums_testkit::wait_for_tcp(
+            ([127, 0, 0, 1], a.admin_port).into(),
+            Duration::from_millis(100),
+        )
+        .is_ok()
+    })
+    .await;
+    let ctl = crate::harness::Umsctl::login(
+        a.wd.dir.path(),
+        &format!("https://127.0.0.1:{}", a.admin_port),
+        &a.server_data().join("tls/ca.pem"),
+        std::fs::read_to_string(&password).expect("password").trim(),
+    );
+    (a, b, ctl)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_follows_a_killed_server_and_a_broker_stopped_and_started_through_umsctl() {
+    let (a, b, ctl) = ha_network("e2e_watchdog").await;
+    let _ = &a;
+    let server_b = {
+        let b = &b;
+        until(Duration::from_secs(60), "node b's server id", || {
+            b.server_id().is_some()
+        })
+        .await;
+        b.server_id().expect("server id")
+    };
+    until(
+        Duration::from_secs(60),
+        "everything running in the registry",
+        || {
+            let r = registry(&ctl);
+            [
+                "watchdog-a",
+                "watchdog-b",
+                "broker-a",
+                "broker-b",
+                server_b.as_str(),
+            ]
+            .iter()
+            .all(|id| r.iter().any(|p| p.0 == *id && p.1 == "running"))
+        },
+    )
+    .await;
+    let (_, broker_pid, supervisor) = status_of(&ctl, "broker-b").expect("broker-b");
+    assert_eq!(supervisor, "watchdog-b");
+    let (_, server_pid, _) = status_of(&ctl, &server_b).expect("server b");
+    assert!(server_pid != 0);
+
+    // kill -9 of node b's server: back through its watchdog, and the registry shows it running
+    // with its new process.
+    kill(Pid::from_raw(server_pid as i32), Signal::SIGKILL).expect("kill -9");
+    let killed = Instant::now();
+    let back = until(Duration::from_secs(10), "server b running again", || {
+        status_of(&ctl, &server_b)
+            .is_some_and(|(s, pid, _)| s == "running" && pid != server_pid && pid != 0)
+    })
+    .await;
+    println!(
+        "registry shows {server_b} running again {} ms after kill -9",
+        killed.elapsed().as_millis().max(back.as_millis())
+    );
+
+    // The broker of node b, stopped and started through node a's server and node b's watchdog.
+    let out = ctl.ok(&["network", "stop", "broker-b"]);
+    assert!(out.contains("stopped"), "{out}");
+    assert!(!alive(broker_pid as u32), "the broker still runs");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", b.broker_port)).is_err(),
+        "the broker still listens"
+    );
+    until(
+        Duration::from_secs(5),
+        "broker-b stopped in the registry",
+        || status_of(&ctl, "broker-b").is_some_and(|(s, _, _)| s == "stopped"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        status_of(&ctl, "broker-b").map(|s| s.0),
+        Some("stopped".to_owned()),
+        "a stopped broker stays stopped"
+    );
+    let out = ctl.ok(&["network", "start", "broker-b"]);
+    assert!(out.contains("running"), "{out}");
+    until(
+        Duration::from_secs(5),
+        "broker-b running in the registry",
+        || {
+            status_of(&ctl, "broker-b")
+                .is_some_and(|(s, pid, _)| s == "running" && pid != broker_pid)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the server does not record the watchdog of a supervised server yet (issue 3): \
+            `umsctl network stop` answers `no watchdog in the registry`"]
+async fn umsctl_network_stop_and_start_the_other_nodes_server() {
+    let (a, b, ctl) = ha_network("e2e_watchdog_stop").await;
+    let _ = &a;
+    until(Duration::from_secs(60), "node b's server id", || {
+        b.server_id().is_some()
+    })
+    .await;
+    let server_b = b.server_id().expect("server id");
+    until(
+        Duration::from_secs(60),
+        "server b supervised in the registry",
+        || {
+            status_of(&ctl, &server_b)
+                .is_some_and(|(s, _, sup)| s == "running" && sup == "watchdog-b")
+        },
+    )
+    .await;
+    let (_, pid, _) = status_of(&ctl, &server_b).expect("server b");
+    let out = ctl.ok(&["network", "stop", &server_b]);
+    assert!(out.contains("stopped"), "{out}");
+    assert!(!alive(pid as u32));
+    until(
+        Duration::from_secs(5),
+        "server b stopped in the registry",
+        || status_of(&ctl, &server_b).is_some_and(|(s, _, _)| s == "stopped"),
+    )
+    .await;
+    let out = ctl.ok(&["network", "start", &server_b]);
+    assert!(out.contains("running"), "{out}");
+    until(Duration::from_secs(10), "server b running again", || {
+        status_of(&ctl, &server_b).is_some_and(|(s, p, _)| s == "running" && p != pid)
+    })
+    .await;
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
