@@ -249,3 +249,80 @@ async fn new_devices_go_to_the_other_server_when_one_stops() {
     drop(on_b);
     let _ = b.child.0.wait();
 }
+
+/// A broker that joined the network with the token follows the running servers from the watch
+/// stream: no static list, a stopped server leaves the rotation, one that comes back re-enters,
+/// and the broker moves to another server's stream when the one it follows goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_in_the_network_follows_the_running_servers() {
+    let url = ums_testkit::shared_database("e2e_broker_net").expect("postgres");
+    let mut a = Server::start_ha(&url, None);
+    let b = Server::start_ha(&url, Some(&a.token()));
+    let token_dir = tempfile::tempdir().expect("dir");
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, a.token()).expect("token");
+    let data = token_dir.path().join("broker-data");
+    let join = format!("{},{}", a.admin_addr(), b.admin_addr());
+    let broker = Broker::start(
+        &[],
+        &[
+            ("UMS_RATE__PER_SECOND", "0"),
+            ("UMS_NETWORK__SERVERS", &join),
+            (
+                "UMS_NETWORK__TOKEN_FILE",
+                token_file.to_str().expect("path"),
+            ),
+            ("UMS_NETWORK__DATA_DIR", data.to_str().expect("path")),
+            ("UMS_NETWORK__ID", "broker-e2e"),
+        ],
+    );
+    let server_up = |s: &Server| format!("ums_broker_server_up{{server=\"{}\"}}", s.device_addr());
+    let both = eventually(Duration::from_secs(15), || async {
+        (broker.metric(&server_up(&a)) == Some(1.0) && broker.metric(&server_up(&b)) == Some(1.0))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        both.is_some(),
+        "the broker did not learn both servers:\n{}\n{}",
+        broker.metrics(),
+        broker.log_text()
+    );
+    let ca = a.ca_pem();
+    for i in 0..4 {
+        one_device(&broker.device_url, &ca, &format!("net-{i}"))
+            .await
+            .expect("a device through the broker");
+    }
+    let ctl = a.umsctl();
+    let registered = eventually(Duration::from_secs(10), || async {
+        ctl.ok(&["network", "list"])
+            .contains("broker-e2e")
+            .then_some(())
+    })
+    .await;
+    assert!(registered.is_some(), "the broker is in the registry");
+    assert!(
+        data.join("identity/node-key.pem").exists(),
+        "the broker keeps its identity"
+    );
+
+    // A stops: it leaves the rotation (the broker follows B's stream now); devices keep working.
+    kill(Pid::from_raw(a.child.id() as i32), Signal::SIGTERM).expect("sigterm");
+    let _ = a.child.0.wait();
+    let gone = eventually(Duration::from_secs(15), || async {
+        broker.metric(&server_up(&a)).is_none().then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "a stopped server stays in the rotation:\n{}",
+        broker.metrics()
+    );
+    for i in 0..4 {
+        one_device(&broker.device_url, &ca, &format!("net-after-{i}"))
+            .await
+            .expect("a device after the server stopped");
+    }
+    assert!(broker.log_text().contains("running servers changed"));
+}

@@ -12,6 +12,8 @@ pub struct Server {
     pub data: tempfile::TempDir,
     pub device_url: String,
     pub admin_url: String,
+    /// `127.0.0.1:PORT` of the internal (mutual TLS) port.
+    pub internal_addr: String,
     pub log: PathBuf,
 }
 
@@ -23,10 +25,27 @@ impl Server {
     }
 
     pub fn start_in(data: tempfile::TempDir, database_url: Option<&str>) -> Server {
+        Self::start_with(data, database_url, &[])
+    }
+
+    /// Starts a server with extra environment variables (`UMS_CLUSTER__MODE=ha`, ...).
+    pub fn start_with(
+        data: tempfile::TempDir,
+        database_url: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let device_port = free_port();
         let admin_port = free_port();
+        let internal_port = free_port();
         let log = data.path().join("server.log");
         let mut cmd = server_command(data.path(), device_port, admin_port, database_url);
+        cmd.env(
+            "UMS_CLUSTER__INTERNAL_LISTEN",
+            format!("127.0.0.1:{internal_port}"),
+        );
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let log_file = std::fs::File::create(&log).expect("log file");
         cmd.stdout(log_file.try_clone().expect("log"))
             .stderr(log_file);
@@ -36,11 +55,12 @@ impl Server {
             data,
             device_url: format!("https://127.0.0.1:{device_port}"),
             admin_url: format!("https://127.0.0.1:{admin_port}"),
+            internal_addr: format!("127.0.0.1:{internal_port}"),
             log,
         };
         let started = Instant::now();
         let mut server = server;
-        for port in [device_port, admin_port] {
+        for port in [device_port, admin_port, internal_port] {
             loop {
                 if wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok() {
                     break;
@@ -91,6 +111,12 @@ impl Server {
 
     /// `umsctl` logged in as the first administrator, with its config in the data directory.
     pub fn umsctl(&self) -> Umsctl {
+        self.umsctl_with_password(&self.admin_password())
+    }
+
+    /// `umsctl` logged in to this server as `admin` with the given password (the first server of
+    /// a network created the account).
+    pub fn umsctl_with_password(&self, password: &str) -> Umsctl {
         let ctl = Umsctl {
             config: self.data.path().join("umsctl.toml"),
         };
@@ -99,13 +125,22 @@ impl Server {
             .args(["init", "--server", &self.admin_url, "--ca"])
             .arg(self.ca_path())
             .args(["--user", "admin"])
-            .env("UMS_PASSWORD", self.admin_password())
+            .env("UMS_PASSWORD", password)
             .output()
             .expect("umsctl init");
         assert!(out.status.success(), "umsctl init failed: {}", text(&out));
         ctl
     }
 }
+
+/// HA mode with short timings, so failures show within seconds in tests.
+pub const HA_ENV: [(&str, &str); 5] = [
+    ("UMS_CLUSTER__MODE", "ha"),
+    ("UMS_CLUSTER__HEARTBEAT_MS", "250"),
+    ("UMS_CLUSTER__SILENT_AFTER_MS", "1500"),
+    ("UMS_CLUSTER__LEASE_MS", "1500"),
+    ("UMS_CLUSTER__POLL_MS", "500"),
+];
 
 /// The command line of a server with the given ports and database.
 pub fn server_command(
@@ -216,6 +251,40 @@ impl Server {
             std::fs::copy(from.join(file), tls.join(file)).expect("copy the CA");
         }
         Self::start_in(data, database_url)
+    }
+
+    /// Starts a server of an HA network on `database_url`. With `token` (the text of a network
+    /// token) it is written to the new data directory first, so the server joins the network
+    /// the token belongs to; without, the server creates the network if the database has none.
+    pub fn start_ha(database_url: &str, token: Option<&str>) -> Server {
+        let data = tempfile::tempdir().expect("data dir");
+        if let Some(token) = token {
+            let dir = data.path().join("data");
+            std::fs::create_dir_all(&dir).expect("data dir");
+            std::fs::write(dir.join("network-token"), format!("{token}\n")).expect("token");
+        }
+        Self::start_with(data, Some(database_url), &HA_ENV)
+    }
+
+    /// The network token file this server wrote or read.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("data/network-token"))
+            .expect("network token")
+            .trim()
+            .to_owned()
+    }
+
+    /// The server's registry id.
+    pub fn process_id(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("data/server-id"))
+            .expect("server-id")
+            .trim()
+            .to_owned()
+    }
+
+    /// `127.0.0.1:PORT` of the admin API.
+    pub fn admin_addr(&self) -> String {
+        self.admin_url.trim_start_matches("https://").to_owned()
     }
 
     /// `127.0.0.1:PORT` of the device API.

@@ -5,5 +5,6 @@
 
 mod broker;
 mod harness;
+mod network;
 mod server;
 mod watchdog;

@@ -439,7 +439,11 @@ async fn a_generic_grpc_client_discovers_the_services() {
         (&server.device_url, vec!["ums.device.v1.DeviceService"]),
         (
             &server.admin_url,
-            vec!["ums.admin.v1.AdminService", "ums.cluster.v1.ClusterService"],
+            vec![
+                "ums.admin.v1.AdminService",
+                "ums.cluster.v1.ClusterService",
+                "ums.cluster.v1.JoinService",
+            ],
         ),
     ];
     for (url, wanted) in ports {

@@ -38,6 +38,8 @@ pub struct BrokerConfig {
     pub health: HealthConfig,
     pub rate: RateConfig,
     pub metrics: MetricsConfig,
+    /// Joining the HA network, to follow its running servers instead of `servers`.
+    pub network: crate::network::NetworkConfig,
     pub log: LogConfig,
 }
 
@@ -84,6 +86,7 @@ impl Default for BrokerConfig {
             health: HealthConfig::default(),
             rate: RateConfig::default(),
             metrics: MetricsConfig::default(),
+            network: crate::network::NetworkConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -178,7 +181,7 @@ fn parse_addr(key: &str, value: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// Accepts `["a", "b"]` (TOML) as well as `"a,b"` (an environment variable).
-fn list_or_commas<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn list_or_commas<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Either {

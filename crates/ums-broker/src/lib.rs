@@ -19,6 +19,7 @@
 pub mod config;
 mod limits;
 pub mod metrics;
+pub mod network;
 pub mod proxy_protocol;
 mod server_set;
 

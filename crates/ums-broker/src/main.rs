@@ -70,15 +70,36 @@ async fn real_main(cfg: BrokerConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    println!(
-        "ums-broker {} on {} -> {}",
-        env!("CARGO_PKG_VERSION"),
-        listener.local_addr()?,
-        if cfg.servers.is_empty() {
-            "no servers".to_owned()
-        } else {
-            cfg.servers.join(", ")
-        }
-    );
-    ums_broker::run(cfg, listener, metrics, shutdown).await
+    let servers = std::sync::Arc::new(ums_broker::ServerSet::new(cfg.server_addrs()?));
+    if cfg.network.enabled() {
+        ums_tls::install_crypto_provider();
+        let identity = ums_broker::network::identity(&cfg.network)
+            .await
+            .context("join the network")?;
+        println!(
+            "ums-broker {} ({}) on {} -> the running servers of the network (via {})",
+            env!("CARGO_PKG_VERSION"),
+            identity.id,
+            listener.local_addr()?,
+            cfg.network.servers.join(", ")
+        );
+        tokio::spawn(ums_broker::network::follow(
+            cfg.network.clone(),
+            identity,
+            servers.clone(),
+            listener.local_addr()?.port(),
+        ));
+    } else {
+        println!(
+            "ums-broker {} on {} -> {}",
+            env!("CARGO_PKG_VERSION"),
+            listener.local_addr()?,
+            if cfg.servers.is_empty() {
+                "no servers".to_owned()
+            } else {
+                cfg.servers.join(", ")
+            }
+        );
+    }
+    ums_broker::run_with_servers(cfg, servers, listener, metrics, shutdown).await
 }

@@ -238,7 +238,7 @@ fn ca_client_config(ca_pem: &str) -> Result<rustls::ClientConfig, JoinError> {
     for cert in
         ums_tls::parse_certs(ca_pem).map_err(|e| ums_tls::TlsError::Pem("cluster ca".into(), e))?
     {
-        roots.add(cert).map_err(|e| ums_tls::TlsError::Rustls(e))?;
+        roots.add(cert).map_err(ums_tls::TlsError::Rustls)?;
     }
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)

@@ -12,8 +12,9 @@ use tonic::{Code, Request, Response, Status};
 use ums_devsim::{DeviceClient, SimConfig};
 use ums_proto::device::v1::device_service_server::{DeviceService, DeviceServiceServer};
 use ums_proto::device::v1::{
-    CheckInRequest, CheckInResponse, FetchJobsRequest, FetchJobsResponse, GetSettingsRequest,
-    GetSettingsResponse, Job, RegisterRequest, RegisterResponse, ReportJobResultRequest,
+    CheckInRequest, CheckInResponse, DownloadFileRequest, FetchJobsRequest, FetchJobsResponse,
+    FileChunk, FileEntry, GetSettingsRequest, GetSettingsResponse, Job, ListFilesRequest,
+    ListFilesResponse, RegisterRequest, RegisterResponse, ReportJobResultRequest,
     ReportJobResultResponse, Setting,
 };
 
@@ -151,7 +152,50 @@ impl DeviceService for Fake {
             .push((r.job_id, r.success, r.message));
         Ok(Response::new(ReportJobResultResponse {}))
     }
+
+    async fn list_files(
+        &self,
+        request: Request<ListFilesRequest>,
+    ) -> Result<Response<ListFilesResponse>, Status> {
+        self.authenticate(&request)?;
+        Ok(Response::new(ListFilesResponse {
+            files: vec![FileEntry {
+                id: 1,
+                path: "fw.bin".into(),
+                size: FILE.len() as u64,
+                sha256: String::new(),
+            }],
+            revision: 1,
+        }))
+    }
+
+    type DownloadFileStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<FileChunk, Status>> + Send + 'static>,
+    >;
+
+    async fn download_file(
+        &self,
+        request: Request<DownloadFileRequest>,
+    ) -> Result<Response<Self::DownloadFileStream>, Status> {
+        self.authenticate(&request)?;
+        let offset = request.get_ref().offset as usize;
+        // Chunks of 7 bytes from the offset.
+        let chunks: Vec<Result<FileChunk, Status>> = FILE[offset.min(FILE.len())..]
+            .chunks(7)
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(FileChunk {
+                    offset: (offset + i * 7) as u64,
+                    data: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
 }
+
+/// The one file the fake server offers.
+const FILE: &[u8] = b"firmware image, resumable at any offset";
 
 /// A CA and a server certificate for localhost, 127.0.0.1 and ::1.
 fn pki() -> (String, Identity) {
@@ -321,4 +365,30 @@ async fn ipv6_and_wrong_ca() {
     .await
     .expect_err("untrusted server");
     assert!(err.to_string().contains("cannot connect"), "{err}");
+}
+
+#[tokio::test]
+async fn a_download_resumes_where_it_stopped() {
+    let (addr, ca) = serve("127.0.0.1:0").await.expect("serve");
+    let mut dev =
+        DeviceClient::connect(&format!("https://127.0.0.1:{}", addr.port()), ca.as_bytes())
+            .await
+            .expect("connect");
+    dev.register("00:aa:bb:cc:dd:01", "dl")
+        .await
+        .expect("register");
+    let files = dev.list_files().await.expect("list");
+    assert_eq!(files.files[0].size, FILE.len() as u64);
+    let mut got = Vec::new();
+    // Interrupted after 10 bytes (in the middle of the second chunk), then resumed.
+    assert_eq!(
+        dev.download_file(1, &mut got, Some(10))
+            .await
+            .expect("part"),
+        10
+    );
+    assert_eq!(got, &FILE[..10]);
+    let rest = dev.download_file(1, &mut got, None).await.expect("rest");
+    assert_eq!(rest, FILE.len() - 10);
+    assert_eq!(got, FILE);
 }

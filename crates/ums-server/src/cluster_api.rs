@@ -35,12 +35,24 @@ impl ClusterService for ClusterApi {
         &self,
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let schema = self
-            .state
-            .db
-            .schema_version()
+        // Answers even without the database: that is when the answer matters most.
+        let mut available = self.state.network.available();
+        let schema = if available {
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                self.state.db.schema_version(),
+            )
             .await
-            .map_err(|e| Status::unavailable(format!("database unavailable: {e}")))?;
+            {
+                Ok(Ok(v)) => v,
+                _ => {
+                    available = false;
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let info = &self.state.info;
         let (_, _, internal_port) = self.state.network.ports();
         Ok(Response::new(pb::StatusResponse {
@@ -54,7 +66,7 @@ impl ClusterService for ClusterApi {
             device_port: u32::from(info.device_port),
             admin_port: u32::from(info.admin_port),
             internal_port: u32::from(internal_port),
-            available: self.state.network.available(),
+            available,
         }))
     }
 

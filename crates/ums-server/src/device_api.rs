@@ -19,8 +19,21 @@ pub struct DeviceApi {
     pub state: Arc<AppState>,
 }
 
+/// Refuses at once while the database cannot be reached, so devices move on (through the broker
+/// to another server, or retry later) instead of waiting for a call that cannot succeed.
+fn serving(state: &AppState) -> Result<(), Status> {
+    if state.network.available() {
+        Ok(())
+    } else {
+        Err(Status::unavailable(
+            "this server cannot reach its database: retry shortly",
+        ))
+    }
+}
+
 /// Reads and checks the device credential of a call; the device id on success.
 async fn authenticate<T>(state: &AppState, req: &Request<T>) -> Result<i64, Status> {
+    serving(state)?;
     let md = req.metadata();
     let id = md
         .get(ums_proto::DEVICE_ID_HEADER)
@@ -121,6 +134,7 @@ impl DeviceService for DeviceApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        serving(&self.state)?;
         let r = request.into_inner();
         let unit_id = ums_domain::normalize_unit_id(&r.unit_id).map_err(ApiError::from)?;
         if !SECRET_LEN.contains(&r.secret.len()) {

@@ -740,10 +740,10 @@ async fn listen_events(
             }
             _ = poll.tick() => {
                 let Ok(now) = db.change_counters().await else { continue };
-                if now.0 != seen.0 {
-                    if let Err(e) = state.reload_settings().await {
-                        tracing::warn!(error = %e, "settings reload failed");
-                    }
+                if now.0 != seen.0
+                    && let Err(e) = state.reload_settings().await
+                {
+                    tracing::warn!(error = %e, "settings reload failed");
                 }
                 if now.1 != seen.1 {
                     let _ = network.events.send(Event::FilesChanged { origin: String::new() });

@@ -306,6 +306,30 @@ impl Postgres {
         Ok(())
     }
 
+    /// Stops the server (fast shutdown: clients are disconnected at once) and keeps its data,
+    /// for tests of a database that restarts; [`Postgres::resume`] starts it again on the same
+    /// port.
+    pub fn stop_now(&self) -> anyhow::Result<()> {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", "fast", "-w", "-t", "30", "stop"]);
+        let out = run_captured(&mut cmd, "pg_ctl stop")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl stop failed ({}): {}",
+                out.status,
+                output_text(&out).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped server again on its port.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.pg_ctl_start()
+    }
+
     /// The last `lines` lines of the server log, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
         tail_file(&self.log_file, lines)

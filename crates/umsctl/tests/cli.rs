@@ -130,6 +130,15 @@ admin_service! {
     }
 
 }
+        list_processes(ListProcessesRequest) -> ListProcessesResponse;
+        remove_process(ProcessRequest) -> Empty;
+        stop_process(ProcessRequest) -> ums_proto::cluster::v1::ProcessInfo;
+        start_process(ProcessRequest) -> ums_proto::cluster::v1::ProcessInfo;
+        export_token(ExportTokenRequest) -> TokenResponse;
+        rotate_token(RotateTokenRequest) -> TokenResponse;
+        upload_file(tonic::Streaming<UploadFileChunk>) -> FileInfo;
+        list_files(ListFilesRequest) -> ListFilesResponse;
+        delete_file(FileRequest) -> Empty;
         create_admin(CreateAdminRequest) -> Admin;
         list_admins(ListAdminsRequest) -> ListAdminsResponse;
         set_admin_password(SetAdminPasswordRequest) -> Empty;
