@@ -7,3 +7,4 @@ mod broker;
 mod harness;
 mod network;
 mod server;
+mod watchdog;
