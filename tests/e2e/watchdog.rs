@@ -640,8 +640,6 @@ async fn the_registry_follows_a_killed_server_and_a_broker_stopped_and_started_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the server does not record the watchdog of a supervised server yet (issue 3): \
-            `umsctl network stop` answers `no watchdog in the registry`"]
 async fn umsctl_network_stop_and_start_the_other_nodes_server() {
     let (a, b, ctl) = ha_network("e2e_watchdog_stop").await;
     let _ = &a;
