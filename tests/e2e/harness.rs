@@ -378,3 +378,61 @@ impl Broker {
         })
     }
 }
+
+/// A running `ums-watchdog` process with its configuration written to its own directory.
+pub struct Watchdog {
+    pub child: ChildGuard,
+    pub dir: tempfile::TempDir,
+    /// Port of its internal API (mutual TLS).
+    pub internal_port: u16,
+    pub log: PathBuf,
+}
+
+impl Watchdog {
+    /// Starts a watchdog with `config` (TOML) in `dir`; returns once it runs (its children may
+    /// still be starting).
+    pub fn start(dir: tempfile::TempDir, internal_port: u16, config: &str) -> Watchdog {
+        let file = dir.path().join("ums-watchdog.toml");
+        std::fs::write(&file, config).expect("write the watchdog config");
+        let log = dir.path().join("watchdog.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(bin_path("ums-watchdog"));
+        cmd.arg("--config")
+            .arg(&file)
+            .env_remove("UMS_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file);
+        let child = ChildGuard::new(cmd.spawn().expect("spawn ums-watchdog"));
+        Watchdog {
+            child,
+            dir,
+            internal_port,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Umsctl {
+    /// `umsctl` logged in to `admin_url` as the first administrator, its config in `dir`.
+    pub fn login(dir: &Path, admin_url: &str, ca: &Path, password: &str) -> Umsctl {
+        let ctl = Umsctl {
+            config: dir.join("umsctl.toml"),
+        };
+        let out = ctl
+            .command()
+            .args(["init", "--server", admin_url, "--ca"])
+            .arg(ca)
+            .args(["--user", "admin"])
+            .env("UMS_PASSWORD", password)
+            .output()
+            .expect("umsctl init");
+        assert!(out.status.success(), "umsctl init failed: {}", text(&out));
+        ctl
+    }
+}

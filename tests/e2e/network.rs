@@ -375,6 +375,34 @@ async fn another_networks_token_is_refused_on_both_sides() {
     let ctl = a.umsctl();
     let list = ctl.ok(&["network", "list"]);
     assert!(list.contains("broker-1"), "{list}");
+    assert!(!list.contains("CLOCK SKEW"), "{list}");
+    // A clock two minutes ahead of the servers' is flagged.
+    client
+        .heartbeat(cpb::HeartbeatRequest {
+            process: Some(cpb::ProcessInfo {
+                id: "broker-1".into(),
+                kind: "broker".into(),
+                host: "127.0.0.1".into(),
+                status: "running".into(),
+                clock_ms: ums_db::now_ms() + 120_000,
+                ..Default::default()
+            }),
+            supervised: vec![],
+        })
+        .await
+        .expect("heartbeat");
+    let listed = ctl.json(&["network", "list"]);
+    let broker = listed["processes"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["id"] == "broker-1"))
+        .cloned()
+        .expect("broker-1 listed");
+    assert_eq!(broker["clock_skewed"], true, "{broker}");
+    assert!(
+        broker["clock_offset_ms"].as_i64().unwrap_or(0) > 100_000,
+        "{broker}"
+    );
+    assert!(ctl.ok(&["network", "list"]).contains("CLOCK SKEW"));
 
     // An identity of the other network cannot even open the internal port.
     let their_identity = ums_cluster::join(&ums_cluster::JoinOptions {

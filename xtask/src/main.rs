@@ -3,9 +3,11 @@
 //! * `test`: installs what the tests need, starts PostgreSQL, builds the
 //!   binaries and runs every test with nextest.
 //! * `up`: builds the binaries and runs a local server.
+//! * `cluster`: a local HA network: PostgreSQL and two nodes of watchdog, server and broker.
 //! * `bench`: end-to-end benchmarks against release builds.
 
 mod bench;
+mod cluster;
 mod test;
 mod up;
 mod util;
@@ -28,6 +30,9 @@ enum Command {
     Test(test::TestArgs),
     /// Build the binaries and run a local server in the foreground.
     Up(up::UpArgs),
+    /// Run a local HA network: PostgreSQL and two nodes, each a watchdog supervising a server
+    /// and a broker, until Ctrl-C.
+    Cluster(cluster::ClusterArgs),
     /// Run a benchmark against release builds.
     Bench(bench::BenchArgs),
 }
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Test(args) => test::run(args),
         Command::Up(args) => up::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -232,7 +232,8 @@ impl Db {
                  internal_port = excluded.internal_port, status = excluded.status, mode = excluded.mode, \
                  last_heartbeat = excluded.last_heartbeat, clock_ms = excluded.clock_ms, \
                  clock_offset_ms = excluded.clock_offset_ms, cert_fingerprint = excluded.cert_fingerprint, \
-                 supervisor_id = excluded.supervisor_id, pid = excluded.pid, started_at = excluded.started_at",
+                 supervisor_id = COALESCE(excluded.supervisor_id, processes.supervisor_id), \
+                 pid = excluded.pid, started_at = excluded.started_at",
                 vec![
                     p.id.clone().into(),
                     p.kind.clone().into(),
@@ -264,6 +265,19 @@ impl Db {
             .execute_raw(self.stmt(
                 "UPDATE processes SET status = $1 WHERE id = $2",
                 vec![status.into(), id.into()],
+            ))
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Records which watchdog supervises a process (its own heartbeats leave this as it is).
+    pub async fn set_process_supervisor(&self, id: &str, supervisor: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute_raw(self.stmt(
+                "UPDATE processes SET supervisor_id = $1 WHERE id = $2",
+                vec![supervisor.into(), id.into()],
             ))
             .await?
             .rows_affected();

@@ -108,8 +108,19 @@ async fn heartbeats_record_the_database_clock(backend: &str) {
     p.status = "stopped".into();
     p.clock_ms = ums_db::now_ms();
     let now = db.heartbeat(&p).await.expect("beat again");
+    assert!(
+        db.set_process_supervisor("server-a", "watchdog-1")
+            .await
+            .expect("sup")
+    );
+    db.heartbeat(&p).await.expect("own heartbeat");
     let (rows, db_now) = db.list_processes().await.expect("list");
     assert_eq!(rows.len(), 1, "a heartbeat updates its row");
+    assert_eq!(
+        rows[0].supervisor_id.as_deref(),
+        Some("watchdog-1"),
+        "the process's own heartbeat keeps its supervisor"
+    );
     assert_eq!(rows[0].status, "stopped");
     assert!(
         rows[0].clock_offset_ms.abs() < 5_000,

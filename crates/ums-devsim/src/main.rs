@@ -38,6 +38,11 @@ struct Args {
     /// Print the report as one JSON line on stdout, and no progress bar.
     #[arg(long)]
     json: bool,
+    /// Instead of a herd: one device (unit id PREFIX) registers, then checks in every MS
+    /// milliseconds until stopped, printing a JSON line with the time whenever its settings
+    /// changed. Measures how fast a change reaches a device.
+    #[arg(long, value_name = "MS")]
+    watch_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -55,6 +60,10 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let ca_pem = std::fs::read(&args.ca)
         .with_context(|| format!("cannot read ca file {}", args.ca.display()))?;
+    if let Some(ms) = args.watch_ms {
+        let unit = args.prefix.unwrap_or_else(|| "watch-0".into());
+        return watch(&args.addr, &ca_pem, &unit, ms).await;
+    }
     let mut cfg = SimConfig::new(args.addr, ca_pem);
     cfg.devices = args.devices;
     cfg.concurrency = args.concurrency;
@@ -85,6 +94,52 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// One device checking in every `ms`, printing `{"event": "settings_changed", "at_ms": ..,
+/// "revision": ..}` lines. Transient errors are printed as events too and the device goes on.
+async fn watch(addr: &str, ca_pem: &[u8], unit: &str, ms: u64) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    };
+    let mut dev = ums_devsim::DeviceClient::connect(addr, ca_pem).await?;
+    let reg = dev.register(unit, unit).await?;
+    let mut known = dev.check_in("idle", 0).await?.settings_revision;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({"event": "ready", "device_id": reg.device_id, "revision": known})
+    )?;
+    out.flush()?;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(ms.max(1)));
+    loop {
+        tick.tick().await;
+        match dev.check_in("idle", known).await {
+            Ok(r) if r.settings_changed => {
+                known = r.settings_revision;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"event": "settings_changed", "at_ms": now_ms(), "revision": known})
+                )?;
+                out.flush()?;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"event": "error", "at_ms": now_ms(), "message": e.message()})
+                )?;
+                out.flush()?;
+            }
+        }
+    }
 }
 
 fn latency_line(name: &str, l: &Latency) -> String {

@@ -468,6 +468,13 @@ impl Network {
             // A supervised server writes its own heartbeat; the watchdog's report must not
             // overwrite a fresher one, only mark it stopped when it is.
             if row.kind == "server" && row.supervisor_id.is_some() {
+                let known = before.iter().find(|b| b.id == row.id);
+                if let (Some(b), Some(sup)) = (known, &row.supervisor_id)
+                    && b.supervisor_id.as_ref() != Some(sup)
+                {
+                    db.set_process_supervisor(&row.id, sup).await?;
+                    changed = true;
+                }
                 if row.status != "running"
                     && before
                         .iter()

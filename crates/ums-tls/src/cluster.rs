@@ -338,6 +338,26 @@ impl CertAuthority {
         names: &[String],
         key: &impl rcgen::PublicKeyData,
     ) -> Result<String, TlsError> {
+        let now = time_now();
+        self.sign_node_valid(
+            kind,
+            id,
+            names,
+            key,
+            now - std::time::Duration::from_secs(3600),
+            now + std::time::Duration::from_secs(NODE_CERT_DAYS * 86_400),
+        )
+    }
+
+    fn sign_node_valid(
+        &self,
+        kind: ComponentKind,
+        id: &str,
+        names: &[String],
+        key: &impl rcgen::PublicKeyData,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Result<String, TlsError> {
         let mut names = names.to_vec();
         if names.is_empty() {
             names.push("localhost".to_owned());
@@ -351,9 +371,8 @@ impl CertAuthority {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let now = time_now();
-        params.not_before = now - std::time::Duration::from_secs(3600);
-        params.not_after = now + std::time::Duration::from_secs(NODE_CERT_DAYS * 86_400);
+        params.not_before = not_before;
+        params.not_after = not_after;
         let ca_params = ca_params(&self.common_name);
         let issuer = Issuer::from_params(&ca_params, &self.key);
         Ok(params.signed_by(key, &issuer)?.pem())
@@ -502,5 +521,26 @@ mod tests {
             .issue_node(ComponentKind::Server, "s", &[])
             .expect("issue");
         verify_node_cert(&ca.cert_pem, &n2.cert_pem).expect("same ca");
+    }
+
+    #[test]
+    fn an_expired_node_certificate_is_refused() {
+        install_crypto_provider();
+        let ca = CertAuthority::generate("cluster ca").expect("ca");
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let day = std::time::Duration::from_secs(86_400);
+        let now = time_now();
+        let expired = ca
+            .sign_node_valid(
+                ComponentKind::Broker,
+                "old",
+                &[],
+                &key,
+                now - day * 30,
+                now - day,
+            )
+            .expect("sign");
+        let err = verify_node_cert(&ca.cert_pem, &expired).expect_err("expired");
+        assert!(err.to_lowercase().contains("expired"), "{err}");
     }
 }

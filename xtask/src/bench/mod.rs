@@ -4,10 +4,11 @@
 //! helpers here (building, starting a server, writing results).
 
 mod broker;
+mod ha;
 mod herd;
 mod swp;
 
-use std::fs::{self, File};
+use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -33,6 +34,9 @@ enum Bench {
     /// ums-broker against a direct connection and HAProxy: device churn, then memory at 10,000
     /// idle connections.
     Broker(broker::BrokerArgs),
+    /// An HA network of servers on one PostgreSQL: event propagation between servers, scheduler
+    /// failover after kill -9, file replication throughput.
+    Ha(ha::HaArgs),
     /// Shared Workplace logins through a server and swp-auth against a real slapd: logins per
     /// second and p99 login-to-settings latency.
     Swp(swp::SwpArgs),
@@ -43,6 +47,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.bench {
         Bench::Herd(a) => herd::run(a),
         Bench::Broker(a) => broker::run(a),
+        Bench::Ha(a) => ha::run(a),
         Bench::Swp(a) => swp::run(a),
     }
     .map(|()| ExitCode::SUCCESS)
@@ -124,6 +129,7 @@ pub struct Server {
     /// Address of the admin listener.
     pub admin_addr: SocketAddr,
     log: PathBuf,
+    env: Vec<(String, String)>,
     data: tempfile::TempDir,
 }
 
@@ -146,59 +152,73 @@ impl Server {
     /// Starts the server and waits until it accepts device connections and
     /// has written its CA certificate.
     pub fn start(database_url: Option<&str>) -> anyhow::Result<Server> {
-        Self::start_with_env(database_url, &[])
+        Self::start_with(database_url, &[], None)
     }
 
-    /// [`Server::start`] with extra environment variables (`UMS_SWP__URL`, ...).
-    pub fn start_with_env(
+    /// Starts a server with extra `UMS_` variables; with `token`, the network token is written
+    /// to the data directory first so the server joins that network.
+    pub fn start_with(
         database_url: Option<&str>,
-        env: &[(&str, String)],
+        env: &[(&str, &str)],
+        token: Option<&str>,
     ) -> anyhow::Result<Server> {
         let data = tempfile::Builder::new()
             .prefix("ums-bench-")
             .tempdir()
             .context("could not create a temporary data directory")?;
+        if let Some(token) = token {
+            fs::write(data.path().join("network-token"), format!("{token}\n"))
+                .context("could not write the network token")?;
+        }
         let device_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ums_testkit::free_port()));
         let admin_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ums_testkit::free_port()));
-        let log = data.path().join("server.log");
-        let log_file =
-            File::create(&log).with_context(|| format!("could not create {}", log.display()))?;
-        let bin = release_bin("ums-server");
-        let mut cmd = Command::new(&bin);
-        cmd.arg("run")
-            .env("UMS_DATA_DIR", data.path())
-            .env("UMS_DEVICE__LISTEN", device_addr.to_string())
-            .env("UMS_ADMIN__LISTEN", admin_addr.to_string())
-            .env("UMS_LOG__LEVEL", "warn")
-            .env_remove("UMS_DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(
-                log_file
-                    .try_clone()
-                    .context("could not open the server log")?,
-            )
-            .stderr(log_file);
+        let internal_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ums_testkit::free_port()));
+        let mut all_env: Vec<(String, String)> = vec![
+            ("UMS_DATA_DIR".into(), data.path().display().to_string()),
+            ("UMS_DEVICE__LISTEN".into(), device_addr.to_string()),
+            ("UMS_ADMIN__LISTEN".into(), admin_addr.to_string()),
+            (
+                "UMS_CLUSTER__INTERNAL_LISTEN".into(),
+                internal_addr.to_string(),
+            ),
+            ("UMS_LOG__LEVEL".into(), "warn".into()),
+        ];
         if let Some(url) = database_url {
-            cmd.env("UMS_DATABASE_URL", url);
+            all_env.push(("UMS_DATABASE_URL".into(), url.into()));
         }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = ChildGuard::new(
-            cmd.spawn()
-                .with_context(|| format!("could not start {}", bin.display()))?,
-        );
+        all_env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let log = data.path().join("server.log");
+        let child = spawn_server(&all_env, &log)?;
         let mut server = Server {
             child,
             device_addr,
             admin_addr,
             log,
+            env: all_env,
             data,
         };
         server
             .wait_ready(Duration::from_secs(60))
             .map_err(|e| anyhow::anyhow!("{e:#}; server log:\n{}", server.log_tail(30)))?;
         Ok(server)
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.0.kill().context("could not kill ums-server")?;
+        let _ = self.child.0.wait();
+        Ok(())
+    }
+
+    /// Starts the server again in its data directory on its ports.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.child = spawn_server(&self.env, &self.log)?;
+        self.wait_ready(Duration::from_secs(60))
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
@@ -221,11 +241,6 @@ impl Server {
                 );
             }
         }
-    }
-
-    /// The server's data directory.
-    pub fn data_dir(&self) -> &Path {
-        self.data.path()
     }
 
     /// The CA certificate clients must trust.
@@ -256,6 +271,31 @@ impl Server {
         self.child.stop();
         Ok(())
     }
+}
+
+fn spawn_server(env: &[(String, String)], log: &Path) -> anyhow::Result<ChildGuard> {
+    let log_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("could not open {}", log.display()))?;
+    let bin = release_bin("ums-server");
+    let mut cmd = Command::new(&bin);
+    cmd.arg("run")
+        .env_remove("UMS_DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(
+            log_file
+                .try_clone()
+                .context("could not open the server log")?,
+        )
+        .stderr(log_file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Ok(ChildGuard::new(cmd.spawn().with_context(|| {
+        format!("could not start {}", bin.display())
+    })?))
 }
 
 /// Seconds since the Unix epoch.

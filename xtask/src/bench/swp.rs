@@ -51,10 +51,8 @@ pub fn run(args: SwpArgs) -> anyhow::Result<()> {
     step!("slapd listening on {}", slapd.ldaps_url());
 
     let swp_port = free_port();
-    let server = Server::start_with_env(
-        None,
-        &[("UMS_SWP__URL", format!("https://127.0.0.1:{swp_port}"))],
-    )?;
+    let swp_url = format!("https://127.0.0.1:{swp_port}");
+    let server = Server::start_with(None, &[("UMS_SWP__URL", swp_url.as_str())], None)?;
     step!("ums-server ready: devices on {}", server.device_url());
 
     let work = tempfile::Builder::new()

@@ -1,0 +1,105 @@
+//! `ums-watchdog`: wiring only. See the library for the watchdog itself.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use anyhow::Context;
+use clap::Parser;
+use ums_watchdog::{StopOutcome, WatchdogConfig};
+
+/// Exit status when a child had to be killed at shutdown.
+const EXIT_KILLED: u8 = 3;
+
+/// Supervisor of a node: starts the local ums-server and ums-broker as child processes (each in
+/// its own process group), waits for them to accept connections, restarts one that exits (at
+/// once the first time, then with a growing backoff while it keeps crashing), stops and starts
+/// them when a server of the network asks over mutual TLS, and reports them to the servers for
+/// the process registry. Their output goes to this process's stderr, each line prefixed with
+/// `<id>| ` (or to data_dir/logs/<id>.log with output = "file").
+///
+/// Configuration: defaults, then the TOML file given with --config (see
+/// deploy/ums-watchdog.toml), then UMS_ environment variables with `__` for nesting:
+/// UMS_DATA_DIR, UMS_INTERNAL_LISTEN=0.0.0.0:61618, UMS_SERVER__ENABLED=true,
+/// UMS_SERVER__BINARY=/usr/bin/ums-server, UMS_BROKER__ENABLED=true,
+/// UMS_CLUSTER__SERVERS=10.0.0.1:61616, UMS_LOG__FORMAT=json.
+///
+/// Under systemd (Type=notify) it reports READY=1 once every child's first start is over and
+/// STOPPING=1 when it begins to stop.
+///
+/// SIGTERM or SIGINT: stop the broker (it drains), then the server, each with SIGTERM and its
+/// stop_timeout_ms, then SIGKILL of its process group.
+///
+/// Exit status: 0 stopped on a signal, every child exited in time; 1 the watchdog could not
+/// start (such as the internal port in use); 2 invalid configuration; 3 stopped on a signal,
+/// but a child did not exit in time and its process group was killed.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short, env = "UMS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> ExitCode {
+    // A blocked SIGINT or SIGTERM is inherited across exec (a launcher that blocks SIGINT to
+    // outlive its children's Ctrl-C, for one): unblock both, or Ctrl-C would never reach the
+    // watchdog and it could not stop its children in order. Threads inherit the mask.
+    let mut signals = nix::sys::signal::SigSet::empty();
+    signals.add(nix::sys::signal::Signal::SIGINT);
+    signals.add(nix::sys::signal::Signal::SIGTERM);
+    if let Err(e) = signals.thread_unblock() {
+        eprintln!("warning: could not unblock SIGINT and SIGTERM: {e}");
+    }
+    let cli = Cli::parse();
+    let cfg: WatchdogConfig = match ums_service::load_config(cli.config.as_deref())
+        .and_then(|c: WatchdogConfig| c.validate().map(|()| c))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        return match toml::to_string_pretty(&cfg) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let log = cfg.log.clone();
+    let killed = Arc::new(AtomicU8::new(0));
+    let code = ums_service::run_service(&log, real_main(cfg, killed.clone()));
+    if killed.load(Ordering::Relaxed) != 0 {
+        return ExitCode::from(EXIT_KILLED);
+    }
+    code
+}
+
+async fn real_main(cfg: WatchdogConfig, killed: Arc<AtomicU8>) -> anyhow::Result<()> {
+    let shutdown = ums_service::shutdown_signal();
+    let addr = cfg.internal_addr()?;
+    let internal = ums_service::listen(addr)
+        .with_context(|| format!("listen for the internal api on {addr}"))?;
+    println!(
+        "ums-watchdog {} ({}) on {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.watchdog_id(),
+        internal.local_addr()?
+    );
+    let outcome = ums_watchdog::run(cfg, internal, shutdown).await?;
+    if outcome == StopOutcome::Killed {
+        killed.store(1, Ordering::Relaxed);
+    }
+    Ok(())
+}

@@ -1,0 +1,429 @@
+//! `cargo xtask cluster`: a local HA network on this machine. PostgreSQL in a temporary
+//! directory, and two nodes, each a `ums-watchdog` supervising a `ums-server` and a `ums-broker`:
+//! node 1 on 127.0.0.1, node 2 on 127.0.0.2, both on the standard ports. Ctrl-C stops everything.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::util::{self, step};
+
+/// Arguments of `cargo xtask cluster`.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Where the nodes keep their configuration, data and logs (emptied first)
+    /// [default: .ums/cluster under the workspace root].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Build and run release binaries.
+    #[arg(long)]
+    release: bool,
+}
+
+/// The standard ports every node uses on its own loopback address.
+const BROKER_PORT: u16 = 30001;
+const DEVICE_PORT: u16 = 30002;
+const ADMIN_PORT: u16 = 8443;
+const INTERNAL_PORT: u16 = 61616;
+const WATCHDOG_PORT: u16 = 61618;
+const METRICS_PORT: u16 = 9102;
+
+/// One node: its loopback address and directory.
+struct Node {
+    n: u8,
+    ip: Ipv4Addr,
+    dir: PathBuf,
+}
+
+impl Node {
+    fn new(root: &Path, n: u8) -> Node {
+        Node {
+            n,
+            ip: Ipv4Addr::new(127, 0, 0, n),
+            dir: root.join(format!("node{n}")),
+        }
+    }
+
+    fn server_dir(&self) -> PathBuf {
+        self.dir.join("server")
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.server_dir().join("network-token")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("watchdog.log")
+    }
+
+    /// Writes the node's three configuration files.
+    fn write_config(&self, nodes: &[Node], db_url: &str, bins: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("create {}", self.dir.display()))?;
+        let ip = self.ip;
+        let q = |p: &Path| toml_string(&p.display().to_string());
+        let server = format!(
+            r#"# ums-server of node {n} (written by cargo xtask cluster)
+data_dir = {data}
+database_url = {db}
+
+[device]
+listen = "{ip}:{DEVICE_PORT}"
+behind_broker = true
+
+[admin]
+listen = "{ip}:{ADMIN_PORT}"
+
+[tls]
+names = ["{ip}", "localhost"]
+
+[cluster]
+mode = "ha"
+internal_listen = "{ip}:{INTERNAL_PORT}"
+advertise_host = "{ip}"
+"#,
+            n = self.n,
+            data = q(&self.server_dir()),
+            db = toml_string(db_url),
+        );
+        let all_devices: Vec<String> = nodes
+            .iter()
+            .map(|o| format!("\"{}:{DEVICE_PORT}\"", o.ip))
+            .collect();
+        let broker = format!(
+            r#"# ums-broker of node {n} (written by cargo xtask cluster)
+listen = "{ip}:{BROKER_PORT}"
+servers = [{servers}]
+drain_timeout_s = 2
+
+[metrics]
+listen = "{ip}:{METRICS_PORT}"
+"#,
+            n = self.n,
+            servers = all_devices.join(", "),
+        );
+        let all_internal: Vec<String> = std::iter::once(self)
+            .chain(nodes.iter().filter(|o| o.n != self.n))
+            .map(|o| format!("\"{}:{INTERNAL_PORT}\"", o.ip))
+            .collect();
+        let watchdog = format!(
+            r#"# ums-watchdog of node {n} (written by cargo xtask cluster)
+data_dir = {data}
+id = "watchdog-node{n}"
+host = "{ip}"
+internal_listen = "{ip}:{WATCHDOG_PORT}"
+
+[cluster]
+servers = [{servers}]
+join = "{ip}:{ADMIN_PORT}"
+token_file = {token}
+
+[server]
+enabled = true
+binary = {server_bin}
+args = ["run"]
+config = {server_cfg}
+id_file = {server_id}
+ready_addr = "{ip}:{ADMIN_PORT}"
+stop_timeout_ms = 10000
+
+[broker]
+enabled = true
+id = "broker-node{n}"
+binary = {broker_bin}
+config = {broker_cfg}
+ready_addr = "{ip}:{BROKER_PORT}"
+stop_timeout_ms = 5000
+"#,
+            n = self.n,
+            data = q(&self.dir.join("watchdog")),
+            servers = all_internal.join(", "),
+            token = q(&self.token_file()),
+            server_bin = q(&bins.join("ums-server")),
+            server_cfg = q(&self.dir.join("ums-server.toml")),
+            server_id = q(&self.server_dir().join("server-id")),
+            broker_bin = q(&bins.join("ums-broker")),
+            broker_cfg = q(&self.dir.join("ums-broker.toml")),
+        );
+        for (name, text) in [
+            ("ums-server.toml", server),
+            ("ums-broker.toml", broker),
+            ("ums-watchdog.toml", watchdog),
+        ] {
+            let path = self.dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the node's watchdog, its output in the node's `watchdog.log`.
+    fn start(&self, bins: &Path) -> anyhow::Result<Child> {
+        let log = std::fs::File::create(self.log())
+            .with_context(|| format!("create {}", self.log().display()))?;
+        let mut cmd = Command::new(bins.join("ums-watchdog"));
+        cmd.arg("--config")
+            .arg(self.dir.join("ums-watchdog.toml"))
+            .env_remove("UMS_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // Other UMS_ variables of this shell would configure the watchdog.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("UMS_") {
+                cmd.env_remove(&key);
+            }
+        }
+        step!("node {}: {}", self.n, util::render(&cmd));
+        cmd.spawn().context("start ums-watchdog")
+    }
+
+    /// The ports this node takes.
+    fn addrs(&self) -> Vec<SocketAddr> {
+        [
+            BROKER_PORT,
+            DEVICE_PORT,
+            ADMIN_PORT,
+            INTERNAL_PORT,
+            WATCHDOG_PORT,
+            METRICS_PORT,
+        ]
+        .into_iter()
+        .map(|p| SocketAddr::from((self.ip, p)))
+        .collect()
+    }
+}
+
+/// The watchdogs; stopped (SIGTERM, then up to 30 s) when dropped.
+struct Watchdogs(Vec<(u8, Child)>);
+
+impl Watchdogs {
+    /// The first watchdog that exited, with its status.
+    fn exited(&mut self) -> Option<(u8, std::process::ExitStatus)> {
+        self.0
+            .iter_mut()
+            .find_map(|(n, c)| c.try_wait().ok().flatten().map(|s| (*n, s)))
+    }
+
+    /// Waits until every watchdog has exited; their statuses.
+    fn wait_all(&mut self) -> Vec<(u8, std::process::ExitStatus)> {
+        self.0
+            .iter_mut()
+            .filter_map(|(n, c)| c.wait().ok().map(|s| (*n, s)))
+            .collect()
+    }
+}
+
+impl Drop for Watchdogs {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (_, child) in &mut self.0 {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `cargo xtask cluster`.
+pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
+    let root = match args.dir {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => std::env::current_dir()?.join(dir),
+        None => util::workspace_root().join(".ums").join("cluster"),
+    };
+    let nodes = [Node::new(&root, 1), Node::new(&root, 2)];
+    for addr in nodes.iter().flat_map(Node::addrs) {
+        if let Err(e) = TcpListener::bind(addr) {
+            bail!("{addr} is not free ({e}); is another `cargo xtask up` or `cluster` running?");
+        }
+    }
+
+    let mut build = util::cargo();
+    build.args(["build", "--bins"]);
+    for p in [
+        "ums-server",
+        "ums-broker",
+        "ums-watchdog",
+        "umsctl",
+        "ums-devsim",
+    ] {
+        build.args(["-p", p]);
+    }
+    if args.release {
+        build.arg("--release");
+    }
+    util::run(&mut build)?;
+    let bins = util::profile_dir(args.release);
+
+    step!("starting PostgreSQL in a temporary directory");
+    let pg = ums_testkit::Postgres::start()?;
+    let db_url = pg.create_database("ums_cluster")?;
+
+    if root.exists() {
+        std::fs::remove_dir_all(&root).with_context(|| format!("empty {}", root.display()))?;
+    }
+    for node in &nodes {
+        node.write_config(&nodes, &db_url, &bins)?;
+    }
+
+    // Node 1 creates the network; node 2 joins with its token, copied before its first start.
+    let mut watchdogs = Watchdogs(Vec::new());
+    watchdogs.0.push((1, nodes[0].start(&bins)?));
+    wait_until(
+        &mut watchdogs,
+        &nodes,
+        "node 1 to create the network token",
+        || nodes[0].token_file().exists(),
+    )?;
+    let token_copy = nodes[1].token_file();
+    std::fs::create_dir_all(nodes[1].server_dir())?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            nodes[1].server_dir(),
+            std::fs::Permissions::from_mode(0o700),
+        )?;
+        std::fs::copy(nodes[0].token_file(), &token_copy)?;
+        std::fs::set_permissions(&token_copy, std::fs::Permissions::from_mode(0o600))?;
+    }
+    watchdogs.0.push((2, nodes[1].start(&bins)?));
+    for node in &nodes {
+        let broker = SocketAddr::from((node.ip, BROKER_PORT));
+        let what = format!("node {}'s server and broker", node.n);
+        wait_until(&mut watchdogs, &nodes, &what, || {
+            std::net::TcpStream::connect_timeout(&broker, Duration::from_millis(200)).is_ok()
+        })?;
+    }
+
+    let n1 = &nodes[0];
+    let data = util::display_path(&n1.server_dir());
+    let umsctl = util::display_path(&bins.join("umsctl"));
+    let devsim = util::display_path(&bins.join("ums-devsim"));
+    eprintln!();
+    eprintln!(
+        "a local HA network is running: 2 nodes, each ums-watchdog + ums-server + ums-broker"
+    );
+    eprintln!("  database:       {}", redact(&db_url));
+    eprintln!("  network token:  {}/network-token (mode 0600)", data);
+    eprintln!("  device CA:      {data}/tls/ca.pem");
+    eprintln!(
+        "  devices:        https://127.0.0.1:{BROKER_PORT} and https://127.0.0.2:{BROKER_PORT} (brokers)"
+    );
+    eprintln!(
+        "  admin:          https://127.0.0.1:{ADMIN_PORT} and https://127.0.0.2:{ADMIN_PORT}, user admin, password in {data}/initial-admin-password"
+    );
+    eprintln!(
+        "  logs:           {}/node{{1,2}}/watchdog.log (server and broker lines prefixed)",
+        util::display_path(&root)
+    );
+    eprintln!();
+    eprintln!("in another terminal:");
+    eprintln!(
+        "  UMS_PASSWORD=$(cat {data}/initial-admin-password) {umsctl} init --server https://127.0.0.1:{ADMIN_PORT} --ca {data}/tls/ca.pem --user admin"
+    );
+    eprintln!("  {umsctl} network list");
+    eprintln!(
+        "  {devsim} --addr https://127.0.0.2:{BROKER_PORT} --ca {data}/tls/ca.pem --devices 1000"
+    );
+    eprintln!(
+        "  {umsctl} network stop <server id>   # its watchdog stops it; `network start` brings it back"
+    );
+    eprintln!("press Ctrl-C to stop everything");
+    eprintln!();
+
+    // Ctrl-C reaches the watchdogs (same process group); each stops its broker, then its server.
+    let statuses = watchdogs.wait_all();
+    let mut code = ExitCode::SUCCESS;
+    for (n, status) in &statuses {
+        step!("node {n}: ums-watchdog exited ({status})");
+        if !status.success() {
+            code = util::exit_code(*status);
+        }
+    }
+    drop(pg);
+    let left = processes_under(&root);
+    if left.is_empty() {
+        step!("stopped; no process left");
+    } else {
+        eprintln!("xtask: warning: processes still running: {left:?}");
+        code = ExitCode::FAILURE;
+    }
+    Ok(code)
+}
+
+/// Polls `ready` every 100 ms for up to 90 s, failing early when a watchdog exits.
+fn wait_until(
+    watchdogs: &mut Watchdogs,
+    nodes: &[Node],
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    step!("waiting for {what}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !ready() {
+        if let Some((n, status)) = watchdogs.exited() {
+            bail!(
+                "the watchdog of node {n} exited ({status}); see {}",
+                nodes[usize::from(n) - 1].log().display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "gave up waiting for {what}; see the logs in {}",
+                nodes[0].dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Pids of processes whose command line or environment names `dir`.
+fn processes_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            ["cmdline", "environ"].iter().any(|f| {
+                std::fs::read(format!("/proc/{pid}/{f}"))
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            })
+        })
+        .collect()
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
