@@ -147,11 +147,15 @@ fn unescape_dn_value(v: &str) -> Option<String> {
     while i < raw.len() {
         if raw[i] == b'\\' {
             let next = *raw.get(i + 1)?;
-            let hex = raw.get(i + 1..i + 3).and_then(|h| {
-                std::str::from_utf8(h)
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            });
+            // Two hex digits exactly: `u8::from_str_radix` alone would also take "+0".
+            let hex = raw
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| {
+                    std::str::from_utf8(h)
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                });
             match hex {
                 Some(b) => {
                     bytes.push(b);
@@ -219,6 +223,8 @@ mod tests {
         );
         let hex = parse_dn("cn=a\\2Cb,dc=x").expect("dn");
         assert_eq!(hex[0].value, "a,b");
+        // An escaped `+` followed by a digit is not a hex escape.
+        assert_eq!(parse_dn("cn=\\+0,dc=x").expect("dn")[0].value, "+0");
         assert_eq!(parse_dn("").expect("empty"), vec![]);
         assert!(parse_dn("cn=a,,dc=x").is_none());
         assert!(parse_dn("nonsense").is_none());
