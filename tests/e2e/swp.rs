@@ -134,6 +134,18 @@ async fn logins_through_the_server(database_url: Option<&str>) {
     assert_eq!(dir["has_bind_password"], true);
     let listed = ctl.ok(&["--json", "swp", "directories"]);
     assert!(!listed.contains(SERVICE_PASSWORD), "{listed}");
+    if database_url.is_none() {
+        // The bind password is stored sealed, never in clear.
+        let db = std::fs::read(server.data.path().join("data/ums.db")).unwrap_or_default();
+        let wal = std::fs::read(server.data.path().join("data/ums.db-wal")).unwrap_or_default();
+        let needle = SERVICE_PASSWORD.as_bytes();
+        for bytes in [&db, &wal] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the bind password is in the database file in clear"
+            );
+        }
+    }
 
     // Profiles on the device's side and on the user's.
     let device_base = profile(

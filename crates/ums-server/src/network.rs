@@ -30,6 +30,9 @@ use crate::config::{ClusterConfig, ClusterMode};
 /// Sealing contexts: what each sealed value is for.
 const SEAL_CA_KEY: &str = "ums cluster ca key";
 const SEAL_TOKEN: &str = "ums network token secret";
+const SEAL_STORED_SECRET: &str = "ums stored secret";
+/// Marks a sealed value in a text column.
+const SEALED_PREFIX: &str = "sealed:v1:";
 /// Name of the scheduler's lease.
 pub const SCHEDULER: &str = "scheduler";
 /// Servers more than this far apart in their clocks are flagged.
@@ -327,6 +330,31 @@ impl Network {
             ports: std::sync::OnceLock::new(),
             started_at_ms: ums_db::now_ms(),
         })
+    }
+
+    /// Seals a secret the servers must read back (a directory's bind password) with a key
+    /// derived from the cluster CA key, which every server of the network holds: the database
+    /// alone does not give it away.
+    pub fn seal_secret(&self, secret: &str) -> String {
+        format!(
+            "{SEALED_PREFIX}{}",
+            hex::encode(ums_tls::seal(
+                &self.ca.key_material(),
+                SEAL_STORED_SECRET,
+                secret.as_bytes()
+            ))
+        )
+    }
+
+    /// Opens what [`Network::seal_secret`] sealed; a value stored before sealing existed is
+    /// returned as it is.
+    pub fn open_secret(&self, stored: &str) -> Option<String> {
+        let Some(hexed) = stored.strip_prefix(SEALED_PREFIX) else {
+            return Some(stored.to_owned());
+        };
+        let sealed = hex::decode(hexed).ok()?;
+        let plain = ums_tls::open(&self.ca.key_material(), SEAL_STORED_SECRET, &sealed)?;
+        String::from_utf8(plain).ok()
     }
 
     /// Records the ports this server serves on (device, admin, internal).

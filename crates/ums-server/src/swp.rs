@@ -70,8 +70,18 @@ impl Swp {
     }
 }
 
-fn directory_pb(d: &Directory) -> pb::Directory {
-    pb::Directory {
+/// The directory as swp-auth needs it, with the bind password opened.
+fn directory_pb(state: &AppState, d: &Directory) -> Result<pb::Directory, Status> {
+    let bind_password = state
+        .network
+        .open_secret(&d.bind_password)
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "the bind password of directory `{}` does not open with this network's CA key: set it again",
+                d.name
+            ))
+        })?;
+    Ok(pb::Directory {
         id: d.id,
         revision: d.rev,
         name: d.name.clone(),
@@ -81,14 +91,14 @@ fn directory_pb(d: &Directory) -> pb::Directory {
         urls: d.urls.clone(),
         base_dn: d.base_dn.clone(),
         bind_dn: d.bind_dn.clone(),
-        bind_password: d.bind_password.clone(),
+        bind_password,
         ca_pem: d.ca_pem.clone(),
         starttls: d.starttls,
         page_size: d.page_size,
         login_attribute: d.login_attribute.clone(),
         user_filter: d.user_filter.clone(),
         group_membership: d.group_membership.clone(),
-    }
+    })
 }
 
 fn user_from_pb(r: pb::AuthenticateResponse) -> DirectoryUser {
@@ -323,7 +333,7 @@ pub async fn login(
     let client = state.swp.client()?;
     let directory = pick_directory(&model, &r.username, "")?;
     let mut req = Request::new(pb::AuthenticateRequest {
-        directory: Some(directory_pb(directory)),
+        directory: Some(directory_pb(state, directory)?),
         username: r.username,
         password: r.password,
         device_id,
@@ -401,7 +411,7 @@ pub async fn explain(
     let client = state.swp.client()?;
     let directory = pick_directory(&model, &r.user, &r.directory)?;
     let mut req = Request::new(pb::LookupUserRequest {
-        directory: Some(directory_pb(directory)),
+        directory: Some(directory_pb(state, directory)?),
         username: r.user.clone(),
     });
     req.set_timeout(client.timeout);
@@ -582,7 +592,8 @@ impl AdminApi {
         request: Request<admin_pb::DirectorySpec>,
     ) -> Reply<admin_pb::DirectoryInfo> {
         self.caller(&request).await?.require("settings:write")?;
-        let input = directory_input(request.into_inner(), true)?;
+        let mut input = directory_input(request.into_inner(), true)?;
+        input.bind_password = self.state.network.seal_secret(&input.bind_password);
         let d = self
             .state
             .db
@@ -600,7 +611,10 @@ impl AdminApi {
     ) -> Reply<admin_pb::DirectoryInfo> {
         self.caller(&request).await?.require("settings:write")?;
         let r = request.into_inner();
-        let input = directory_input(r.spec.unwrap_or_default(), false)?;
+        let mut input = directory_input(r.spec.unwrap_or_default(), false)?;
+        if !input.bind_password.is_empty() {
+            input.bind_password = self.state.network.seal_secret(&input.bind_password);
+        }
         let d = self
             .state
             .db
