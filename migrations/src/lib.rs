@@ -257,9 +257,40 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Column helpers shared by the migrations.
+/// Column, index and foreign-key helpers shared by the migrations.
 pub(crate) mod col {
     use super::*;
+    use sea_orm::sea_query::{
+        ForeignKey, ForeignKeyAction, ForeignKeyCreateStatement, Index, IndexCreateStatement,
+    };
+
+    /// An index on `table(cols)`.
+    pub fn index(name: &str, table: &str, cols: &[&str], unique: bool) -> IndexCreateStatement {
+        let mut idx = Index::create();
+        idx.name(name).table(Alias::new(table));
+        for c in cols {
+            idx.col(Alias::new(*c));
+        }
+        if unique {
+            idx.unique();
+        }
+        idx.to_owned()
+    }
+
+    /// A foreign key from `from_table.from_col` to `to_table.to_col`.
+    pub fn fk(
+        from_table: &str,
+        from_col: &str,
+        to_table: &str,
+        to_col: &str,
+        on_delete: ForeignKeyAction,
+    ) -> ForeignKeyCreateStatement {
+        ForeignKey::create()
+            .from(Alias::new(from_table), Alias::new(from_col))
+            .to(Alias::new(to_table), Alias::new(to_col))
+            .on_delete(on_delete)
+            .to_owned()
+    }
 
     pub fn id() -> ColumnDef {
         ColumnDef::new(Alias::new("id"))

@@ -1,10 +1,10 @@
 //! 1.0: the initial schema. Times are milliseconds since the epoch in BIGINT columns, which both
 //! backends store alike.
 
-use sea_orm::sea_query::{Alias, ForeignKey, ForeignKeyAction, Index, IndexCreateStatement};
+use sea_orm::sea_query::{Alias, ForeignKeyAction, Index};
 use sea_orm::{DbBackend, Statement};
 
-use crate::col::{big, big_null, boolean, id, table, text, text_null};
+use crate::col::{big, big_null, boolean, id, index, table, text, text_null};
 
 fn fk(
     from_table: &str,
@@ -12,23 +12,7 @@ fn fk(
     to_table: &str,
     on_delete: ForeignKeyAction,
 ) -> sea_orm::sea_query::ForeignKeyCreateStatement {
-    ForeignKey::create()
-        .from(Alias::new(from_table), Alias::new(from_col))
-        .to(Alias::new(to_table), Alias::new("id"))
-        .on_delete(on_delete)
-        .to_owned()
-}
-
-fn index(name: &str, table: &str, cols: &[&str], unique: bool) -> IndexCreateStatement {
-    let mut idx = Index::create();
-    idx.name(name).table(Alias::new(table));
-    for c in cols {
-        idx.col(Alias::new(*c));
-    }
-    if unique {
-        idx.unique();
-    }
-    idx.to_owned()
+    crate::col::fk(from_table, from_col, to_table, "id", on_delete)
 }
 
 pub fn statements(backend: DbBackend) -> Vec<Statement> {

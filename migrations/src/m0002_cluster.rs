@@ -1,22 +1,10 @@
 //! 1.1: the HA network. The cluster CA and network tokens, the process registry, leases for
 //! cluster-wide singletons, and replicated files. Only new tables: a 1.0 server keeps working.
 
-use sea_orm::sea_query::{Alias, Index, IndexCreateStatement};
+use sea_orm::sea_query::{Alias, Index};
 use sea_orm::{DbBackend, Statement};
 
-use crate::col::{big, big_null, boolean, id, table, text, text_null};
-
-fn index(name: &str, table: &str, cols: &[&str], unique: bool) -> IndexCreateStatement {
-    let mut idx = Index::create();
-    idx.name(name).table(Alias::new(table));
-    for c in cols {
-        idx.col(Alias::new(*c));
-    }
-    if unique {
-        idx.unique();
-    }
-    idx.to_owned()
-}
+use crate::col::{big, big_null, boolean, id, index, table, text, text_null};
 
 pub fn statements(backend: DbBackend) -> Vec<Statement> {
     let tables = [

@@ -3,10 +3,10 @@
 //!
 //! Numbered 1.2 so that the HA network's 1.1 (`m0002_cluster`) comes before it.
 
-use sea_orm::sea_query::{Alias, ForeignKey, ForeignKeyAction, Index, IndexCreateStatement};
+use sea_orm::sea_query::ForeignKeyAction;
 use sea_orm::{DbBackend, Statement};
 
-use crate::col::{big, boolean, id, table, text};
+use crate::col::{big, boolean, id, index, table, text};
 
 fn fk(
     from_table: &str,
@@ -14,23 +14,13 @@ fn fk(
     to_table: &str,
     to_col: &str,
 ) -> sea_orm::sea_query::ForeignKeyCreateStatement {
-    ForeignKey::create()
-        .from(Alias::new(from_table), Alias::new(from_col))
-        .to(Alias::new(to_table), Alias::new(to_col))
-        .on_delete(ForeignKeyAction::Cascade)
-        .to_owned()
-}
-
-fn index(name: &str, table: &str, cols: &[&str], unique: bool) -> IndexCreateStatement {
-    let mut idx = Index::create();
-    idx.name(name).table(Alias::new(table));
-    for c in cols {
-        idx.col(Alias::new(*c));
-    }
-    if unique {
-        idx.unique();
-    }
-    idx.to_owned()
+    crate::col::fk(
+        from_table,
+        from_col,
+        to_table,
+        to_col,
+        ForeignKeyAction::Cascade,
+    )
 }
 
 pub fn statements(backend: DbBackend) -> Vec<Statement> {

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use ums_service::LogConfig;
 
 /// The device port the broker takes on its host.
@@ -19,7 +19,7 @@ pub struct BrokerConfig {
     pub listen: String,
     /// Device ports of the servers, such as `10.0.0.5:30002`. A list in TOML; in the environment
     /// a comma-separated string. Default: none (every device connection is closed).
-    #[serde(deserialize_with = "list_or_commas")]
+    #[serde(deserialize_with = "ums_service::list_or_commas")]
     pub servers: Vec<String>,
     /// Milliseconds a connect to a server may take before the next server is tried. Default 1000.
     pub connect_timeout_ms: u64,
@@ -178,25 +178,6 @@ fn parse_addr(key: &str, value: &str) -> anyhow::Result<SocketAddr> {
         .trim()
         .parse()
         .map_err(|_| anyhow::anyhow!("{key}: `{value}` is not an address such as 10.0.0.5:30002"))
-}
-
-/// Accepts `["a", "b"]` (TOML) as well as `"a,b"` (an environment variable).
-pub(crate) fn list_or_commas<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        List(Vec<String>),
-        One(String),
-    }
-    Ok(match Either::deserialize(d)? {
-        Either::List(v) => v,
-        Either::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
 }
 
 #[cfg(test)]

@@ -32,27 +32,14 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg: BrokerConfig = match ums_service::load_config(cli.config.as_deref())
-        .and_then(|c: BrokerConfig| c.validate().map(|()| c))
-    {
+    let cfg: BrokerConfig = match ums_service::config_for_main(
+        cli.config.as_deref(),
+        cli.print_config,
+        BrokerConfig::validate,
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: invalid configuration: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if cli.print_config {
-        return match toml::to_string_pretty(&cfg) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     let log = cfg.log.clone();
     ums_service::run_service(&log, real_main(cfg))
 }

@@ -24,7 +24,7 @@ use crate::ServerSet;
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
     /// Admin addresses (`host:8443`) of servers of the network; any one of them answers.
-    #[serde(deserialize_with = "crate::config::list_or_commas")]
+    #[serde(deserialize_with = "ums_service::list_or_commas")]
     pub servers: Vec<String>,
     /// The network token file (mode 0600). Needed for the first join; afterwards the identity
     /// in `data_dir` is used.

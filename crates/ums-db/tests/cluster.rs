@@ -1,30 +1,12 @@
 //! The HA network's shared state on both backends: tokens, registry, leases with fencing, files.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use ums_db::Db;
 use ums_db::cluster::{ClusterCa, NewToken, ProcessRow};
 
-fn fresh_url(backend: &str) -> (String, Option<tempfile::TempDir>) {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    match backend {
-        "sqlite" => {
-            let dir = tempfile::tempdir().expect("tempdir");
-            (ums_db::sqlite_url(dir.path()), Some(dir))
-        }
-        _ => {
-            let n = N.fetch_add(1, Ordering::SeqCst);
-            let url = ums_testkit::shared_database(&format!("cl{n}")).expect("postgres");
-            (url, None)
-        }
-    }
-}
+mod common;
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("sqlite").await } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("postgres").await } )* }
-    };
+fn fresh_url(backend: &str) -> (String, Option<tempfile::TempDir>) {
+    common::fresh_url(backend, "cl")
 }
 
 both_backends!(

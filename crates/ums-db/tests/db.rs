@@ -1,35 +1,15 @@
 //! The persistence suite, written once and run against SQLite and a real PostgreSQL started by
 //! the harness.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use ums_db::batch::Batcher;
 use ums_db::devices::{CheckIn, DeviceUpdate, Registration};
 use ums_db::{Db, DbError, MigrateError, SchemaVersion};
 use ums_domain::{JobKind, JobState, ObjectKind, ObjectRef};
 
-/// A fresh, empty database URL of the given backend.
-fn fresh_url(backend: &str) -> (String, Option<tempfile::TempDir>) {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    match backend {
-        "sqlite" => {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let url = ums_db::sqlite_url(dir.path());
-            (url, Some(dir))
-        }
-        _ => {
-            let n = N.fetch_add(1, Ordering::SeqCst);
-            let url = ums_testkit::shared_database(&format!("db{n}")).expect("postgres");
-            (url, None)
-        }
-    }
-}
+mod common;
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("sqlite").await } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("postgres").await } )* }
-    };
+fn fresh_url(backend: &str) -> (String, Option<tempfile::TempDir>) {
+    common::fresh_url(backend, "db")
 }
 
 both_backends!(

@@ -11,6 +11,59 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+/// What a service's `main` does with its configuration: load it (see [`load_config`]), check it
+/// with `validate`, and with `print` write it as TOML to stdout. `Err` carries the exit status to
+/// return: 2 for an invalid configuration (with the reason on stderr), 0 after printing.
+pub fn config_for_main<T>(
+    file: Option<&Path>,
+    print: bool,
+    validate: impl FnOnce(&T) -> anyhow::Result<()>,
+) -> Result<T, std::process::ExitCode>
+where
+    T: Serialize + Default + for<'de> Deserialize<'de>,
+{
+    let cfg: T = match load_config(file).and_then(|c: T| validate(&c).map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e:#}");
+            return Err(std::process::ExitCode::from(2));
+        }
+    };
+    if print {
+        return Err(match toml::to_string_pretty(&cfg) {
+            Ok(text) => {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        });
+    }
+    Ok(cfg)
+}
+
+/// Deserializes a list given as `["a", "b"]` (TOML) or as `"a,b"` (an environment variable):
+/// `#[serde(deserialize_with = "ums_service::list_or_commas")]`.
+pub fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(v) => v,
+        Either::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
 /// Builds the configuration sources of a service in order of precedence, lowest first: the
 /// defaults of `T`, the TOML file (when given; it must exist), then `UMS_` environment variables
 /// with `__` separating nested keys (`UMS_DEVICE__LISTEN=0.0.0.0:30001`).

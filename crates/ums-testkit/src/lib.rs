@@ -293,10 +293,14 @@ impl Postgres {
     }
 
     fn stop(&self) -> anyhow::Result<()> {
+        self.pg_ctl_stop("immediate")
+    }
+
+    fn pg_ctl_stop(&self, mode: &str) -> anyhow::Result<()> {
         let mut cmd = self.command("pg_ctl");
         cmd.arg("-D")
             .arg(&self.data_dir)
-            .args(["-m", "immediate", "-w", "-t", "30", "stop"]);
+            .args(["-m", mode, "-w", "-t", "30", "stop"]);
         let out = run_captured(&mut cmd, "pg_ctl stop")?;
         if !out.status.success() {
             bail!(
@@ -312,19 +316,7 @@ impl Postgres {
     /// for tests of a database that restarts; [`Postgres::resume`] starts it again on the same
     /// port.
     pub fn stop_now(&self) -> anyhow::Result<()> {
-        let mut cmd = self.command("pg_ctl");
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .args(["-m", "fast", "-w", "-t", "30", "stop"]);
-        let out = run_captured(&mut cmd, "pg_ctl stop")?;
-        if !out.status.success() {
-            bail!(
-                "pg_ctl stop failed ({}): {}",
-                out.status,
-                output_text(&out).trim()
-            );
-        }
-        Ok(())
+        self.pg_ctl_stop("fast")
     }
 
     /// Starts a stopped server again on its port.

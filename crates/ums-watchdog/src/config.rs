@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use ums_service::LogConfig;
 use ums_tls::ComponentKind;
 
@@ -44,7 +44,7 @@ pub struct WatchdogConfig {
 pub struct ClusterConfig {
     /// Internal addresses (`host:61616`) of the servers the watchdog sends its heartbeat to,
     /// tried in turn. Empty: no heartbeats (a node on its own).
-    #[serde(deserialize_with = "list_or_commas")]
+    #[serde(deserialize_with = "ums_service::list_or_commas")]
     pub servers: Vec<String>,
     /// Admin address (`host:8443`) of any server, to join the network when `data_dir` holds no
     /// identity yet. Empty: the first of `servers` with port 8443.
@@ -72,7 +72,7 @@ pub struct ChildConfig {
     /// The executable. Default `/usr/bin/ums-server` or `/usr/bin/ums-broker`.
     pub binary: PathBuf,
     /// Arguments before `--config`. A list in TOML, comma-separated in the environment.
-    #[serde(deserialize_with = "list_or_commas")]
+    #[serde(deserialize_with = "ums_service::list_or_commas")]
     pub args: Vec<String>,
     /// Passed as `--config FILE` when set.
     pub config: PathBuf,
@@ -315,25 +315,6 @@ fn parse_host_port(key: &str, value: &str) -> anyhow::Result<()> {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
         _ => anyhow::bail!("{key}: `{value}` is not an address such as 10.0.0.5:61616"),
     }
-}
-
-/// Accepts `["a", "b"]` (TOML) as well as `"a,b"` (an environment variable).
-fn list_or_commas<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        List(Vec<String>),
-        One(String),
-    }
-    Ok(match Either::deserialize(d)? {
-        Either::List(v) => v,
-        Either::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
 }
 
 #[cfg(test)]

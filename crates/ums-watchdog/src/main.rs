@@ -56,27 +56,14 @@ fn main() -> ExitCode {
         eprintln!("warning: could not unblock SIGINT and SIGTERM: {e}");
     }
     let cli = Cli::parse();
-    let cfg: WatchdogConfig = match ums_service::load_config(cli.config.as_deref())
-        .and_then(|c: WatchdogConfig| c.validate().map(|()| c))
-    {
+    let cfg: WatchdogConfig = match ums_service::config_for_main(
+        cli.config.as_deref(),
+        cli.print_config,
+        WatchdogConfig::validate,
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: invalid configuration: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if cli.print_config {
-        return match toml::to_string_pretty(&cfg) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     let log = cfg.log.clone();
     let killed = Arc::new(AtomicU8::new(0));
     let code = ums_service::run_service(&log, real_main(cfg, killed.clone()));
