@@ -20,6 +20,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::Admitted;
 use crate::idle::{IdleSweeper, now_ms};
 use crate::server_set::Backend;
 
@@ -42,48 +43,38 @@ pub(crate) enum Ending {
 }
 
 /// One direction of the copy.
-#[derive(Debug, Default)]
-struct Half {
-    /// Bytes read and not yet taken by the receiver; empty, with no allocation, when it keeps up.
-    pending: Box<[u8]>,
-    /// How much of `pending` was written.
-    written: u32,
-    state: HalfState,
-}
-
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum HalfState {
+enum Half {
     #[default]
     Open,
-    /// The sender finished: pass the half-close on once `pending` is written.
+    /// The sender finished: pass the half-close on once what is pending was written.
     Closing,
     Done,
 }
 
-/// The idle timeout of one connection.
-#[derive(Debug)]
-struct Idle {
-    sweeper: Arc<IdleSweeper>,
-    /// Slot in the sweeper, `u32::MAX` until the first poll registers one.
-    slot: u32,
-    /// When the slot fires.
-    due_ms: u64,
-}
-
 /// Copies both directions until both sides closed, an error, or the idle timeout.
 ///
-/// Counts bytes on `backend` and, while alive, one active connection of it.
+/// Holds the connection's admission (counted until dropped) and counts bytes and one active
+/// connection on `backend`. Kept small: with the task around it, it fills 256 bytes.
 #[derive(Debug)]
 pub(crate) struct Splice {
+    admitted: Admitted,
     device: TcpStream,
     server: TcpStream,
     backend: Arc<Backend>,
-    up: Half,
-    down: Half,
-    idle: Option<Idle>,
+    /// Bytes from the device the server has not taken yet; empty, with no allocation, when the
+    /// server keeps up.
+    up_pending: Box<[u8]>,
+    /// Bytes from the server the device has not taken yet.
+    down_pending: Box<[u8]>,
     /// When the last byte moved, in [`now_ms`].
     last_ms: u64,
-    buffer_size: u32,
+    /// When the idle slot fires.
+    due_ms: u64,
+    /// Slot in the idle sweeper, `u32::MAX` until the first poll takes one.
+    idle_slot: u32,
+    up: Half,
+    down: Half,
     /// Which direction goes first in the next poll, so neither starves the other.
     down_first: bool,
 }
@@ -91,27 +82,25 @@ pub(crate) struct Splice {
 impl Splice {
     /// A copy between `device` and `server`; counts as active on `backend` until dropped.
     pub(crate) fn new(
+        admitted: Admitted,
         device: TcpStream,
         server: TcpStream,
         backend: Arc<Backend>,
-        buffer_size: usize,
-        idle: Option<Arc<IdleSweeper>>,
     ) -> Self {
         backend.total.fetch_add(1, Ordering::Relaxed);
         backend.active.fetch_add(1, Ordering::Relaxed);
         Self {
+            admitted,
             device,
             server,
             backend,
-            up: Half::default(),
-            down: Half::default(),
-            idle: idle.map(|sweeper| Idle {
-                sweeper,
-                slot: u32::MAX,
-                due_ms: 0,
-            }),
+            up_pending: Box::default(),
+            down_pending: Box::default(),
             last_ms: now_ms(),
-            buffer_size: buffer_size.clamp(1, MAX_BUFFER) as u32,
+            due_ms: 0,
+            idle_slot: u32::MAX,
+            up: Half::Open,
+            down: Half::Open,
             down_first: false,
         }
     }
@@ -119,6 +108,15 @@ impl Splice {
     /// The server this connection goes to.
     pub(crate) fn backend(&self) -> &Backend {
         &self.backend
+    }
+
+    /// The device's address, when the socket still knows it.
+    pub(crate) fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.device.peer_addr().ok()
+    }
+
+    fn sweeper(&self) -> Option<&IdleSweeper> {
+        self.admitted.0.sweeper.as_deref()
     }
 
     fn poll_up(
@@ -130,6 +128,7 @@ impl Splice {
             cx,
             &mut self.device,
             &mut self.server,
+            &mut self.up_pending,
             &mut self.up,
             scratch,
             &self.backend.bytes_up,
@@ -146,6 +145,7 @@ impl Splice {
             cx,
             &mut self.server,
             &mut self.device,
+            &mut self.down_pending,
             &mut self.down,
             scratch,
             &self.backend.bytes_down,
@@ -155,7 +155,7 @@ impl Splice {
 
     /// Both directions once, in alternating order; `Ready(Ok)` when both are done.
     fn poll_copy(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let size = self.buffer_size as usize;
+        let size = self.admitted.0.buffer_size.clamp(1, MAX_BUFFER);
         SCRATCH.with_borrow_mut(|scratch| {
             if scratch.len() < size {
                 scratch.resize(size, MaybeUninit::uninit());
@@ -177,22 +177,22 @@ impl Splice {
 
     /// Whether the idle timeout has passed; arms the sweeper's slot otherwise.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(idle) = &mut self.idle else {
+        let Some(sweeper) = self.admitted.0.sweeper.as_deref() else {
             return false;
         };
         let now = now_ms();
-        let timeout = idle.sweeper.timeout_ms();
+        let timeout = sweeper.timeout_ms();
         if now.saturating_sub(self.last_ms) >= timeout {
             return true;
         }
         let due = self.last_ms + timeout;
-        if idle.slot == u32::MAX {
-            idle.slot = idle.sweeper.register(due, cx.waker());
-            idle.due_ms = due;
-        } else if now >= idle.due_ms {
+        if self.idle_slot == u32::MAX {
+            self.idle_slot = sweeper.register(due, cx.waker());
+            self.due_ms = due;
+        } else if now >= self.due_ms {
             // The slot fired (or is about to) while bytes moved: arm it for the new deadline.
-            idle.sweeper.rearm(idle.slot, due, cx.waker());
-            idle.due_ms = due;
+            sweeper.rearm(self.idle_slot, due, cx.waker());
+            self.due_ms = due;
         }
         false
     }
@@ -219,20 +219,22 @@ impl Future for Splice {
 impl Drop for Splice {
     fn drop(&mut self) {
         self.backend.active.fetch_sub(1, Ordering::Relaxed);
-        if let Some(idle) = &self.idle
-            && idle.slot != u32::MAX
+        if self.idle_slot != u32::MAX
+            && let Some(sweeper) = self.sweeper()
         {
-            idle.sweeper.remove(idle.slot);
+            sweeper.remove(self.idle_slot);
         }
     }
 }
 
 /// Moves bytes from `src` to `dst` until neither has more to do now (`Pending`), `src` ended
 /// and the end was passed on (`Ready(Ok)`, and from then on), or an error.
+#[allow(clippy::too_many_arguments)]
 fn poll_half(
     cx: &mut Context<'_>,
     src: &mut TcpStream,
     dst: &mut TcpStream,
+    pending: &mut Box<[u8]>,
     half: &mut Half,
     scratch: &mut [MaybeUninit<u8>],
     bytes: &AtomicU64,
@@ -240,36 +242,31 @@ fn poll_half(
 ) -> Poll<io::Result<()>> {
     loop {
         // What the receiver has not taken yet goes first.
-        while !half.pending.is_empty() {
-            let rest = &half.pending[half.written as usize..];
-            let n = ready!(Pin::new(&mut *dst).poll_write(cx, rest))?;
+        while !pending.is_empty() {
+            let n = ready!(Pin::new(&mut *dst).poll_write(cx, pending))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            if n == rest.len() {
-                half.pending = Box::default();
-                half.written = 0;
-            } else {
-                half.written += n as u32;
-            }
+            // Keep only the rest (rare: the receiver took part of a read), none once all is out.
+            *pending = pending[n..].into();
         }
-        match half.state {
-            HalfState::Open => {}
-            HalfState::Closing => {
+        match *half {
+            Half::Open => {}
+            Half::Closing => {
                 // The sender finished; pass the half-close on and keep the other direction
                 // open until it ends too. A receiver already gone is no error here.
                 let _ = ready!(Pin::new(&mut *dst).poll_shutdown(cx));
-                half.state = HalfState::Done;
+                *half = Half::Done;
                 return Poll::Ready(Ok(()));
             }
-            HalfState::Done => return Poll::Ready(Ok(())),
+            Half::Done => return Poll::Ready(Ok(())),
         }
 
         let mut buf = ReadBuf::uninit(scratch);
         ready!(Pin::new(&mut *src).poll_read(cx, &mut buf))?;
         let data = buf.filled();
         if data.is_empty() {
-            half.state = HalfState::Closing;
+            *half = Half::Closing;
             continue;
         }
         bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -283,8 +280,7 @@ fn poll_half(
                 Poll::Pending => {
                     // The receiver is behind: keep the rest and read nothing more until it
                     // took it. Its writability wakes this task.
-                    half.pending = data[sent..].into();
-                    half.written = 0;
+                    *pending = data[sent..].into();
                     return Poll::Pending;
                 }
             }
