@@ -30,7 +30,8 @@ pub struct BrokerConfig {
     pub drain_timeout_s: u64,
     /// Device connections proxied at once; further devices are closed at once. Default 50000.
     pub max_connections: usize,
-    /// Bytes of each copy buffer, one per direction and only while data flows. Default 8192.
+    /// Bytes read from a socket at once, into a buffer of the worker thread; only bytes the other
+    /// side cannot take at once are kept by the connection, until it takes them. Default 8192.
     pub buffer_size: usize,
     /// Send a PROXY protocol v2 header to the server before the device's bytes, so it can learn
     /// the device's address. Default false (servers do not read the header yet).

@@ -35,6 +35,10 @@ pub struct BrokerArgs {
     /// Idle connections held open for the memory measurement.
     #[arg(long, default_value_t = 10_000)]
     idle_connections: usize,
+    /// Only the memory part: skip the device runs (a quick check while working on the broker's
+    /// footprint; the full run is the figure to report, since it measures after churn).
+    #[arg(long)]
+    memory_only: bool,
 }
 
 /// A proxy process under test.
@@ -87,6 +91,10 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         targets.push(("haproxy", h.addr));
     }
     let mut runs = Vec::new();
+    if args.memory_only {
+        step!("--memory-only: device runs skipped");
+        targets.clear();
+    }
     for (mode, addr) in &targets {
         step!(
             "{mode}: {} devices, concurrency {}",
@@ -237,10 +245,16 @@ fn free_addr() -> SocketAddr {
 
 /// Resident memory of a process in KiB, from /proc.
 fn rss_kb(pid: u32) -> Option<u64> {
+    status_kb(pid, "VmRSS:")
+}
+
+/// A KiB figure of /proc/<pid>/status: `VmRSS:`, `RssAnon:` (heap and stacks), `RssFile:` (the
+/// mapped binary and libraries).
+fn status_kb(pid: u32, key: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
         .next()?
         .parse()
@@ -413,6 +427,8 @@ fn hold_idle(proxy: &Proxy, n: usize) -> anyhow::Result<Value> {
     // Let the proxy accept and connect the last ones to the server.
     std::thread::sleep(Duration::from_millis(500));
     let rss = proxy.rss_mb();
+    let mb = |key| status_kb(proxy.child.id(), key).map(|kb| kb as f64 / 1024.0);
+    let (anon, file) = (mb("RssAnon:"), mb("RssFile:"));
     let fds = fs::read_dir(format!("/proc/{}/fd", proxy.child.id()))
         .map(|d| d.count())
         .ok();
@@ -428,6 +444,8 @@ fn hold_idle(proxy: &Proxy, n: usize) -> anyhow::Result<Value> {
         "connect_s": connect_s,
         "rss_mb_before": before,
         "rss_mb": rss,
+        "rss_anon_mb": anon,
+        "rss_file_mb": file,
         "open_fds": fds,
     }))
 }
