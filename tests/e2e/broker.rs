@@ -326,3 +326,63 @@ async fn a_broker_in_the_network_follows_the_running_servers() {
     }
     assert!(broker.log_text().contains("running servers changed"));
 }
+
+/// With the PROXY protocol on both sides, the server sees the device's own address, not the
+/// broker's; a connection without the header is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_sees_the_device_address_through_the_proxy_header() {
+    let data = tempfile::tempdir().expect("dir");
+    let server = Server::start_with(data, None, &[("UMS_DEVICE__PROXY_PROTOCOL", "true")]);
+    let broker = Broker::start(
+        &[server.device_addr()],
+        &[
+            ("UMS_RATE__PER_SECOND", "0"),
+            ("UMS_PROXY_PROTOCOL", "true"),
+        ],
+    );
+    // The device connects from a port of our choosing, so its address is known.
+    let local_port = ums_testkit::free_port();
+    let broker_addr: std::net::SocketAddr =
+        format!("127.0.0.1:{}", broker.port).parse().expect("addr");
+    let connector = tower::service_fn(move |_: http::Uri| async move {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(([127, 0, 0, 1], local_port).into())?;
+        let stream = socket.connect(broker_addr).await?;
+        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+    });
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca_pem()));
+    let channel = tonic::transport::Endpoint::from_shared(broker.device_url.clone())
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls")
+        .connect_with_connector(connector)
+        .await
+        .expect("connect through the broker");
+    let mut dev = DeviceClient::from_channel(channel);
+    dev.register("00:00:00:00:pp:01", "proxied")
+        .await
+        .expect("register through the broker");
+    let wanted = format!("127.0.0.1:{local_port}");
+    let logged = eventually(Duration::from_secs(5), || async {
+        server
+            .log_text()
+            .lines()
+            .any(|l| l.contains("device registered") && l.contains(&wanted))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        logged.is_some(),
+        "{wanted} not in the server log:\n{}",
+        server.log_text()
+    );
+
+    // Straight to the server, without the header: refused.
+    let direct = DeviceClient::connect(&server.device_url, &server.ca_pem()).await;
+    assert!(
+        direct.is_err(),
+        "a connection without the PROXY header must be refused"
+    );
+}

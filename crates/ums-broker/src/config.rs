@@ -34,7 +34,8 @@ pub struct BrokerConfig {
     /// side cannot take at once are kept by the connection, until it takes them. Default 8192.
     pub buffer_size: usize,
     /// Send a PROXY protocol v2 header to the server before the device's bytes, so it can learn
-    /// the device's address. Default false (servers do not read the header yet).
+    /// the device's address. Default false; the servers behind must set
+    /// `device.proxy_protocol` too.
     pub proxy_protocol: bool,
     pub health: HealthConfig,
     pub rate: RateConfig,

@@ -116,6 +116,9 @@ pub struct DeviceConfig {
     pub max_handshakes: usize,
     /// TLS sessions remembered for resumption.
     pub session_cache: usize,
+    /// Every device connection starts with a PROXY protocol v2 header from the broker
+    /// (`proxy_protocol = true` there), which carries the device's address.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +160,7 @@ impl Default for DeviceConfig {
             behind_broker: false,
             max_handshakes: 512,
             session_cache: 100_000,
+            proxy_protocol: false,
         }
     }
 }

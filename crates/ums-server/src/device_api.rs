@@ -135,6 +135,11 @@ impl DeviceService for DeviceApi {
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         serving(&self.state)?;
+        let address = request
+            .extensions()
+            .get::<ums_service::ClientAddr>()
+            .map(|a| a.0.to_string())
+            .unwrap_or_default();
         let r = request.into_inner();
         let unit_id = ums_domain::normalize_unit_id(&r.unit_id).map_err(ApiError::from)?;
         if !SECRET_LEN.contains(&r.secret.len()) {
@@ -154,7 +159,7 @@ impl DeviceService for DeviceApi {
             .state
             .batcher
             .register(Registration {
-                unit_id,
+                unit_id: unit_id.clone(),
                 name: name.clone(),
                 firmware,
                 secret_hash: state::secret_hash_hex(&r.secret),
@@ -162,7 +167,7 @@ impl DeviceService for DeviceApi {
             .await
             .map_err(ApiError::from)?;
         if out.created {
-            tracing::debug!(device_id = out.device_id, "device registered");
+            tracing::info!(device_id = out.device_id, unit_id = %unit_id, %address, "device registered");
         }
         self.state.remember_device(out.device_id, &r.secret);
         let model = self.state.settings();

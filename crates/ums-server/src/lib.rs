@@ -258,6 +258,7 @@ pub async fn run(
         device_router,
         ServeOptions {
             max_handshakes: cfg.device.max_handshakes,
+            proxy_protocol: cfg.device.proxy_protocol,
             ..ServeOptions::default()
         },
         stopped(stop_rx.clone()),

@@ -1,9 +1,10 @@
 //! Plumbing every service of the suite shares: configuration loading, logging, the shutdown
 //! signal, and serving an HTTP router (gRPC and JSON alike) over TLS.
 
+pub mod proxy;
 mod serve;
 
-pub use serve::{Peer, ServeOptions, serve_tls};
+pub use serve::{ClientAddr, Peer, ServeOptions, serve_tls};
 
 use std::path::Path;
 

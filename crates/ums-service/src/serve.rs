@@ -27,6 +27,11 @@ pub struct Peer {
     pub fingerprint: String,
 }
 
+/// The address of the client behind a request: from the PROXY v2 header when the listener reads
+/// one, else the TCP peer. Served requests carry it as an extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Limits of a TLS listener.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -36,6 +41,9 @@ pub struct ServeOptions {
     pub handshake_timeout: Duration,
     /// Time connections in flight get to finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// Every connection starts with a PROXY protocol v2 header (a load balancer stands in
+    /// front); the client's address is taken from it.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ServeOptions {
@@ -44,6 +52,7 @@ impl Default for ServeOptions {
             max_handshakes: 256,
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            proxy_protocol: false,
         }
     }
 }
@@ -91,11 +100,27 @@ pub async fn serve_tls(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let timeout = options.handshake_timeout;
+        let proxy_protocol = options.proxy_protocol;
         tokio::spawn(async move {
+            let mut stream = stream;
+            let mut client = peer;
             let tls = {
                 let Ok(_permit) = handshakes.acquire().await else {
                     return;
                 };
+                if proxy_protocol {
+                    match tokio::time::timeout(timeout, crate::proxy::read_v2(&mut stream)).await {
+                        Ok(Ok(addr)) => client = addr.unwrap_or(peer),
+                        Ok(Err(e)) => {
+                            tracing::debug!(listener = name, %peer, error = %e, "connection refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(listener = name, %peer, "no PROXY header in time");
+                            return;
+                        }
+                    }
+                }
                 match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
@@ -123,6 +148,7 @@ pub async fn serve_tls(
                     if let Some(p) = &peer_identity {
                         req.extensions_mut().insert(p.clone());
                     }
+                    req.extensions_mut().insert(ClientAddr(client));
                     req
                 },
             ));
