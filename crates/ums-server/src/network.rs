@@ -763,7 +763,7 @@ async fn listen_events(
     };
     let mut poll = tokio::time::interval(Duration::from_millis(network.config.poll_ms.max(100)));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = db.change_counters().await.unwrap_or_default();
+    let mut files_seen = db.change_counters().await.map(|c| c.1).unwrap_or_default();
     let stopping = stopped(stop);
     tokio::pin!(stopping);
     loop {
@@ -775,15 +775,14 @@ async fn listen_events(
             }
             _ = poll.tick() => {
                 let Ok(now) = db.change_counters().await else { continue };
-                if now.0 != seen.0
-                    && let Err(e) = state.reload_settings().await
+                if let Err(e) = state.reload_settings_if_newer(now.0).await
                 {
                     tracing::warn!(error = %e, "settings reload failed");
                 }
-                if now.1 != seen.1 {
+                if now.1 != files_seen {
                     let _ = network.events.send(Event::FilesChanged { origin: String::new() });
                 }
-                seen = now;
+                files_seen = now.1;
             }
         }
     }

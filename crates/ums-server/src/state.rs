@@ -18,6 +18,8 @@ pub struct AppState {
     pub batcher: Batcher,
     settings: RwLock<Arc<SettingsModel>>,
     reload: tokio::sync::Mutex<()>,
+    /// The settings generation the current model includes at least (read before it was loaded).
+    loaded_generation: std::sync::atomic::AtomicI64,
     /// device id -> sha256 of its secret; filled on registration or first use, dropped on reset
     /// or delete.
     credentials: Mutex<HashMap<i64, [u8; 32]>>,
@@ -51,6 +53,7 @@ impl AppState {
         network: Arc<crate::network::Network>,
         files: crate::files::FileStore,
     ) -> Result<Arc<Self>, ApiError> {
+        let (generation, _) = db.change_counters().await?;
         let model = db.load_settings_model().await?;
         for w in &model.warnings {
             tracing::warn!(warning = %w, "settings model");
@@ -60,6 +63,7 @@ impl AppState {
             db,
             settings: RwLock::new(Arc::new(model)),
             reload: tokio::sync::Mutex::new(()),
+            loaded_generation: std::sync::atomic::AtomicI64::new(generation),
             credentials: Mutex::new(HashMap::new()),
             pending_views: Mutex::new(HashMap::new()),
             info,
@@ -85,10 +89,27 @@ impl AppState {
     /// starts after its write committed, so the last one sees every write.
     pub async fn reload_settings(&self) -> Result<(), ApiError> {
         let _one = self.reload.lock().await;
+        let (generation, _) = self.db.change_counters().await?;
         let model = Arc::new(self.db.load_settings_model().await?);
         match self.settings.write() {
             Ok(mut g) => *g = model,
             Err(p) => *p.into_inner() = model,
+        }
+        self.loaded_generation
+            .fetch_max(generation, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reloads the settings model only when the database's settings generation is newer than
+    /// the model's: the counter poll that backs up events must not reload again what a write or
+    /// an event already reloaded.
+    pub async fn reload_settings_if_newer(&self, generation: i64) -> Result<(), ApiError> {
+        if generation
+            > self
+                .loaded_generation
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.reload_settings().await?;
         }
         Ok(())
     }
