@@ -120,6 +120,15 @@ impl Default for MetricsConfig {
     }
 }
 
+impl ums_service::ServiceConfig for BrokerConfig {
+    type Validated = BrokerConfig;
+
+    fn validate(&self) -> anyhow::Result<BrokerConfig> {
+        BrokerConfig::validate(self)?;
+        Ok(self.clone())
+    }
+}
+
 impl BrokerConfig {
     /// The address devices connect to.
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {

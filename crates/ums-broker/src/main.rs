@@ -40,11 +40,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg: BrokerConfig = match ums_service::config_for_main(
-        cli.config.as_deref(),
-        cli.print_config,
-        BrokerConfig::validate,
-    ) {
+    let cfg = match ums_service::config_for_main::<BrokerConfig>(cli.config.as_deref(), cli.print_config) {
         Ok(c) => c,
         Err(code) => return code,
     };

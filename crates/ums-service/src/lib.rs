@@ -12,18 +12,32 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-/// What a service's `main` does with its configuration: load it (see [`load_config`]), check it
-/// with `validate`, and with `print` write it as TOML to stdout. `Err` carries the exit status to
-/// return: 2 for an invalid configuration (with the reason on stderr), 0 after printing.
-pub fn config_for_main<T>(
+/// A service's configuration file format (serde, loaded by [`load_config`]), turned once, with
+/// every value checked, into the validated configuration the service runs with: addresses
+/// parsed, names and paths resolved, so nothing parses or looks anything up later.
+pub trait ServiceConfig: Serialize + Default + for<'de> Deserialize<'de> + Clone {
+    /// The checked configuration.
+    type Validated;
+
+    /// Checks every value; the error names the key.
+    fn validate(&self) -> anyhow::Result<Self::Validated>;
+
+    /// What the `config` subcommand prints: secrets redacted.
+    fn redacted(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// What a service's `main` does with its configuration: load it (see [`load_config`]) and
+/// validate it; with `print` (the `config` subcommand of every binary) write it as TOML to
+/// stdout, secrets redacted. `Err` carries the exit status to return: 2 for an invalid
+/// configuration (with the reason on stderr), 0 after printing.
+pub fn config_for_main<T: ServiceConfig>(
     file: Option<&Path>,
     print: bool,
-    validate: impl FnOnce(&T) -> anyhow::Result<()>,
-) -> Result<T, std::process::ExitCode>
-where
-    T: Serialize + Default + for<'de> Deserialize<'de>,
-{
-    let cfg: T = match load_config(file).and_then(|c: T| validate(&c).map(|()| c)) {
+) -> Result<T::Validated, std::process::ExitCode> {
+    let loaded = load_config::<T>(file).and_then(|c| c.validate().map(|v| (c, v)));
+    let (cfg, validated) = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: invalid configuration: {e:#}");
@@ -31,7 +45,7 @@ where
         }
     };
     if print {
-        return Err(match toml::to_string_pretty(&cfg) {
+        return Err(match toml::to_string_pretty(&cfg.redacted()) {
             Ok(text) => {
                 print!("{text}");
                 std::process::ExitCode::SUCCESS
@@ -42,7 +56,7 @@ where
             }
         });
     }
-    Ok(cfg)
+    Ok(validated)
 }
 
 /// Deserializes a list given as `["a", "b"]` (TOML) or as `"a,b"` (an environment variable):

@@ -191,6 +191,15 @@ impl Default for RestartConfig {
     }
 }
 
+impl ums_service::ServiceConfig for WatchdogConfig {
+    type Validated = WatchdogConfig;
+
+    fn validate(&self) -> anyhow::Result<WatchdogConfig> {
+        WatchdogConfig::validate(self)?;
+        Ok(self.clone())
+    }
+}
+
 impl WatchdogConfig {
     /// Checks what the types cannot; the error names the key.
     pub fn validate(&self) -> anyhow::Result<()> {

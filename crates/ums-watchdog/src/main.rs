@@ -56,11 +56,7 @@ fn main() -> ExitCode {
         eprintln!("warning: could not unblock SIGINT and SIGTERM: {e}");
     }
     let cli = Cli::parse();
-    let cfg: WatchdogConfig = match ums_service::config_for_main(
-        cli.config.as_deref(),
-        cli.print_config,
-        WatchdogConfig::validate,
-    ) {
+    let cfg = match ums_service::config_for_main::<WatchdogConfig>(cli.config.as_deref(), cli.print_config) {
         Ok(c) => c,
         Err(code) => return code,
     };
