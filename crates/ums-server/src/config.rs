@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use ums_service::LogConfig;
@@ -174,80 +175,230 @@ impl Default for AdminConfig {
     }
 }
 
+impl ums_service::ServiceConfig for ServerConfig {
+    type Validated = Config;
+
+    fn validate(&self) -> anyhow::Result<Config> {
+        ServerConfig::validate(self)
+    }
+
+    fn redacted(&self) -> ServerConfig {
+        let mut c = self.clone();
+        c.database_url = ums_db::redact(&c.database_url);
+        c
+    }
+}
+
 impl ServerConfig {
-    /// The device API address, after the port rule: 30001 alone, 30002 behind a broker.
-    pub fn device_addr(&self) -> anyhow::Result<SocketAddr> {
-        if self.device.listen.is_empty() {
+    /// Checks every value once and resolves what depends on the host (its name, the advertised
+    /// address, the database file), so the server never parses or looks anything up later.
+    pub fn validate(&self) -> anyhow::Result<Config> {
+        let net = &self.cluster;
+        let device_listen = if self.device.listen.is_empty() {
             let port = if self.device.behind_broker {
                 DEVICE_PORT_BEHIND_BROKER
             } else {
                 DEVICE_PORT
             };
-            return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
-        }
-        parse_addr("device.listen", &self.device.listen)
-    }
-
-    pub fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
-        parse_addr("admin.listen", &self.admin.listen)
-    }
-
-    /// The internal port's address, if the server has one.
-    pub fn internal_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        if self.cluster.internal_listen.is_empty() {
-            return Ok(None);
-        }
-        parse_addr("cluster.internal_listen", &self.cluster.internal_listen).map(Some)
-    }
-
-    /// The network token file.
-    pub fn token_file(&self) -> PathBuf {
-        if self.cluster.token_file.as_os_str().is_empty() {
-            self.data_dir.join("network-token")
+            SocketAddr::from(([0, 0, 0, 0], port))
         } else {
-            self.cluster.token_file.clone()
-        }
-    }
-
-    /// Refuses settings that cannot work together.
-    pub fn check(&self) -> anyhow::Result<()> {
-        if self.cluster.mode == ClusterMode::Ha && !self.database_url().starts_with("postgres") {
+            parse_addr("device.listen", &self.device.listen)?
+        };
+        let admin_listen = parse_addr("admin.listen", &self.admin.listen)?;
+        let internal_listen = if net.internal_listen.is_empty() {
+            None
+        } else {
+            Some(parse_addr("cluster.internal_listen", &net.internal_listen)?)
+        };
+        let database_url = if self.database_url.is_empty() {
+            ums_db::sqlite_url(&self.data_dir)
+        } else {
+            self.database_url.clone()
+        };
+        if net.mode == ClusterMode::Ha && !database_url.starts_with("postgres") {
             anyhow::bail!(
                 "cluster.mode = \"ha\" needs PostgreSQL (database_url = \"postgres://...\"): the embedded SQLite database is a file in one server's data directory, which the other servers cannot share"
             );
         }
-        if self.cluster.silent_after_ms < 2 * self.cluster.heartbeat_ms {
+        at_least("cluster.heartbeat_ms", net.heartbeat_ms, 100)?;
+        at_least("cluster.poll_ms", net.poll_ms, 100)?;
+        if net.silent_after_ms < 2 * net.heartbeat_ms {
             anyhow::bail!("cluster.silent_after_ms must be at least twice cluster.heartbeat_ms");
         }
-        if self.cluster.lease_ms < 2 * self.cluster.heartbeat_ms {
+        if net.lease_ms < 2 * net.heartbeat_ms {
             anyhow::bail!("cluster.lease_ms must be at least twice cluster.heartbeat_ms");
         }
-        Ok(())
-    }
-
-    /// The database URL, the embedded database when none is configured.
-    pub fn database_url(&self) -> String {
-        if self.database_url.is_empty() {
-            ums_db::sqlite_url(&self.data_dir)
+        at_least("admin.session_hours", u64::from(self.admin.session_hours), 1)?;
+        at_least("device.max_handshakes", self.device.max_handshakes as u64, 1)?;
+        at_least("device.session_cache", self.device.session_cache as u64, 1)?;
+        let tls_names = if self.tls.names.is_empty() {
+            default_names()
         } else {
-            self.database_url.clone()
+            self.tls.names.clone()
+        };
+        if let Some(bad) = tls_names.iter().find(|n| !valid_name(n)) {
+            anyhow::bail!("tls.names: `{bad}` is not a host name or an address");
         }
-    }
-
-    /// Names for the server certificate.
-    pub fn tls_names(&self) -> Vec<String> {
-        if !self.tls.names.is_empty() {
-            return self.tls.names.clone();
+        let advertise_host = if net.advertise_host.is_empty() {
+            tls_names
+                .iter()
+                .find(|n| !matches!(n.as_str(), "localhost" | "127.0.0.1" | "::1"))
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1".into())
+        } else if valid_name(&net.advertise_host) {
+            net.advertise_host.clone()
+        } else {
+            anyhow::bail!(
+                "cluster.advertise_host: `{}` is not a host name or an address",
+                net.advertise_host
+            );
+        };
+        let mut node_names = tls_names.clone();
+        if !node_names.contains(&advertise_host) {
+            node_names.push(advertise_host.clone());
         }
-        let mut names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-        if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-            let h = h.trim();
-            if !h.is_empty() && h != "localhost" {
-                names.push(h.to_owned());
+        let swp = match self.swp.url.trim() {
+            "" => None,
+            url => {
+                let addr = url
+                    .strip_prefix("https://")
+                    .ok_or_else(|| anyhow::anyhow!("swp.url `{url}` must start with https://"))?
+                    .trim_end_matches('/');
+                if addr.is_empty() || addr.contains('/') {
+                    anyhow::bail!("swp.url `{url}` must be https://HOST:PORT");
+                }
+                at_least("swp.timeout_ms", self.swp.timeout_ms, 100)?;
+                Some(SwpSettings {
+                    url: url.to_owned(),
+                    addr: addr.to_owned(),
+                    timeout: Duration::from_millis(self.swp.timeout_ms),
+                })
             }
-        }
-        names
+        };
+        let token_file = if net.token_file.as_os_str().is_empty() {
+            self.data_dir.join("network-token")
+        } else {
+            net.token_file.clone()
+        };
+        Ok(Config {
+            data_dir: self.data_dir.clone(),
+            database_url,
+            device: DeviceSettings {
+                listen: device_listen,
+                max_handshakes: self.device.max_handshakes,
+                session_cache: self.device.session_cache,
+                proxy_protocol: self.device.proxy_protocol,
+            },
+            admin: AdminSettings {
+                listen: admin_listen,
+                session: Duration::from_secs(u64::from(self.admin.session_hours) * 3600),
+            },
+            network: NetworkSettings {
+                mode: net.mode,
+                internal_listen,
+                token_file,
+                advertise_host,
+                heartbeat: Duration::from_millis(net.heartbeat_ms),
+                silent_after: Duration::from_millis(net.silent_after_ms),
+                lease: Duration::from_millis(net.lease_ms),
+                poll: Duration::from_millis(net.poll_ms),
+            },
+            tls_names,
+            node_names,
+            swp,
+            log: self.log.clone(),
+        })
     }
+}
+
+/// The server's configuration, checked: addresses parsed, names and paths resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// The database URL; the embedded database's when none was configured.
+    pub database_url: String,
+    pub device: DeviceSettings,
+    pub admin: AdminSettings,
+    pub network: NetworkSettings,
+    /// Names and addresses of the server certificate devices and administrators verify.
+    pub tls_names: Vec<String>,
+    /// Names of the node certificate: `tls_names` and the advertised host.
+    pub node_names: Vec<String>,
+    /// Shared Workplace logins through swp-auth, when configured.
+    pub swp: Option<SwpSettings>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceSettings {
+    pub listen: SocketAddr,
+    pub max_handshakes: usize,
+    pub session_cache: usize,
+    pub proxy_protocol: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// Lifetime of an administrator's session.
+    pub session: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkSettings {
+    pub mode: ClusterMode,
+    pub internal_listen: Option<SocketAddr>,
+    pub token_file: PathBuf,
+    /// The host other components reach this server by.
+    pub advertise_host: String,
+    pub heartbeat: Duration,
+    pub silent_after: Duration,
+    pub lease: Duration,
+    pub poll: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SwpSettings {
+    /// `https://HOST:PORT` as configured, for messages.
+    pub url: String,
+    /// `HOST:PORT`.
+    pub addr: String,
+    pub timeout: Duration,
+}
+
+impl Config {
+    /// The defaults, validated: what a test or a first start without a file gets.
+    pub fn defaults() -> anyhow::Result<Config> {
+        ServerConfig::default().validate()
+    }
+}
+
+fn at_least(key: &str, value: u64, min: u64) -> anyhow::Result<()> {
+    if value < min {
+        anyhow::bail!("{key} must be at least {min}, not {value}");
+    }
+    Ok(())
+}
+
+/// A DNS name or an IP address: what a certificate can name.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'_'))
+}
+
+/// localhost, 127.0.0.1, ::1 and the host name.
+fn default_names() -> Vec<String> {
+    let mut names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim();
+        if !h.is_empty() && h != "localhost" {
+            names.push(h.to_owned());
+        }
+    }
+    names
 }
 
 fn parse_addr(key: &str, value: &str) -> anyhow::Result<SocketAddr> {
@@ -263,33 +414,70 @@ mod tests {
     #[test]
     fn port_rule_of_the_device_api() {
         let mut cfg = ServerConfig::default();
-        assert_eq!(cfg.device_addr().expect("addr").port(), 30001);
+        let port = |c: &ServerConfig| c.validate().expect("valid").device.listen.port();
+        assert_eq!(port(&cfg), 30001);
         cfg.device.behind_broker = true;
-        assert_eq!(cfg.device_addr().expect("addr").port(), 30002);
+        assert_eq!(port(&cfg), 30002);
         cfg.device.listen = "127.0.0.1:4000".into();
-        assert_eq!(cfg.device_addr().expect("addr").port(), 4000);
+        assert_eq!(port(&cfg), 4000);
         cfg.device.listen = "nonsense".into();
-        let err = cfg.device_addr().expect_err("bad address");
+        let err = cfg.validate().expect_err("bad address");
         assert!(err.to_string().contains("device.listen"), "{err}");
     }
 
     #[test]
     fn ha_mode_refuses_the_embedded_database() {
         let mut cfg = ServerConfig::default();
-        cfg.check().expect("single on sqlite");
+        cfg.validate().expect("single on sqlite");
         cfg.cluster.mode = ClusterMode::Ha;
-        let err = cfg.check().expect_err("ha on sqlite");
+        let err = cfg.validate().expect_err("ha on sqlite");
         assert!(err.to_string().contains("needs PostgreSQL"), "{err}");
         cfg.database_url = "postgres://ums@db/ums".into();
-        cfg.check().expect("ha on postgres");
+        cfg.validate().expect("ha on postgres");
         cfg.cluster.lease_ms = 100;
-        assert!(cfg.check().is_err());
+        assert!(cfg.validate().is_err());
     }
 
     #[test]
     fn embedded_database_by_default() {
-        let cfg = ServerConfig::default();
-        assert!(cfg.database_url().starts_with("sqlite://"));
+        let cfg = Config::defaults().expect("defaults");
+        assert!(cfg.database_url.starts_with("sqlite://"));
+        assert_eq!(cfg.network.token_file, PathBuf::from("data/network-token"));
+    }
+
+    #[test]
+    fn every_value_is_checked_once() {
+        let mut cfg = ServerConfig::default();
+        cfg.cluster.heartbeat_ms = 0;
+        let err = cfg.validate().expect_err("heartbeat 0");
+        assert!(err.to_string().contains("cluster.heartbeat_ms"), "{err}");
+
+        let mut cfg = ServerConfig::default();
+        cfg.swp.url = "http://swp:61617".into();
+        let err = cfg.validate().expect_err("plain http");
+        assert!(err.to_string().contains("https://"), "{err}");
+        cfg.swp.url = "https://swp.example.org:61617/".into();
+        let swp = cfg.validate().expect("valid").swp.expect("swp on");
+        assert_eq!(swp.addr, "swp.example.org:61617");
+
+        let mut cfg = ServerConfig::default();
+        cfg.tls.names = vec!["ums.example.org".into(), "bad name".into()];
+        let err = cfg.validate().expect_err("space in a name");
+        assert!(err.to_string().contains("bad name"), "{err}");
+    }
+
+    #[test]
+    fn the_advertised_host_is_the_first_name_others_can_reach() {
+        let mut cfg = ServerConfig::default();
+        cfg.tls.names = vec!["localhost".into(), "10.0.0.5".into()];
+        let v = cfg.validate().expect("valid");
+        assert_eq!(v.network.advertise_host, "10.0.0.5");
+        cfg.tls.names = vec!["localhost".into()];
+        cfg.cluster.advertise_host = "ums1.example.org".into();
+        let v = cfg.validate().expect("valid");
+        assert_eq!(v.network.advertise_host, "ums1.example.org");
+        assert_eq!(v.node_names, vec!["localhost", "ums1.example.org"]);
+        assert_eq!(v.tls_names, vec!["localhost"]);
     }
 }
 
@@ -308,5 +496,6 @@ mod example_file {
         assert_eq!(cfg.data_dir, std::path::PathBuf::from("/var/lib/ums"));
         assert_eq!(cfg.swp.url, defaults.swp.url);
         assert_eq!(cfg.swp.timeout_ms, defaults.swp.timeout_ms);
+        cfg.validate().expect("the example validates");
     }
 }

@@ -9,18 +9,14 @@
 //! deleted; it runs at start, on every files event and every 10 s, so a failed copy is retried.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio::sync::watch;
-use tonic::Status;
 use ums_proto::cluster::v1 as cpb;
 use ums_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use ums_tls::NodeIdentity;
 
-use crate::network::{Event, Network};
-use crate::state::AppState;
+use crate::error::ApiError;
 
 /// Size of the chunks files are streamed in.
 pub const CHUNK: usize = 256 * 1024;
@@ -45,7 +41,8 @@ impl FileStore {
         self.dir.join(prefix).join(sha256)
     }
 
-    fn partial_path(&self, sha256: &str) -> PathBuf {
+    /// Where a copy in progress is kept, so it resumes after an interruption.
+    pub fn partial_path(&self, sha256: &str) -> PathBuf {
         self.dir.join("tmp").join(format!("{sha256}.part"))
     }
 
@@ -62,7 +59,7 @@ impl FileStore {
         let tmp = self
             .dir
             .join("tmp")
-            .join(format!("upload-{}", crate::admin_api::random_token(16)));
+            .join(format!("upload-{}", crate::secrets::random_token(16)));
         let file = tokio::fs::File::create(&tmp).await?;
         Ok(Upload {
             tmp,
@@ -110,6 +107,125 @@ impl Upload {
     }
 }
 
+/// The framing of an upload: the first message names the file and may announce its size and
+/// sha256; every chunk keeps the total within [`MAX_FILE`]; at the end what arrived must be
+/// what was announced. Pure, so it is tested (and fuzzed) without a server.
+#[derive(Debug, Clone)]
+pub struct UploadFraming {
+    pub path: String,
+    /// 0: not announced.
+    announced_size: u64,
+    /// Lower-case hex; empty: not announced.
+    announced_sha256: String,
+    received: u64,
+}
+
+impl UploadFraming {
+    /// Checks what the first message announces.
+    pub fn start(path: &str, size: u64, sha256: &str) -> Result<Self, ApiError> {
+        validate_path(path).map_err(ApiError::Invalid)?;
+        let sha256 = sha256.to_ascii_lowercase();
+        if !sha256.is_empty()
+            && (sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(ApiError::Invalid("sha256 must be 64 hex digits".into()));
+        }
+        if size > MAX_FILE {
+            return Err(too_large());
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            announced_size: size,
+            announced_sha256: sha256,
+            received: 0,
+        })
+    }
+
+    /// Counts a chunk of `len` bytes.
+    pub fn chunk(&mut self, len: usize) -> Result<(), ApiError> {
+        let total = self.received.saturating_add(len as u64);
+        if total > MAX_FILE {
+            return Err(too_large());
+        }
+        self.received = total;
+        Ok(())
+    }
+
+    /// Bytes counted so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Compares what arrived (`size` bytes hashing to `sha256`) with what was announced.
+    pub fn finish(&self, size: u64, sha256: &str) -> Result<(), ApiError> {
+        let mismatch = if self.announced_size != 0 && self.announced_size != size {
+            Some(format!(
+                "the upload has {size} bytes, {} were announced",
+                self.announced_size
+            ))
+        } else if !self.announced_sha256.is_empty() && self.announced_sha256 != sha256 {
+            Some(format!(
+                "the upload's sha256 is {sha256}, {} was announced",
+                self.announced_sha256
+            ))
+        } else {
+            None
+        };
+        match mismatch {
+            Some(m) => Err(ApiError::DataLoss(format!("{m}: nothing was stored"))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::Invalid(format!("files are limited to {MAX_FILE} bytes"))
+}
+
+impl FileStore {
+    /// Receives an upload: the first message's data, then the rest of the stream, hashed while
+    /// written to a temporary file, checked against the framing, and only then moved into place
+    /// under its hash. Nothing is left behind on any error. Returns the sha256 and the size.
+    pub async fn receive<S>(
+        &self,
+        mut framing: UploadFraming,
+        first: Vec<u8>,
+        mut rest: S,
+    ) -> Result<(String, u64), ApiError>
+    where
+        S: futures_util::Stream<Item = Result<Vec<u8>, ApiError>> + Unpin,
+    {
+        use futures_util::StreamExt;
+        let mut upload = self.begin().await.map_err(ApiError::internal)?;
+        let tmp = upload.tmp.clone();
+        let received: Result<(PathBuf, String, u64), ApiError> = async {
+            framing.chunk(first.len())?;
+            upload.write(&first).await.map_err(ApiError::internal)?;
+            while let Some(chunk) = rest.next().await {
+                let chunk = chunk?;
+                framing.chunk(chunk.len())?;
+                upload.write(&chunk).await.map_err(ApiError::internal)?;
+            }
+            upload.finish().await.map_err(ApiError::internal)
+        }
+        .await;
+        let checked = received.and_then(|(tmp, sha, size)| {
+            framing.finish(size, &sha)?;
+            Ok((tmp, sha, size))
+        });
+        match checked {
+            Ok((tmp, sha, size)) => {
+                self.commit(&tmp, &sha).await.map_err(ApiError::internal)?;
+                Ok((sha, size))
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Checks a file path of the store: relative, `/`-separated, no empty, `.` or `..` parts,
 /// printable, at most 255 bytes.
 pub fn validate_path(path: &str) -> Result<(), String> {
@@ -136,7 +252,7 @@ pub fn validate_path(path: &str) -> Result<(), String> {
 pub fn read_chunks(
     path: PathBuf,
     offset: u64,
-) -> impl futures_util::Stream<Item = Result<(u64, Vec<u8>), Status>> + Send + 'static {
+) -> impl futures_util::Stream<Item = Result<(u64, Vec<u8>), ApiError>> + Send + 'static {
     futures_util::stream::unfold(
         (None::<tokio::fs::File>, offset, path, false),
         |(file, pos, path, done)| async move {
@@ -149,17 +265,18 @@ pub fn read_chunks(
                     Ok(mut f) => {
                         if let Err(e) = f.seek(std::io::SeekFrom::Start(pos)).await {
                             return Some((
-                                Err(Status::internal(format!("seek: {e}"))),
+                                Err(ApiError::internal(format!("seek {}: {e}", path.display()))),
                                 (None, pos, path, true),
                             ));
                         }
                         f
                     }
                     Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot open a stored file");
                         return Some((
-                            Err(Status::unavailable(format!(
-                                "file content not on this server: {e}"
-                            ))),
+                            Err(ApiError::Unavailable(
+                                "the file's content is not on this server: retry shortly".into(),
+                            )),
                             (None, pos, path, true),
                         ));
                     }
@@ -173,7 +290,7 @@ pub fn read_chunks(
                     Ok(n) => filled += n,
                     Err(e) => {
                         return Some((
-                            Err(Status::internal(format!("read: {e}"))),
+                            Err(ApiError::internal(format!("read {}: {e}", path.display()))),
                             (None, pos, path, true),
                         ));
                     }
@@ -192,131 +309,15 @@ pub fn read_chunks(
     )
 }
 
-/// Copies what this server lacks and removes what was deleted, until `stop`.
-pub async fn replicate(network: Arc<Network>, state: Arc<AppState>, stop: watch::Receiver<bool>) {
-    let mut events = network.subscribe();
-    let stopping = crate::network::stopped(stop);
-    tokio::pin!(stopping);
-    let mut failures = 0u32;
-    loop {
-        let outcome = replicate_once(&network, &state).await;
-        let wait = match outcome {
-            Ok(true) => {
-                failures = 0;
-                Duration::from_secs(10)
-            }
-            Ok(false) | Err(_) => {
-                if let Err(e) = &outcome {
-                    tracing::warn!(error = %e, "file replication round failed");
-                }
-                failures = (failures + 1).min(5);
-                Duration::from_millis(500 << failures)
-            }
-        };
-        let deadline = tokio::time::sleep(wait);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                () = &mut stopping => return,
-                () = &mut deadline => break,
-                e = events.recv() => match e {
-                    Ok(Event::FilesChanged { .. }) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                    Ok(_) => {}
-                    Err(_) => return,
-                },
-            }
-        }
-    }
-}
-
-/// One pass; `Ok(true)` when everything is in place.
-async fn replicate_once(network: &Network, state: &AppState) -> anyhow::Result<bool> {
-    let db = &state.db;
-    let me = &network.process_id;
-    let files = db.list_files(true).await?;
-    let replicas = db.file_replicas().await?;
-    let live_hashes: std::collections::HashSet<&str> = files
-        .iter()
-        .filter(|f| !f.deleted)
-        .map(|f| f.sha256.as_str())
-        .collect();
-    let mut complete = true;
-    for f in files.iter().filter(|f| f.deleted) {
-        let mine = replicas
-            .iter()
-            .any(|r| r.file_id == f.id && r.server_id == *me);
-        if mine {
-            if !live_hashes.contains(f.sha256.as_str()) {
-                state.files.remove(&f.sha256).await;
-            }
-            db.remove_replica(f.id, me).await?;
-        }
-    }
-    let mut peers: Option<Vec<cpb::ProcessInfo>> = None;
-    for f in files.iter().filter(|f| !f.deleted) {
-        let status = replicas
-            .iter()
-            .find(|r| r.file_id == f.id && r.server_id == *me)
-            .map(|r| r.status.as_str());
-        if state.files.has(&f.sha256, f.size as u64).await {
-            if status != Some("present") {
-                db.set_replica(f.id, me, "present", "").await?;
-            }
-            continue;
-        }
-        if peers.is_none() {
-            peers = Some(network.processes(db).await?);
-        }
-        let holders: Vec<&cpb::ProcessInfo> = peers
-            .iter()
-            .flatten()
-            .filter(|p| {
-                p.kind == "server"
-                    && p.status == "running"
-                    && p.id != *me
-                    && p.internal_port != 0
-                    && replicas
-                        .iter()
-                        .any(|r| r.file_id == f.id && r.server_id == p.id && r.status == "present")
-            })
-            .collect();
-        if status != Some("pending") && status != Some("failed") {
-            db.set_replica(f.id, me, "pending", "").await?;
-        }
-        let mut last_error = String::from("no running server holds the file");
-        let mut copied = false;
-        for holder in holders {
-            match fetch(network, state, holder, &f.sha256, f.size as u64).await {
-                Ok(()) => {
-                    copied = true;
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(file = %f.path, from = %holder.id, error = %e, "file copy failed");
-                    last_error = format!("from {}: {e}", holder.id);
-                }
-            }
-        }
-        if copied {
-            db.set_replica(f.id, me, "present", "").await?;
-            tracing::info!(file = %f.path, sha256 = %f.sha256, size = f.size, "file replicated");
-        } else {
-            complete = false;
-            db.set_replica(f.id, me, "failed", &last_error).await?;
-        }
-    }
-    Ok(complete)
-}
-
-/// Copies one file's content from `holder`, resuming a partial copy, and checks its hash.
-async fn fetch(
-    network: &Network,
-    state: &AppState,
+/// Copies one file's content from the server `holder` (its registry entry) over the internal
+/// port, resuming a partial copy, and checks its hash before it counts as present.
+pub async fn fetch(
+    store: &FileStore,
+    identity: &NodeIdentity,
     holder: &cpb::ProcessInfo,
     sha256: &str,
     size: u64,
 ) -> anyhow::Result<()> {
-    let store = &state.files;
     let partial = store.partial_path(sha256);
     let mut offset = tokio::fs::metadata(&partial)
         .await
@@ -327,8 +328,8 @@ async fn fetch(
         offset = 0;
     }
     let channel = ums_cluster::internal_channel(
-        &network.identity,
-        &format!("{}:{}", host_for_uri(&holder.host), holder.internal_port),
+        identity,
+        &crate::clients::host_port(&holder.host, holder.internal_port),
     )?;
     let mut stream = ClusterServiceClient::new(channel)
         .read_file(cpb::ReadFileRequest {
@@ -363,15 +364,6 @@ async fn fetch(
     }
     store.commit(&partial, sha256).await?;
     Ok(())
-}
-
-/// `[::1]` for IPv6 literals, the host as is otherwise.
-pub fn host_for_uri(host: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    }
 }
 
 /// The hex sha256 of a file.
@@ -410,6 +402,49 @@ mod tests {
         ] {
             assert!(validate_path(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn the_framing_refuses_what_was_not_announced() {
+        assert!(UploadFraming::start("../etc/passwd", 0, "").is_err());
+        assert!(UploadFraming::start("a.bin", 0, "abc").is_err());
+        assert!(UploadFraming::start("a.bin", MAX_FILE + 1, "").is_err());
+        let sha = hex::encode(Sha256::digest(b"hello"));
+        let mut f = UploadFraming::start("a.bin", 5, &sha.to_ascii_uppercase()).expect("start");
+        f.chunk(5).expect("chunk");
+        f.finish(5, &sha).expect("as announced");
+        let e = f.finish(4, &sha).expect_err("short");
+        assert!(matches!(e, ApiError::DataLoss(_)), "{e}");
+        let e = f.finish(5, &"0".repeat(64)).expect_err("other hash");
+        assert!(e.to_string().contains("nothing was stored"), "{e}");
+        let mut f = UploadFraming::start("a.bin", 0, "").expect("start");
+        f.chunk(usize::MAX).expect_err("past the limit");
+        assert_eq!(f.received(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_upload_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open(dir.path()).expect("store");
+        let framing = UploadFraming::start("a.bin", 3, "").expect("start");
+        let rest = futures_util::stream::iter(vec![Ok(b"more".to_vec())]);
+        let e = store
+            .receive(framing, b"ab".to_vec(), rest)
+            .await
+            .expect_err("size mismatch");
+        assert!(matches!(e, ApiError::DataLoss(_)), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("files/tmp"))
+            .expect("tmp")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        let framing = UploadFraming::start("a.bin", 6, "").expect("start");
+        let rest = futures_util::stream::iter(vec![Ok(b"more".to_vec())]);
+        let (sha, size) = store
+            .receive(framing, b"ab".to_vec(), rest)
+            .await
+            .expect("stored");
+        assert_eq!(size, 6);
+        assert!(store.has(&sha, 6).await);
     }
 
     #[tokio::test]

@@ -3,20 +3,32 @@
 //!
 //! The caller binds the listeners and owns the shutdown future ([`run`]), so the whole server runs
 //! in-process on port 0 in tests.
+//!
+//! The modules are layers, each importing only from those before it in this list (a test,
+//! `layers.rs`, checks it):
+//!
+//! 1. [`config`], [`error`]: the validated configuration; the one error type and its status.
+//! 2. [`secrets`]: random tokens, password hashing, the hashes stored for secrets.
+//! 3. [`settings`]: the settings layering of a device and of a user on a device.
+//! 4. [`clients`]: swp-auth and the watchdogs, as this server calls them.
+//! 5. [`network`], [`files`]: this server's place in the HA network; its file store.
+//! 6. [`state`]: [`state::AppState`], what the APIs and tasks share.
+//! 7. [`tasks`]: heartbeat and scheduler, events, replication.
+//! 8. [`api`]: admin (gRPC and JSON), device, cluster and join services.
 
-pub mod admin_api;
-pub mod admin_network;
-pub mod cluster_api;
+pub mod api;
+pub mod clients;
 pub mod config;
-pub mod device_api;
 pub mod error;
 pub mod files;
-pub mod join_api;
-pub mod json_api;
-pub mod login_guard;
 pub mod network;
+pub mod secrets;
+pub mod settings;
 pub mod state;
-pub mod swp;
+pub mod tasks;
+
+#[cfg(test)]
+mod layers;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -33,7 +45,7 @@ use ums_proto::device::v1::device_service_server::DeviceServiceServer;
 use ums_service::ServeOptions;
 use ums_tls::CertAuthority;
 
-pub use config::ServerConfig;
+pub use config::{Config, ServerConfig};
 
 /// Common name of the CA that signs the certificates devices and administrators verify.
 pub const CA_NAME: &str = "UMS device communication CA";
@@ -53,7 +65,7 @@ pub struct Prepared {
     pub initial_password_file: Option<PathBuf>,
     pub migrated: ums_db::MigrateOutcome,
     /// The server's identity in the network, its CA and token.
-    pub bootstrap: network::Bootstrap,
+    pub bootstrap: network::bootstrap::Bootstrap,
     pub process_id: String,
     pub identity: ums_tls::NodeIdentity,
     pub internal_tls: Arc<rustls::ServerConfig>,
@@ -70,7 +82,7 @@ pub fn initial_password_path(data_dir: &Path) -> PathBuf {
 
 /// Creates what a first start needs (data directory, CA, server certificate, schema, first
 /// administrator) and opens what a later start finds. Idempotent.
-pub async fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
+pub async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     ums_tls::install_crypto_provider();
     let data_dir = &cfg.data_dir;
     std::fs::create_dir_all(data_dir)
@@ -78,11 +90,10 @@ pub async fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("restrict data directory {}", data_dir.display()))?;
 
-    cfg.check()?;
-    let url = cfg.database_url();
-    let (db, migrated) = Db::open(&url)
+    let url = &cfg.database_url;
+    let (db, migrated) = Db::open(url)
         .await
-        .with_context(|| format!("open database {}", ums_db::redact(&url)))?;
+        .with_context(|| format!("open database {}", ums_db::redact(url)))?;
     if !migrated.applied.is_empty() {
         tracing::info!(
             from = %migrated.from.map(|v| v.to_string()).unwrap_or_else(|| "empty".into()),
@@ -93,29 +104,29 @@ pub async fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
 
     // The cluster CA signs the certificates devices, administrators and components verify.
     let tls = tls_dir(data_dir);
-    let bootstrap = network::bootstrap(&db, &tls, &cfg.token_file()).await?;
+    let bootstrap = network::bootstrap::bootstrap(&db, &tls, &cfg.network.token_file).await?;
     let ca = &bootstrap.ca;
-    let (cert_pem, key_pem) = server_certificate(ca, &tls, &cfg.tls_names())?;
+    let (cert_pem, key_pem) = server_certificate(ca, &tls, &cfg.tls_names)?;
     let device_tls = ums_tls::server_config(
         &cert_pem,
         &key_pem,
         &[b"h2"],
-        cfg.device.session_cache.max(1),
+        cfg.device.session_cache,
     )?;
     let admin_tls = ums_tls::server_config(&cert_pem, &key_pem, &[b"h2", b"http/1.1"], 1024)?;
-    let process_id = network::process_id(data_dir)?;
-    let mut names = cfg.tls_names();
-    let advertised = network::advertise_host(&cfg.cluster, &names);
-    if !names.contains(&advertised) {
-        names.push(advertised);
-    }
-    let identity = network::server_identity(ca, &data_dir.join("identity"), &process_id, &names)?;
+    let process_id = network::bootstrap::process_id(data_dir)?;
+    let identity = network::bootstrap::server_identity(
+        ca,
+        &data_dir.join("identity"),
+        &process_id,
+        &cfg.node_names,
+    )?;
     let internal_tls = identity.mtls_server_config(&[b"h2"])?;
 
     let mut initial_password_file = None;
     if db.count_admins().await? == 0 {
-        let password = admin_api::random_token(24);
-        let hash = admin_api::hash_password(password.clone()).await?;
+        let password = secrets::random_token(24);
+        let hash = secrets::hash_password(password.clone()).await?;
         db.create_admin(FIRST_ADMIN, &hash, &["*".to_owned()])
             .await?;
         let path = initial_password_path(data_dir);
@@ -169,7 +180,7 @@ pub struct Listeners {
 /// Serves the device and admin APIs until `shutdown` resolves, then drains connections in
 /// flight and returns.
 pub async fn run(
-    cfg: &ServerConfig,
+    cfg: &Config,
     prepared: Prepared,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -185,23 +196,24 @@ pub async fn run(
         started_at_ms: ums_db::now_ms(),
         device_port,
         admin_port,
-        session_hours: cfg.admin.session_hours,
+        session: cfg.admin.session,
     };
-    let names = cfg.tls_names();
     let net = network::Network::new(
         prepared.process_id.clone(),
-        cfg.cluster.clone(),
+        cfg.network.clone(),
         prepared.identity.clone(),
         prepared.bootstrap,
-        network::advertise_host(&cfg.cluster, &names),
     );
     net.set_ports(device_port, admin_port, internal_port);
     let files = files::FileStore::open(&cfg.data_dir)
         .with_context(|| format!("open the file store in {}", cfg.data_dir.display()))?;
-    let state = state::AppState::new(prepared.db.clone(), info, net.clone(), files)
+    let swp = clients::swp::SwpClient::default();
+    if let Some(swp_cfg) = &cfg.swp {
+        swp.configure(swp_cfg, &net.identity)?;
+    }
+    let state = state::AppState::new(prepared.db.clone(), info, net, files, swp)
         .await
         .map_err(|e| anyhow::anyhow!("load settings: {e}"))?;
-    state.swp.configure(cfg, &state.network.identity)?;
 
     // Each port's reflection lists the services that port serves.
     let reflection = |services: &[&str]| {
@@ -214,7 +226,7 @@ pub async fn run(
             )
             .build_v1()
     };
-    let device_svc = DeviceServiceServer::new(device_api::DeviceApi {
+    let device_svc = DeviceServiceServer::new(api::device::DeviceApi {
         state: state.clone(),
     })
     .max_decoding_message_size(MAX_DEVICE_MESSAGE);
@@ -222,15 +234,18 @@ pub async fn run(
         .add_service(reflection(&["ums.device.v1.DeviceService"])?)
         .into_axum_router();
 
-    let admin = Arc::new(admin_api::AdminApi {
+    let admin = Arc::new(api::admin::AdminApi {
         state: state.clone(),
-        logins: login_guard::LoginGuard::default(),
+        logins: api::admin::login_guard::LoginGuard::default(),
     });
-    let admin_router = tonic::service::Routes::new(AdminServiceServer::from_arc(admin.clone()))
-        .add_service(ClusterServiceServer::new(cluster_api::ClusterApi {
+    let cluster = || {
+        ClusterServiceServer::new(api::cluster::ClusterApi {
             state: state.clone(),
-        }))
-        .add_service(JoinServiceServer::new(join_api::JoinApi {
+        })
+    };
+    let admin_router = tonic::service::Routes::new(AdminServiceServer::from_arc(admin.clone()))
+        .add_service(cluster())
+        .add_service(JoinServiceServer::new(api::join::JoinApi {
             state: state.clone(),
         }))
         .add_service(reflection(&[
@@ -239,64 +254,54 @@ pub async fn run(
             "ums.cluster.v1.JoinService",
         ])?)
         .into_axum_router()
-        .merge(json_api::router(admin));
-    let internal_router =
-        tonic::service::Routes::new(ClusterServiceServer::new(cluster_api::ClusterApi {
-            state: state.clone(),
-        }))
+        .merge(api::json::router(admin));
+    let internal_router = tonic::service::Routes::new(cluster())
         .add_service(reflection(&["ums.cluster.v1.ClusterService"])?)
         .into_axum_router();
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let device = tokio::spawn(ums_service::serve_tls(
-        "device",
-        listeners.device,
-        prepared.device_tls,
-        device_router,
-        ServeOptions {
-            max_handshakes: cfg.device.max_handshakes,
-            proxy_protocol: cfg.device.proxy_protocol,
-            ..ServeOptions::default()
-        },
-        stopped(stop_rx.clone()),
-    ));
-    let admin = tokio::spawn(ums_service::serve_tls(
-        "admin",
-        listeners.admin,
-        prepared.admin_tls,
-        admin_router,
-        ServeOptions::default(),
-        stopped(stop_rx),
-    ));
-    let internal = listeners.internal.map(|listener| {
+    let (stop_tx, _) = tokio::sync::watch::channel(false);
+    let stopped = |rx| network::stopped(rx);
+    let mut servers = vec![
         tokio::spawn(ums_service::serve_tls(
+            "device",
+            listeners.device,
+            prepared.device_tls,
+            device_router,
+            ServeOptions {
+                max_handshakes: cfg.device.max_handshakes,
+                proxy_protocol: cfg.device.proxy_protocol,
+                ..ServeOptions::default()
+            },
+            stopped(stop_tx.subscribe()),
+        )),
+        tokio::spawn(ums_service::serve_tls(
+            "admin",
+            listeners.admin,
+            prepared.admin_tls,
+            admin_router,
+            ServeOptions::default(),
+            stopped(stop_tx.subscribe()),
+        )),
+    ];
+    if let Some(listener) = listeners.internal {
+        servers.push(tokio::spawn(ums_service::serve_tls(
             "internal",
             listener,
             prepared.internal_tls,
             internal_router,
             ServeOptions::default(),
             stopped(stop_tx.subscribe()),
-        ))
-    });
-    let network_task = tokio::spawn(network::run(
-        net.clone(),
-        state.clone(),
-        stop_tx.subscribe(),
-    ));
-    let files_task = tokio::spawn(files::replicate(
-        net.clone(),
-        state.clone(),
-        stop_tx.subscribe(),
-    ));
+        )));
+    }
+    let tasks = tasks::spawn(&state, &stop_tx);
     shutdown.await;
     tracing::info!("stopping: finishing requests in flight");
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(device, admin, network_task, files_task);
-    if let Some(internal) = internal {
-        let _ = internal.await;
+    for handle in servers {
+        let _ = handle.await;
+    }
+    for handle in tasks {
+        let _ = handle.await;
     }
     drop(state);
     prepared.db.close().await.ok();

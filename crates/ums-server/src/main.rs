@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ums_server::{Listeners, ServerConfig};
+use ums_server::{Config, Listeners, ServerConfig};
 
 /// The management server of the suite: device API, admin API (gRPC and HTTPS JSON).
 ///
@@ -39,31 +39,29 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut cfg: ServerConfig = match ums_service::load_config(cli.config.as_deref()) {
+    let command = cli.command.unwrap_or(Command::Run);
+    let printing = matches!(command, Command::Config);
+    let mut cfg = match ums_service::config_for_main::<ServerConfig>(cli.config.as_deref(), printing)
+    {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: invalid configuration: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if cli.log_json {
         cfg.log.format = ums_service::LogFormat::Json;
     }
     let log = cfg.log.clone();
-    ums_service::run_service(&log, real_main(cli.command.unwrap_or(Command::Run), cfg))
+    ums_service::run_service(&log, real_main(command, cfg))
 }
 
-async fn real_main(command: Command, cfg: ServerConfig) -> anyhow::Result<()> {
+async fn real_main(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
-        Command::Config => {
-            print!("{}", toml::to_string_pretty(&redacted(&cfg))?);
-            Ok(())
-        }
+        // Printed (or refused) by `config_for_main` before the runtime starts.
+        Command::Config => Ok(()),
         Command::Migrate => {
-            let url = cfg.database_url();
-            let (_, outcome) = ums_db::Db::open(&url)
+            let url = &cfg.database_url;
+            let (_, outcome) = ums_db::Db::open(url)
                 .await
-                .with_context(|| format!("open database {}", ums_db::redact(&url)))?;
+                .with_context(|| format!("open database {}", ums_db::redact(url)))?;
             match outcome.applied.as_slice() {
                 [] => println!("schema is at version {}, nothing to do", outcome.to),
                 applied => println!(
@@ -92,14 +90,14 @@ async fn real_main(command: Command, cfg: ServerConfig) -> anyhow::Result<()> {
         }
         Command::Run => {
             let shutdown = ums_service::shutdown_signal();
-            let device_addr = cfg.device_addr()?;
-            let admin_addr = cfg.admin_addr()?;
+            let device_addr = cfg.device.listen;
+            let admin_addr = cfg.admin.listen;
             let prepared = ums_server::prepare(&cfg).await?;
             let device = ums_service::listen(device_addr)
                 .with_context(|| format!("listen for devices on {device_addr}"))?;
             let admin = ums_service::listen(admin_addr)
                 .with_context(|| format!("listen for administrators on {admin_addr}"))?;
-            let internal = match cfg.internal_addr()? {
+            let internal = match cfg.network.internal_listen {
                 Some(addr) => Some(
                     ums_service::listen(addr)
                         .with_context(|| format!("listen for the network on {addr}"))?,
@@ -145,10 +143,4 @@ fn print_first_start(prepared: &ums_server::Prepared) {
             ums_server::FIRST_ADMIN
         );
     }
-}
-
-fn redacted(cfg: &ServerConfig) -> ServerConfig {
-    let mut c = cfg.clone();
-    c.database_url = ums_db::redact(&c.database_url);
-    c
 }

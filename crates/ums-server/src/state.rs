@@ -1,16 +1,19 @@
-//! State shared by the APIs of one server: the database, the batch writer, the settings model
-//! and the cache of device credentials.
+//! State shared by the APIs and tasks of one server: the database, the batch writer, the
+//! settings model in memory, the cache of device credentials, and this server's parts below it
+//! (its place in the network, its file store, its swp-auth client).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use sha2::{Digest, Sha256};
 use ums_db::batch::Batcher;
 use ums_db::settings::SettingsModel;
 use ums_db::{Backend, Db};
-use ums_domain::{Effective, Layer, ObjectKind, ObjectRef};
 
+use crate::clients::swp::SwpClient;
 use crate::error::ApiError;
+use crate::files::FileStore;
+use crate::network::Network;
+use crate::settings::DeviceRow;
 
 /// Shared state of the server's APIs.
 pub struct AppState {
@@ -29,11 +32,11 @@ pub struct AppState {
     pending_views: Mutex<HashMap<i64, DeviceRow>>,
     pub info: ServerInfo,
     /// This server's part in the HA network.
-    pub network: Arc<crate::network::Network>,
+    pub network: Arc<Network>,
     /// The local copies of replicated files.
-    pub files: crate::files::FileStore,
+    pub files: FileStore,
     /// Shared Workplace: the connection to swp-auth.
-    pub swp: crate::swp::Swp,
+    pub swp: SwpClient,
 }
 
 /// What the server says about itself.
@@ -43,15 +46,17 @@ pub struct ServerInfo {
     pub started_at_ms: i64,
     pub device_port: u16,
     pub admin_port: u16,
-    pub session_hours: u32,
+    /// Lifetime of an administrator's session.
+    pub session: std::time::Duration,
 }
 
 impl AppState {
     pub async fn new(
         db: Db,
         info: ServerInfo,
-        network: Arc<crate::network::Network>,
-        files: crate::files::FileStore,
+        network: Arc<Network>,
+        files: FileStore,
+        swp: SwpClient,
     ) -> Result<Arc<Self>, ApiError> {
         let (generation, _) = db.change_counters().await?;
         let model = db.load_settings_model().await?;
@@ -69,7 +74,7 @@ impl AppState {
             info,
             network,
             files,
-            swp: crate::swp::Swp::default(),
+            swp,
         }))
     }
 
@@ -114,35 +119,27 @@ impl AppState {
         Ok(())
     }
 
-    /// Tells every server that the settings model changed (this one reloaded already).
-    pub async fn settings_changed(&self) {
-        self.network
-            .publish(
-                &self.db,
-                crate::network::Event::SettingsChanged {
-                    origin: self.network.process_id.clone(),
-                },
-            )
-            .await;
+    /// After a settings write: reloads this server's model, then tells the other servers.
+    pub async fn settings_written(&self) -> Result<(), ApiError> {
+        self.reload_settings().await?;
+        self.network.settings_changed(&self.db).await;
+        Ok(())
     }
 
     /// Forgets a device's cached credential on every server.
     pub async fn forget_device_everywhere(&self, device_id: i64) {
         self.forget_device(device_id);
-        self.network
-            .publish(
-                &self.db,
-                crate::network::Event::DeviceForgotten {
-                    origin: self.network.process_id.clone(),
-                    device_id,
-                },
-            )
-            .await;
+        self.network.device_forgotten(&self.db, device_id).await;
+    }
+
+    /// A device's settings inputs, read from the database.
+    pub async fn device_row(&self, device_id: i64) -> Result<DeviceRow, ApiError> {
+        Ok(self.db.get_device(device_id).await?.into())
     }
 
     /// Checks a device's secret against its stored hash.
     pub async fn verify_device(&self, device_id: i64, secret: &[u8]) -> Result<bool, ApiError> {
-        let presented: [u8; 32] = Sha256::digest(secret).into();
+        let presented = crate::secrets::sha256(secret);
         let cached = self.lock_credentials().get(&device_id).copied();
         let stored = match cached {
             Some(h) => h,
@@ -164,7 +161,7 @@ impl AppState {
     /// Remembers the credential of a device that just registered, sparing its first check-in a
     /// database read.
     pub fn remember_device(&self, device_id: i64, secret: &[u8]) {
-        let hash: [u8; 32] = Sha256::digest(secret).into();
+        let hash = crate::secrets::sha256(secret);
         self.lock_credentials().insert(device_id, hash);
     }
 
@@ -193,120 +190,3 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The fields of a device row that its settings depend on, owned: as a check-in returned them
-/// or as read from the database.
-#[derive(Debug, Clone)]
-pub struct DeviceRow {
-    pub name: String,
-    pub folder_id: Option<i64>,
-    pub rev: i64,
-}
-
-impl DeviceRow {
-    pub fn view(&self, id: i64) -> DeviceView<'_> {
-        DeviceView {
-            id,
-            name: &self.name,
-            folder_id: self.folder_id,
-            rev: self.rev,
-        }
-    }
-}
-
-impl From<ums_db::devices::Device> for DeviceRow {
-    fn from(d: ums_db::devices::Device) -> Self {
-        Self {
-            name: d.name,
-            folder_id: d.folder_id,
-            rev: d.rev,
-        }
-    }
-}
-
-/// A device's effective settings and the revision they belong to, from one model.
-pub fn settings_of(model: &SettingsModel, d: &DeviceView<'_>) -> (Effective, u64) {
-    (effective(model, d), revision(model, d))
-}
-
-/// sha256 of a device secret, hex: what the database stores.
-pub fn secret_hash_hex(secret: &[u8]) -> String {
-    hex::encode(Sha256::digest(secret))
-}
-
-/// The settings a device depends on, from the model.
-pub struct DeviceView<'a> {
-    pub id: i64,
-    pub name: &'a str,
-    pub folder_id: Option<i64>,
-    pub rev: i64,
-}
-
-/// The folder chain of a device: its folder, the parent, ..., the top folder. A broken chain
-/// (which the database prevents) ends where it breaks.
-fn chain(model: &SettingsModel, folder: Option<i64>) -> Vec<i64> {
-    let mut out = Vec::new();
-    let mut next = folder;
-    while let Some(f) = next {
-        if out.contains(&f) || out.len() > 1_000 {
-            break;
-        }
-        let Some(folder) = model.folders.get(&f) else {
-            break;
-        };
-        out.push(f);
-        next = folder.parent_id;
-    }
-    out
-}
-
-/// A device's settings revision: the newest stamp among the device, its folders and the profiles
-/// assigned to them. Computed from memory: a check-in of an unchanged device reads no settings.
-pub fn revision(model: &SettingsModel, d: &DeviceView<'_>) -> u64 {
-    let profile_rev = |ids: Option<&Vec<i64>>| {
-        ids.into_iter()
-            .flatten()
-            .filter_map(|p| model.profiles.get(p).map(|(_, rev)| *rev))
-            .max()
-            .unwrap_or(0)
-    };
-    let mut rev = d.rev.max(profile_rev(model.device_profiles.get(&d.id)));
-    for f in chain(model, d.folder_id) {
-        let folder_rev = model.folders.get(&f).map_or(0, |f| f.rev);
-        rev = rev
-            .max(folder_rev)
-            .max(profile_rev(model.folder_profiles.get(&f)));
-    }
-    u64::try_from(rev).unwrap_or(0)
-}
-
-/// The effective settings of a device, merged in the documented order.
-pub fn effective(model: &SettingsModel, d: &DeviceView<'_>) -> Effective {
-    let profiles = |ids: Option<&Vec<i64>>| -> Vec<&ums_domain::Profile> {
-        ids.into_iter()
-            .flatten()
-            .filter_map(|p| model.profiles.get(p).map(|(p, _)| p))
-            .collect()
-    };
-    let mut layers = vec![Layer {
-        object: ObjectRef {
-            kind: ObjectKind::Device,
-            id: d.id,
-        },
-        object_name: d.name,
-        profiles: profiles(model.device_profiles.get(&d.id)),
-    }];
-    for f in chain(model, d.folder_id) {
-        let name = model.folders.get(&f).map_or("", |f| f.name.as_str());
-        layers.push(Layer {
-            object: ObjectRef {
-                kind: ObjectKind::Folder,
-                id: f,
-            },
-            object_name: name,
-            profiles: profiles(model.folder_profiles.get(&f)),
-        });
-    }
-    let mut out = ums_domain::merge(&layers);
-    out.warnings.extend(model.warnings.iter().cloned());
-    out
-}

@@ -12,6 +12,7 @@ use ums_proto::cluster::v1::cluster_service_server::ClusterService;
 use ums_service::Peer;
 use ums_tls::ComponentKind;
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 pub struct ClusterApi {
@@ -19,10 +20,10 @@ pub struct ClusterApi {
 }
 
 /// The component calling over the internal port, or a refusal.
-fn peer<T>(req: &Request<T>) -> Result<Peer, Status> {
+fn peer<T>(req: &Request<T>) -> Result<Peer, ApiError> {
     req.extensions().get::<Peer>().cloned().ok_or_else(|| {
-        Status::unauthenticated(
-            "this call is served on the internal port only, to components with a node certificate of the network",
+        ApiError::Unauthenticated(
+            "this call is served on the internal port only, to components with a node certificate of the network".into(),
         )
     })
 }
@@ -76,16 +77,13 @@ impl ClusterService for ClusterApi {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let peer = peer(&request)?;
         if peer.kind == ComponentKind::Server {
-            return Err(Status::permission_denied(
-                "servers write their own heartbeats",
-            ));
+            return Err(ApiError::Denied("servers write their own heartbeats".into()).into());
         }
         let now = self
             .state
             .network
             .record_heartbeat(&self.state.db, &peer, request.into_inner())
-            .await
-            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+            .await?;
         Ok(Response::new(pb::HeartbeatResponse {
             server_clock_ms: now,
         }))
@@ -112,15 +110,15 @@ impl ClusterService for ClusterApi {
     ) -> Result<Response<Self::ReadFileStream>, Status> {
         let peer = peer(&request)?;
         if peer.kind != ComponentKind::Server {
-            return Err(Status::permission_denied("only servers copy files"));
+            return Err(ApiError::Denied("only servers copy files".into()).into());
         }
         let req = request.into_inner();
         if req.sha256.len() != 64 || !req.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Status::invalid_argument("sha256 must be 64 hex digits"));
+            return Err(ApiError::Invalid("sha256 must be 64 hex digits".into()).into());
         }
         let path = self.state.files.path_of(&req.sha256.to_ascii_lowercase());
         let stream = crate::files::read_chunks(path, req.offset)
-            .map(|r| r.map(|(_, data)| pb::FileChunk { data }));
+            .map(|r| r.map(|(_, data)| pb::FileChunk { data }).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -1,19 +1,31 @@
-//! The device API (`ums.device.v1.DeviceService`) on the device port.
+//! The device API (`ums.device.v1.DeviceService`) on the device port: registration, check-in,
+//! settings, jobs, file downloads, and Shared Workplace logins.
+//!
+//! Each call is a handler returning `Result<_, ApiError>`; the service impl at the bottom only
+//! authenticates the device and turns the result into a response or a status.
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use tonic::{Request, Response, Status};
 use ums_db::devices::{CheckIn, Registration};
+use ums_db::swp::SwpSession;
+use ums_domain::Effective;
 use ums_proto::device::v1 as pb;
 use ums_proto::device::v1::device_service_server::DeviceService;
 
 use crate::error::ApiError;
-use crate::state::{self, AppState, DeviceRow, DeviceView};
+use crate::settings::{
+    DeviceRow, DeviceView, device_settings, pick_directory, revision, user_settings,
+};
+use crate::state::AppState;
 
 /// Shortest and longest device secret accepted at registration.
 const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=64;
 /// Longest firmware and state strings.
 const MAX_FIELD: usize = 128;
+/// Longest message of a job result.
+const MAX_JOB_MESSAGE: usize = 4096;
 
 pub struct DeviceApi {
     pub state: Arc<AppState>,
@@ -21,18 +33,18 @@ pub struct DeviceApi {
 
 /// Refuses at once while the database cannot be reached, so devices move on (through the broker
 /// to another server, or retry later) instead of waiting for a call that cannot succeed.
-fn serving(state: &AppState) -> Result<(), Status> {
+fn serving(state: &AppState) -> Result<(), ApiError> {
     if state.network.available() {
         Ok(())
     } else {
-        Err(Status::unavailable(
-            "this server cannot reach its database: retry shortly",
+        Err(ApiError::Unavailable(
+            "this server cannot reach its database: retry shortly".into(),
         ))
     }
 }
 
 /// Reads and checks the device credential of a call; the device id on success.
-async fn authenticate<T>(state: &AppState, req: &Request<T>) -> Result<i64, Status> {
+async fn authenticate<T>(state: &AppState, req: &Request<T>) -> Result<i64, ApiError> {
     serving(state)?;
     let md = req.metadata();
     let id = md
@@ -44,21 +56,17 @@ async fn authenticate<T>(state: &AppState, req: &Request<T>) -> Result<i64, Stat
         .and_then(|v| v.to_str().ok())
         .and_then(|v| hex::decode(v).ok());
     let (Some(id), Some(secret)) = (id, secret) else {
-        return Err(Status::unauthenticated(format!(
+        return Err(ApiError::Unauthenticated(format!(
             "device credentials missing: send {} and {} (hex)",
             ums_proto::DEVICE_ID_HEADER,
             ums_proto::DEVICE_SECRET_HEADER
         )));
     };
-    if state
-        .verify_device(id, &secret)
-        .await
-        .map_err(Status::from)?
-    {
+    if state.verify_device(id, &secret).await? {
         Ok(id)
     } else {
-        Err(Status::unauthenticated(
-            "unknown device or wrong device secret",
+        Err(ApiError::Unauthenticated(
+            "unknown device or wrong device secret".into(),
         ))
     }
 }
@@ -72,21 +80,171 @@ fn short_field(what: &str, v: &str) -> Result<String, ApiError> {
     Ok(v.to_owned())
 }
 
-#[tonic::async_trait]
-impl DeviceService for DeviceApi {
-    type DownloadFileStream = std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = Result<pb::FileChunk, Status>> + Send + 'static>,
-    >;
+fn settings_pb(e: Effective) -> Vec<pb::Setting> {
+    e.values
+        .into_iter()
+        .map(|v| pb::Setting {
+            key: v.key,
+            r#type: v.value.type_name().to_owned(),
+            value: v.value.to_string(),
+        })
+        .collect()
+}
 
-    async fn list_files(
+impl DeviceApi {
+    async fn register(
         &self,
-        request: Request<pb::ListFilesRequest>,
-    ) -> Result<Response<pb::ListFilesResponse>, Status> {
-        authenticate(&self.state, &request).await?;
+        r: pb::RegisterRequest,
+        address: String,
+    ) -> Result<pb::RegisterResponse, ApiError> {
+        let state = &self.state;
+        serving(state)?;
+        let unit_id = ums_domain::normalize_unit_id(&r.unit_id)?;
+        if !SECRET_LEN.contains(&r.secret.len()) {
+            return Err(ApiError::Invalid(format!(
+                "secret must be {} to {} random bytes",
+                SECRET_LEN.start(),
+                SECRET_LEN.end()
+            )));
+        }
+        let name = if r.name.trim().is_empty() {
+            unit_id.clone()
+        } else {
+            ums_domain::validate_name("device name", &r.name)?
+        };
+        let firmware = short_field("firmware", &r.firmware)?;
+        let out = state
+            .batcher
+            .register(Registration {
+                unit_id: unit_id.clone(),
+                name: name.clone(),
+                firmware,
+                secret_hash: crate::secrets::sha256_hex(&r.secret),
+            })
+            .await?;
+        if out.created {
+            tracing::info!(device_id = out.device_id, unit_id = %unit_id, %address, "device registered");
+        }
+        state.remember_device(out.device_id, &r.secret);
+        let settings_revision = revision(
+            &state.settings(),
+            &DeviceView {
+                id: out.device_id,
+                name: &name,
+                folder_id: None,
+                rev: 1,
+            },
+        );
+        Ok(pb::RegisterResponse {
+            device_id: out.device_id,
+            created: out.created,
+            settings_revision,
+        })
+    }
+
+    async fn check_in(
+        &self,
+        device_id: i64,
+        r: pb::CheckInRequest,
+    ) -> Result<pb::CheckInResponse, ApiError> {
+        let state = &self.state;
+        let now = ums_db::now_ms();
+        let row = state
+            .batcher
+            .check_in(CheckIn {
+                device_id,
+                firmware: short_field("firmware", &r.firmware)?,
+                state: short_field("state", &r.state)?,
+                at: now,
+            })
+            .await?
+            .ok_or_else(|| ApiError::NotFound("device no longer exists".into()))?;
+        let rev = revision(
+            &state.settings(),
+            &DeviceView {
+                id: device_id,
+                name: "",
+                folder_id: row.folder_id,
+                rev: row.rev,
+            },
+        );
+        let jobs_due = match row.next_job_at {
+            Some(at) if at <= now => state.db.count_due_jobs(device_id, now).await?,
+            _ => 0,
+        };
+        let settings_changed = rev != r.known_revision;
+        if settings_changed {
+            state.keep_view(
+                device_id,
+                DeviceRow {
+                    name: row.name,
+                    folder_id: row.folder_id,
+                    rev: row.rev,
+                },
+            );
+        }
+        Ok(pb::CheckInResponse {
+            settings_revision: rev,
+            settings_changed,
+            jobs_due: u32::try_from(jobs_due).unwrap_or(u32::MAX),
+        })
+    }
+
+    async fn get_settings(&self, device_id: i64) -> Result<pb::GetSettingsResponse, ApiError> {
+        let state = &self.state;
+        // The check-in that announced the change read the row already; a device that asks
+        // without one gets it read now.
+        let row = match state.take_view(device_id) {
+            Some(v) => v,
+            None => state.device_row(device_id).await?,
+        };
+        let (effective, revision) = device_settings(&state.settings(), &row.view(device_id));
+        Ok(pb::GetSettingsResponse {
+            revision,
+            settings: settings_pb(effective),
+        })
+    }
+
+    async fn fetch_jobs(&self, device_id: i64) -> Result<pb::FetchJobsResponse, ApiError> {
+        let jobs = self
+            .state
+            .db
+            .fetch_due_jobs(device_id, ums_db::now_ms())
+            .await?;
+        Ok(pb::FetchJobsResponse {
+            jobs: jobs
+                .into_iter()
+                .map(|j| pb::Job {
+                    id: j.id,
+                    kind: j.kind,
+                    scheduled_at_ms: j.scheduled_at,
+                })
+                .collect(),
+        })
+    }
+
+    async fn report_job_result(
+        &self,
+        device_id: i64,
+        r: pb::ReportJobResultRequest,
+    ) -> Result<pb::ReportJobResultResponse, ApiError> {
+        if r.message.len() > MAX_JOB_MESSAGE {
+            return Err(ApiError::Invalid(format!(
+                "message must be at most {MAX_JOB_MESSAGE} bytes"
+            )));
+        }
+        self.state
+            .db
+            .report_job_result(device_id, r.job_id, r.success, &r.message)
+            .await?;
+        Ok(pb::ReportJobResultResponse {})
+    }
+
+    async fn list_files(&self) -> Result<pb::ListFilesResponse, ApiError> {
         let db = &self.state.db;
-        let files = db.list_files(false).await.map_err(ApiError::from)?;
-        let (_, revision) = db.change_counters().await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::ListFilesResponse {
+        let files = db.list_files(false).await?;
+        let (_, revision) = db.change_counters().await?;
+        Ok(pb::ListFilesResponse {
             files: files
                 .into_iter()
                 .map(|f| pb::FileEntry {
@@ -97,244 +255,192 @@ impl DeviceService for DeviceApi {
                 })
                 .collect(),
             revision,
-        }))
+        })
     }
 
     async fn download_file(
         &self,
-        request: Request<pb::DownloadFileRequest>,
-    ) -> Result<Response<Self::DownloadFileStream>, Status> {
-        authenticate(&self.state, &request).await?;
-        let r = request.into_inner();
-        let file = self
-            .state
-            .db
-            .file(r.file_id)
-            .await
-            .map_err(ApiError::from)?;
+        r: pb::DownloadFileRequest,
+    ) -> Result<<Self as DeviceService>::DownloadFileStream, ApiError> {
+        let state = &self.state;
+        let file = state.db.file(r.file_id).await?;
         if r.offset > file.size as u64 {
-            return Err(Status::out_of_range(format!(
+            return Err(ApiError::OutOfRange(format!(
                 "offset {} is past the end of file {} ({} bytes)",
                 r.offset, file.id, file.size
             )));
         }
-        if !self.state.files.has(&file.sha256, file.size as u64).await {
-            return Err(Status::unavailable(format!(
+        if !state.files.has(&file.sha256, file.size as u64).await {
+            return Err(ApiError::Unavailable(format!(
                 "file {} is still being copied to this server; retry shortly",
                 file.id
             )));
         }
-        use futures_util::StreamExt;
-        let stream = crate::files::read_chunks(self.state.files.path_of(&file.sha256), r.offset)
-            .map(|c| c.map(|(offset, data)| pb::FileChunk { offset, data }));
-        Ok(Response::new(Box::pin(stream)))
+        let stream = crate::files::read_chunks(state.files.path_of(&file.sha256), r.offset).map(
+            |c| {
+                c.map(|(offset, data)| pb::FileChunk { offset, data })
+                    .map_err(Status::from)
+            },
+        );
+        Ok(Box::pin(stream))
     }
 
-    async fn register(
+    /// A device login: licence and switch, then swp-auth, then the merge.
+    async fn login(
         &self,
-        request: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        serving(&self.state)?;
+        device_id: i64,
+        r: pb::LoginRequest,
+    ) -> Result<pb::LoginResponse, ApiError> {
+        let state = &self.state;
+        let model = state.settings();
+        let dev = model
+            .swp
+            .devices
+            .get(&device_id)
+            .copied()
+            .unwrap_or_default();
+        if !dev.licensed {
+            return Err(ApiError::FailedPrecondition(format!(
+                "device {device_id} has no Shared Workplace licence"
+            )));
+        }
+        if !dev.enabled {
+            return Err(ApiError::FailedPrecondition(format!(
+                "Shared Workplace is switched off on device {device_id}"
+            )));
+        }
+        if r.password.is_empty() {
+            return Err(ApiError::Invalid("password is empty".into()));
+        }
+        let directory = pick_directory(&model, &r.username, "")?;
+        let user = state
+            .swp
+            .authenticate(
+                super::admin::swp::directory_for_swp(state, directory)?,
+                r.username,
+                r.password,
+                device_id,
+            )
+            .await?;
+        let row = state.device_row(device_id).await?;
+        let (effective, revision) = user_settings(&model, &row.view(device_id), directory.id, &user);
+        for w in &effective.warnings {
+            tracing::debug!(device_id, user = %user.login, warning = %w, "user settings");
+        }
+        state
+            .db
+            .start_swp_session(&SwpSession {
+                device_id,
+                directory_id: directory.id,
+                login: user.login.clone(),
+                user_json: serde_json::to_string(&user).unwrap_or_default(),
+                token_hash: String::new(),
+                started_at: ums_db::now_ms(),
+            })
+            .await?;
+        tracing::info!(device_id, user = %user.login, directory = %directory.name, "user logged in");
+        Ok(pb::LoginResponse {
+            user: user.login,
+            display_name: user.display_name,
+            revision,
+            settings: settings_pb(effective),
+        })
+    }
+
+    /// Ends a device's user session: the device's own settings.
+    async fn logout(&self, device_id: i64) -> Result<pb::GetSettingsResponse, ApiError> {
+        let state = &self.state;
+        if state.db.end_swp_session(device_id).await? {
+            tracing::info!(device_id, "user logged out");
+        }
+        let row = state.device_row(device_id).await?;
+        let (effective, revision) = device_settings(&state.settings(), &row.view(device_id));
+        Ok(pb::GetSettingsResponse {
+            revision,
+            settings: settings_pb(effective),
+        })
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl DeviceService for DeviceApi {
+    type DownloadFileStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<pb::FileChunk, Status>> + Send + 'static>,
+    >;
+
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Reply<pb::RegisterResponse> {
         let address = request
             .extensions()
             .get::<ums_service::ClientAddr>()
             .map(|a| a.0.to_string())
             .unwrap_or_default();
-        let r = request.into_inner();
-        let unit_id = ums_domain::normalize_unit_id(&r.unit_id).map_err(ApiError::from)?;
-        if !SECRET_LEN.contains(&r.secret.len()) {
-            return Err(Status::invalid_argument(format!(
-                "secret must be {} to {} random bytes",
-                SECRET_LEN.start(),
-                SECRET_LEN.end()
-            )));
-        }
-        let name = if r.name.trim().is_empty() {
-            unit_id.clone()
-        } else {
-            ums_domain::validate_name("device name", &r.name).map_err(ApiError::from)?
-        };
-        let firmware = short_field("firmware", &r.firmware)?;
-        let out = self
-            .state
-            .batcher
-            .register(Registration {
-                unit_id: unit_id.clone(),
-                name: name.clone(),
-                firmware,
-                secret_hash: state::secret_hash_hex(&r.secret),
-            })
-            .await
-            .map_err(ApiError::from)?;
-        if out.created {
-            tracing::info!(device_id = out.device_id, unit_id = %unit_id, %address, "device registered");
-        }
-        self.state.remember_device(out.device_id, &r.secret);
-        let model = self.state.settings();
-        let settings_revision = state::revision(
-            &model,
-            &DeviceView {
-                id: out.device_id,
-                name: &name,
-                folder_id: None,
-                rev: 1,
-            },
-        );
-        Ok(Response::new(pb::RegisterResponse {
-            device_id: out.device_id,
-            created: out.created,
-            settings_revision,
-        }))
+        Ok(Response::new(
+            DeviceApi::register(self, request.into_inner(), address).await?,
+        ))
     }
 
-    async fn check_in(
-        &self,
-        request: Request<pb::CheckInRequest>,
-    ) -> Result<Response<pb::CheckInResponse>, Status> {
-        let device_id = authenticate(&self.state, &request).await?;
-        let r = request.into_inner();
-        let now = ums_db::now_ms();
-        let row = self
-            .state
-            .batcher
-            .check_in(CheckIn {
-                device_id,
-                firmware: short_field("firmware", &r.firmware)?,
-                state: short_field("state", &r.state)?,
-                at: now,
-            })
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| Status::not_found("device no longer exists"))?;
-        let model = self.state.settings();
-        let rev = state::revision(
-            &model,
-            &DeviceView {
-                id: device_id,
-                name: "",
-                folder_id: row.folder_id,
-                rev: row.rev,
-            },
-        );
-        let jobs_due = match row.next_job_at {
-            Some(at) if at <= now => self
-                .state
-                .db
-                .count_due_jobs(device_id, now)
-                .await
-                .map_err(ApiError::from)?,
-            _ => 0,
-        };
-        let settings_changed = rev != r.known_revision;
-        if settings_changed {
-            self.state.keep_view(
-                device_id,
-                DeviceRow {
-                    name: row.name,
-                    folder_id: row.folder_id,
-                    rev: row.rev,
-                },
-            );
-        }
-        Ok(Response::new(pb::CheckInResponse {
-            settings_revision: rev,
-            settings_changed,
-            jobs_due: u32::try_from(jobs_due).unwrap_or(u32::MAX),
-        }))
+    async fn check_in(&self, request: Request<pb::CheckInRequest>) -> Reply<pb::CheckInResponse> {
+        let id = authenticate(&self.state, &request).await?;
+        Ok(Response::new(
+            DeviceApi::check_in(self, id, request.into_inner()).await?,
+        ))
     }
 
     async fn get_settings(
         &self,
         request: Request<pb::GetSettingsRequest>,
-    ) -> Result<Response<pb::GetSettingsResponse>, Status> {
-        let device_id = authenticate(&self.state, &request).await?;
-        // The check-in that announced the change read the row already; a device that asks
-        // without one gets it read now.
-        let row = match self.state.take_view(device_id) {
-            Some(v) => v,
-            None => self
-                .state
-                .db
-                .get_device(device_id)
-                .await
-                .map_err(ApiError::from)?
-                .into(),
-        };
-        let (effective, revision) =
-            state::settings_of(&self.state.settings(), &row.view(device_id));
-        Ok(Response::new(pb::GetSettingsResponse {
-            revision,
-            settings: effective
-                .values
-                .into_iter()
-                .map(|v| pb::Setting {
-                    key: v.key,
-                    r#type: v.value.type_name().to_owned(),
-                    value: v.value.to_string(),
-                })
-                .collect(),
-        }))
+    ) -> Reply<pb::GetSettingsResponse> {
+        let id = authenticate(&self.state, &request).await?;
+        Ok(Response::new(DeviceApi::get_settings(self, id).await?))
     }
 
     async fn fetch_jobs(
         &self,
         request: Request<pb::FetchJobsRequest>,
-    ) -> Result<Response<pb::FetchJobsResponse>, Status> {
-        let device_id = authenticate(&self.state, &request).await?;
-        let jobs = self
-            .state
-            .db
-            .fetch_due_jobs(device_id, ums_db::now_ms())
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(pb::FetchJobsResponse {
-            jobs: jobs
-                .into_iter()
-                .map(|j| pb::Job {
-                    id: j.id,
-                    kind: j.kind,
-                    scheduled_at_ms: j.scheduled_at,
-                })
-                .collect(),
-        }))
+    ) -> Reply<pb::FetchJobsResponse> {
+        let id = authenticate(&self.state, &request).await?;
+        Ok(Response::new(DeviceApi::fetch_jobs(self, id).await?))
     }
 
     async fn report_job_result(
         &self,
         request: Request<pb::ReportJobResultRequest>,
-    ) -> Result<Response<pb::ReportJobResultResponse>, Status> {
-        let device_id = authenticate(&self.state, &request).await?;
-        let r = request.into_inner();
-        if r.message.len() > 4096 {
-            return Err(Status::invalid_argument(
-                "message must be at most 4096 bytes",
-            ));
-        }
-        self.state
-            .db
-            .report_job_result(device_id, r.job_id, r.success, &r.message)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(pb::ReportJobResultResponse {}))
+    ) -> Reply<pb::ReportJobResultResponse> {
+        let id = authenticate(&self.state, &request).await?;
+        Ok(Response::new(
+            DeviceApi::report_job_result(self, id, request.into_inner()).await?,
+        ))
     }
 
-    async fn login(
+    async fn list_files(
         &self,
-        request: Request<pb::LoginRequest>,
-    ) -> Result<Response<pb::LoginResponse>, Status> {
-        let device_id = authenticate(&self.state, &request).await?;
-        crate::swp::login(&self.state, device_id, request.into_inner())
-            .await
-            .map(Response::new)
+        request: Request<pb::ListFilesRequest>,
+    ) -> Reply<pb::ListFilesResponse> {
+        authenticate(&self.state, &request).await?;
+        Ok(Response::new(DeviceApi::list_files(self).await?))
     }
 
-    async fn logout(
+    async fn download_file(
         &self,
-        request: Request<pb::LogoutRequest>,
-    ) -> Result<Response<pb::GetSettingsResponse>, Status> {
-        let device_id = authenticate(&self.state, &request).await?;
-        crate::swp::logout(&self.state, device_id)
-            .await
-            .map(Response::new)
+        request: Request<pb::DownloadFileRequest>,
+    ) -> Reply<Self::DownloadFileStream> {
+        authenticate(&self.state, &request).await?;
+        Ok(Response::new(
+            DeviceApi::download_file(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
+        let id = authenticate(&self.state, &request).await?;
+        Ok(Response::new(
+            DeviceApi::login(self, id, request.into_inner()).await?,
+        ))
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Reply<pb::GetSettingsResponse> {
+        let id = authenticate(&self.state, &request).await?;
+        Ok(Response::new(DeviceApi::logout(self, id).await?))
     }
 }

@@ -10,6 +10,7 @@ use ums_proto::cluster::v1 as pb;
 use ums_proto::cluster::v1::join_service_server::JoinService;
 use ums_tls::{ComponentKind, NetworkToken};
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 pub struct JoinApi {
@@ -24,11 +25,11 @@ fn peer_addr<T>(req: &Request<T>) -> String {
 
 impl JoinApi {
     /// Refuses a token for another network's CA, logging it on this side too.
-    fn check_ca(&self, ca_hash: &str, kind: &str, from: &str) -> Result<(), Status> {
+    fn check_ca(&self, ca_hash: &str, kind: &str, from: &str) -> Result<(), ApiError> {
         let ours = &self.state.network.ca_sha256;
         if ca_hash.len() != 64 || !ca_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Status::invalid_argument(
-                "ca_hash must be the 64 hex digits from the network token",
+            return Err(ApiError::Invalid(
+                "ca_hash must be the 64 hex digits from the network token".into(),
             ));
         }
         if !ca_hash.eq_ignore_ascii_case(ours) {
@@ -36,7 +37,7 @@ impl JoinApi {
                 component = %kind, from = %from, token_ca = %ca_hash, network_ca = %ours,
                 "{TOKEN_MISMATCH}: a component presented the token of another network"
             );
-            return Err(Status::failed_precondition(format!(
+            return Err(ApiError::FailedPrecondition(format!(
                 "{TOKEN_MISMATCH}: the token is for the CA with sha256 {ca_hash}, this network's CA has sha256 {ours}"
             )));
         }
@@ -60,41 +61,30 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'))
 }
 
-#[tonic::async_trait]
-impl JoinService for JoinApi {
-    async fn get_ca(
-        &self,
-        request: Request<pb::GetCaRequest>,
-    ) -> Result<Response<pb::GetCaResponse>, Status> {
-        let from = peer_addr(&request);
-        let req = request.into_inner();
-        self.check_ca(&req.ca_hash, &req.kind, &from)?;
-        Ok(Response::new(pb::GetCaResponse {
+impl JoinApi {
+    fn get_ca(&self, req: pb::GetCaRequest, from: &str) -> Result<pb::GetCaResponse, ApiError> {
+        self.check_ca(&req.ca_hash, &req.kind, from)?;
+        Ok(pb::GetCaResponse {
             ca_pem: self.state.network.ca.cert_pem.clone(),
-        }))
+        })
     }
 
-    async fn join(
-        &self,
-        request: Request<pb::JoinRequest>,
-    ) -> Result<Response<pb::JoinResponse>, Status> {
-        let from = peer_addr(&request);
-        let req = request.into_inner();
-        self.check_ca(&req.ca_hash, &req.kind, &from)?;
+    async fn join(&self, req: pb::JoinRequest, from: &str) -> Result<pb::JoinResponse, ApiError> {
+        self.check_ca(&req.ca_hash, &req.kind, from)?;
         let kind = ComponentKind::parse(&req.kind).ok_or_else(|| {
-            Status::invalid_argument(format!(
+            ApiError::Invalid(format!(
                 "unknown component kind {:?}: server, broker, watchdog or swp-auth",
                 req.kind
             ))
         })?;
         if !valid_id(&req.id) {
-            return Err(Status::invalid_argument(
-                "a component id is 1 to 64 letters, digits, - _ and .",
+            return Err(ApiError::Invalid(
+                "a component id is 1 to 64 letters, digits, - _ and .".into(),
             ));
         }
         if req.names.len() > 16 || !req.names.iter().all(|n| valid_name(n)) {
-            return Err(Status::invalid_argument(
-                "at most 16 names, each a DNS name or an IP address",
+            return Err(ApiError::Invalid(
+                "at most 16 names, each a DNS name or an IP address".into(),
             ));
         }
         let presented = NetworkToken {
@@ -102,12 +92,7 @@ impl JoinService for JoinApi {
             secret: req.secret,
         }
         .secret_hash();
-        let tokens = self
-            .state
-            .db
-            .valid_tokens()
-            .await
-            .map_err(|e| Status::unavailable(format!("database unavailable: {e}")))?;
+        let tokens = self.state.db.valid_tokens().await?;
         // Compare with every valid token in constant time.
         let matched = tokens.iter().fold(false, |acc, t| {
             let eq: bool =
@@ -120,7 +105,7 @@ impl JoinService for JoinApi {
                 component = %kind, id = %req.id, from = %from,
                 "{TOKEN_MISMATCH}: a component presented a wrong or expired token secret"
             );
-            return Err(Status::permission_denied(format!(
+            return Err(ApiError::Denied(format!(
                 "{TOKEN_MISMATCH}: the token's secret is not (or no longer) valid for this network"
             )));
         }
@@ -129,11 +114,36 @@ impl JoinService for JoinApi {
             .network
             .ca
             .sign_node_public_key(kind, &req.id, &req.names, &req.public_key_pem)
-            .map_err(|e| Status::invalid_argument(format!("cannot sign the public key: {e}")))?;
+            .map_err(|e| ApiError::Invalid(format!("cannot sign the public key: {e}")))?;
         tracing::info!(component = %kind, id = %req.id, from = %from, "a component joined the network");
-        Ok(Response::new(pb::JoinResponse {
+        Ok(pb::JoinResponse {
             cert_pem,
             ca_pem: self.state.network.ca.cert_pem.clone(),
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl JoinService for JoinApi {
+    async fn get_ca(
+        &self,
+        request: Request<pb::GetCaRequest>,
+    ) -> Result<Response<pb::GetCaResponse>, Status> {
+        let from = peer_addr(&request);
+        Ok(Response::new(JoinApi::get_ca(
+            self,
+            request.into_inner(),
+            &from,
+        )?))
+    }
+
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let from = peer_addr(&request);
+        Ok(Response::new(
+            JoinApi::join(self, request.into_inner(), &from).await?,
+        ))
     }
 }

@@ -1,7 +1,7 @@
 //! The admin API as HTTPS JSON, for curl and browsers: `POST /api/v1/<Method>` with the request
 //! message as a JSON object (fields in snake_case, missing fields take their defaults) and
-//! `authorization: Bearer <token>`. The handlers are the gRPC ones, so both APIs always offer
-//! the same operations with the same checks.
+//! `authorization: Bearer <token>`. The methods and their handlers are the gRPC ones (the table
+//! in [`crate::api::admin`]), so both APIs always offer the same operations with the same checks.
 //!
 //! ```text
 //! curl --cacert data/tls/ca.pem https://localhost:8443/api/v1/Login \
@@ -21,9 +21,8 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::metadata::MetadataMap;
-use ums_proto::admin::v1::admin_service_server::AdminService;
 
-use crate::admin_api::AdminApi;
+use crate::api::admin::AdminApi;
 use crate::error::{code_name, http_status};
 
 /// Largest JSON request body.
@@ -46,15 +45,29 @@ async fn health(State(api): State<Arc<AdminApi>>) -> Response {
     .into_response()
 }
 
-fn error(status: http::StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": message, "code": code })),
-    )
-        .into_response()
+/// A refused JSON call: its HTTP status and the body `{"error": ..., "code": ...}`.
+pub struct JsonError {
+    status: http::StatusCode,
+    code: &'static str,
+    message: String,
 }
 
-async fn call<Req, Resp, F, Fut>(headers: HeaderMap, body: Bytes, f: F) -> Response
+impl IntoResponse for JsonError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message, "code": self.code })),
+        )
+            .into_response()
+    }
+}
+
+/// Decodes the body as `Req`, calls `f` with the headers as metadata, and encodes the answer.
+pub async fn call<Req, Resp, F, Fut>(
+    metadata: MetadataMap,
+    body: &[u8],
+    f: F,
+) -> Result<serde_json::Value, JsonError>
 where
     Req: DeserializeOwned,
     Resp: Serialize,
@@ -64,44 +77,24 @@ where
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
-        &body
+        body
     };
-    let msg: Req = match serde_json::from_slice(body) {
-        Ok(m) => m,
-        Err(e) => {
-            return error(
-                http::StatusCode::BAD_REQUEST,
-                "invalid_argument",
-                &format!("invalid JSON request: {e}"),
-            );
-        }
-    };
-    let request = tonic::Request::from_parts(
-        MetadataMap::from_headers(headers),
-        tonic::Extensions::default(),
-        msg,
-    );
-    match f(request).await {
-        Ok(resp) => Json(resp.into_inner()).into_response(),
-        Err(status) => error(
-            http_status(status.code()),
-            code_name(status.code()),
-            status.message(),
-        ),
-    }
-}
-
-macro_rules! methods {
-    ($api:ident, $method:ident, $headers:ident, $body:ident; $($name:literal => $fn:ident),* $(,)?) => {
-        match $method.as_str() {
-            $( $name => call($headers, $body, |r| async move { $api.$fn(r).await }).await, )*
-            other => error(
-                http::StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("unknown method `{other}`: see ums.admin.v1.AdminService in proto/"),
-            ),
-        }
-    };
+    let msg: Req = serde_json::from_slice(body).map_err(|e| JsonError {
+        status: http::StatusCode::BAD_REQUEST,
+        code: "invalid_argument",
+        message: format!("invalid JSON request: {e}"),
+    })?;
+    let request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), msg);
+    let answer = f(request).await.map_err(|status| JsonError {
+        status: http_status(status.code()),
+        code: code_name(status.code()),
+        message: status.message().to_owned(),
+    })?;
+    serde_json::to_value(answer.into_inner()).map_err(|e| JsonError {
+        status: http::StatusCode::INTERNAL_SERVER_ERROR,
+        code: "internal",
+        message: format!("cannot encode the answer: {e}"),
+    })
 }
 
 async fn dispatch(
@@ -110,49 +103,17 @@ async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let api = api.as_ref();
-    methods!(api, method, headers, body;
-        "Login" => login,
-        "WhoAmI" => who_am_i,
-        "CreateAdmin" => create_admin,
-        "ListAdmins" => list_admins,
-        "SetAdminPassword" => set_admin_password,
-        "DeleteAdmin" => delete_admin,
-        "ListDevices" => list_devices,
-        "GetDevice" => get_device,
-        "UpdateDevice" => update_device,
-        "DeleteDevice" => delete_device,
-        "ResetDeviceCredential" => reset_device_credential,
-        "CreateFolder" => create_folder,
-        "ListFolders" => list_folders,
-        "DeleteFolder" => delete_folder,
-        "CreateProfile" => create_profile,
-        "ListProfiles" => list_profiles,
-        "GetProfile" => get_profile,
-        "UpdateProfileParams" => update_profile_params,
-        "DeleteProfile" => delete_profile,
-        "ListParameters" => list_parameters,
-        "Assign" => assign,
-        "Unassign" => unassign,
-        "ListAssignments" => list_assignments,
-        "CreateJobs" => create_jobs,
-        "ListJobs" => list_jobs,
-        "ExplainSettings" => explain_settings,
-        "ListProcesses" => list_processes,
-        "RemoveProcess" => remove_process,
-        "StopProcess" => stop_process,
-        "StartProcess" => start_process,
-        "ExportToken" => export_token,
-        "RotateToken" => rotate_token,
-        "ListFiles" => list_files,
-        "DeleteFile" => delete_file,
-        "CreateDirectory" => create_directory,
-        "UpdateDirectory" => update_directory,
-        "ListDirectories" => list_directories,
-        "DeleteDirectory" => delete_directory,
-        "AssignUser" => assign_user,
-        "UnassignUser" => unassign_user,
-        "ListUserAssignments" => list_user_assignments,
-        "SetSharedWorkplace" => set_shared_workplace,
-    )
+    match api
+        .dispatch_json(&method, MetadataMap::from_headers(headers), &body)
+        .await
+    {
+        Some(Ok(value)) => Json(value).into_response(),
+        Some(Err(e)) => e.into_response(),
+        None => JsonError {
+            status: http::StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: format!("unknown method `{method}`: see ums.admin.v1.AdminService in proto/"),
+        }
+        .into_response(),
+    }
 }

@@ -1,0 +1,255 @@
+//! The HA network as one server takes part in it.
+//!
+//! - **Bootstrap** ([`bootstrap`]): the cluster CA and the network token, created by the first
+//!   server and recovered with the token by the others.
+//! - **Registry** ([`registry`]): this server's own entry, the registry as administrators see
+//!   it, and heartbeats other components send.
+//! - **Messaging**: [`Network::publish`] sends an event to every server (PostgreSQL NOTIFY, and
+//!   this server's own subscribers at once). The tasks that apply events, write heartbeats and
+//!   hold the scheduler lease are in `crate::tasks`; they change this state through the setters
+//!   here.
+
+pub mod bootstrap;
+pub mod registry;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use ums_db::Db;
+use ums_proto::cluster::v1 as pb;
+use ums_tls::{CertAuthority, NodeIdentity};
+
+use crate::config::{ClusterMode, NetworkSettings};
+
+pub use bootstrap::Bootstrap;
+
+/// Sealing contexts: what each sealed value is for.
+const SEAL_CA_KEY: &str = "ums cluster ca key";
+const SEAL_TOKEN: &str = "ums network token secret";
+const SEAL_STORED_SECRET: &str = "ums stored secret";
+/// Marks a sealed value in a text column.
+const SEALED_PREFIX: &str = "sealed:v1:";
+/// Name of the scheduler's lease.
+pub const SCHEDULER: &str = "scheduler";
+/// Servers more than this far apart in their clocks are flagged.
+pub const MAX_CLOCK_SKEW_MS: i64 = 60_000;
+
+/// Events every server must see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Folders, profiles or assignments changed: reload the settings model.
+    SettingsChanged { origin: String },
+    /// A device's credential was reset or the device deleted: drop its cached credential.
+    DeviceForgotten { origin: String, device_id: i64 },
+    /// A process joined, left or changed status.
+    ProcessesChanged { origin: String },
+    /// Files were added or deleted: replicate.
+    FilesChanged { origin: String },
+    /// Reconnect to the database (after the shared schema changed).
+    Reconnect { origin: String },
+}
+
+impl Event {
+    pub fn origin(&self) -> &str {
+        match self {
+            Event::SettingsChanged { origin }
+            | Event::DeviceForgotten { origin, .. }
+            | Event::ProcessesChanged { origin }
+            | Event::FilesChanged { origin }
+            | Event::Reconnect { origin } => origin,
+        }
+    }
+}
+
+/// The network as this server takes part in it.
+pub struct Network {
+    pub process_id: String,
+    pub mode: ClusterMode,
+    pub identity: NodeIdentity,
+    pub ca: CertAuthority,
+    pub ca_sha256: String,
+    pub token_file: PathBuf,
+    pub advertise_host: String,
+    pub config: NetworkSettings,
+    available: AtomicBool,
+    /// The fence of the scheduler lease while this server holds it, else 0.
+    scheduler_fence: AtomicI64,
+    servers: watch::Sender<Vec<pb::ServerEndpoint>>,
+    events: broadcast::Sender<Event>,
+    ports: std::sync::OnceLock<(u16, u16, u16)>,
+    started_at_ms: i64,
+}
+
+impl Network {
+    pub fn new(
+        process_id: String,
+        config: NetworkSettings,
+        identity: NodeIdentity,
+        bootstrap: Bootstrap,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            process_id,
+            mode: config.mode,
+            identity,
+            ca: bootstrap.ca,
+            ca_sha256: bootstrap.ca_sha256,
+            token_file: bootstrap.token_file,
+            advertise_host: config.advertise_host.clone(),
+            config,
+            available: AtomicBool::new(true),
+            scheduler_fence: AtomicI64::new(0),
+            servers: watch::channel(Vec::new()).0,
+            events: broadcast::channel(1024).0,
+            ports: std::sync::OnceLock::new(),
+            started_at_ms: ums_db::now_ms(),
+        })
+    }
+
+    /// Seals a secret the servers must read back (a directory's bind password) with a key
+    /// derived from the cluster CA key, which every server of the network holds: the database
+    /// alone does not give it away.
+    pub fn seal_secret(&self, secret: &str) -> String {
+        format!(
+            "{SEALED_PREFIX}{}",
+            hex::encode(ums_tls::seal(
+                &self.ca.key_material(),
+                SEAL_STORED_SECRET,
+                secret.as_bytes()
+            ))
+        )
+    }
+
+    /// Opens what [`Network::seal_secret`] sealed; a value stored before sealing existed is
+    /// returned as it is.
+    pub fn open_secret(&self, stored: &str) -> Option<String> {
+        let Some(hexed) = stored.strip_prefix(SEALED_PREFIX) else {
+            return Some(stored.to_owned());
+        };
+        let sealed = hex::decode(hexed).ok()?;
+        let plain = ums_tls::open(&self.ca.key_material(), SEAL_STORED_SECRET, &sealed)?;
+        String::from_utf8(plain).ok()
+    }
+
+    /// Records the ports this server serves on (device, admin, internal).
+    pub fn set_ports(&self, device: u16, admin: u16, internal: u16) {
+        let _ = self.ports.set((device, admin, internal));
+    }
+
+    pub fn ports(&self) -> (u16, u16, u16) {
+        self.ports.get().copied().unwrap_or_default()
+    }
+
+    /// False while the database cannot be reached.
+    pub fn available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    /// Whether this server runs the scheduler now.
+    pub fn is_scheduler(&self) -> bool {
+        self.scheduler_fence.load(Ordering::Relaxed) > 0
+    }
+
+    /// The servers taking devices, as the registry says now and after every change.
+    pub fn watch_servers(&self) -> watch::Receiver<Vec<pb::ServerEndpoint>> {
+        self.servers.subscribe()
+    }
+
+    /// Events from this server and the others.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Sends an event to every server, this one included.
+    pub async fn publish(&self, db: &Db, event: Event) {
+        let _ = self.events.send(event.clone());
+        if let Ok(payload) = serde_json::to_string(&event)
+            && let Err(e) = db.notify(&payload).await
+        {
+            // The other servers' counter poll picks the change up.
+            tracing::warn!(error = %e, "could not notify the other servers");
+        }
+    }
+
+
+    /// Tells every server that the settings model changed.
+    pub async fn settings_changed(&self, db: &Db) {
+        let origin = self.process_id.clone();
+        self.publish(db, Event::SettingsChanged { origin }).await;
+    }
+
+    /// Tells every server to forget a device's cached credential.
+    pub async fn device_forgotten(&self, db: &Db, device_id: i64) {
+        let origin = self.process_id.clone();
+        self.publish(db, Event::DeviceForgotten { origin, device_id })
+            .await;
+    }
+
+    /// Tells every server that the registry changed.
+    pub async fn processes_changed(&self, db: &Db) {
+        let origin = self.process_id.clone();
+        self.publish(db, Event::ProcessesChanged { origin }).await;
+    }
+
+    /// Tells every server that files were added or deleted.
+    pub async fn files_changed(&self, db: &Db) {
+        let origin = self.process_id.clone();
+        self.publish(db, Event::FilesChanged { origin }).await;
+    }
+
+    /// Delivers an event that arrived from another server to this server's subscribers.
+    pub fn deliver(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Records whether the database answers; returns what it was before.
+    pub fn set_available(&self, available: bool) -> bool {
+        self.available.swap(available, Ordering::Relaxed)
+    }
+
+    /// The fence of the scheduler lease while this server holds it, else 0.
+    pub fn scheduler_fence(&self) -> i64 {
+        self.scheduler_fence.load(Ordering::Relaxed)
+    }
+
+    /// Records the fence of the scheduler lease (0: not held); returns the previous one.
+    pub fn set_scheduler_fence(&self, fence: i64) -> i64 {
+        self.scheduler_fence.swap(fence, Ordering::Relaxed)
+    }
+
+    /// Replaces the list of running servers; watchers see only a change.
+    pub fn set_servers(&self, servers: Vec<pb::ServerEndpoint>) {
+        self.servers.send_if_modified(|cur| {
+            if *cur != servers {
+                *cur = servers;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// Resolves once `stop` reads true (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_as_json() {
+        let e = Event::DeviceForgotten {
+            origin: "server-a".into(),
+            device_id: 7,
+        };
+        let text = serde_json::to_string(&e).expect("json");
+        assert!(text.contains("device_forgotten"), "{text}");
+        assert_eq!(serde_json::from_str::<Event>(&text).expect("parse"), e);
+    }
+}

@@ -1,0 +1,121 @@
+//! The server's heartbeat: every `heartbeat` it writes its registry entry (on the database's
+//! clock), reads the registry into the running-servers list brokers follow, notices the
+//! database going away and coming back, and takes part in the scheduler lease. On stop it
+//! marks itself stopped and gives the lease up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use ums_db::Db;
+
+use crate::network::registry::running_servers;
+use crate::network::{Network, SCHEDULER, stopped};
+use crate::state::AppState;
+
+/// Jobs sent to a device without a result after this long are failed by the scheduler.
+const JOB_TIMEOUT_MS: i64 = 24 * 3600 * 1000;
+
+/// Runs until `stop` flips.
+pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
+    let network = state.network.clone();
+    let stopping = stopped(stop);
+    tokio::pin!(stopping);
+    let heartbeat_every = network.config.heartbeat;
+    let mut tick = tokio::time::interval(heartbeat_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sweep = std::time::Instant::now() - Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stopping => break,
+        }
+        let db = &state.db;
+        let beat = tokio::time::timeout(heartbeat_every * 3, async {
+            let schema = db
+                .schema_version()
+                .await?
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            db.heartbeat(&network.own_row(&schema)).await?;
+            db.list_processes().await
+        })
+        .await;
+        match beat {
+            Ok(Ok((rows, now))) => {
+                if !network.set_available(true) {
+                    tracing::info!("the database is reachable again: serving");
+                }
+                let silent = network.config.silent_after.as_millis() as i64;
+                network.set_servers(running_servers(&rows, now, silent));
+            }
+            Ok(Err(e)) => unavailable(&network, &e.to_string()),
+            Err(_) => unavailable(&network, "the database did not answer in time"),
+        }
+        if network.available() {
+            scheduler_step(&network, db, &mut last_sweep).await;
+        }
+    }
+    let db = &state.db;
+    if network.is_scheduler() {
+        let _ = db.release_lease(SCHEDULER, &network.process_id).await;
+    }
+    let _ = db.set_process_status(&network.process_id, "stopped").await;
+    network.processes_changed(db).await;
+}
+
+fn unavailable(network: &Network, why: &str) {
+    if network.set_available(false) {
+        tracing::error!(error = %why, "the database is unreachable: reporting this server unavailable");
+    }
+    // Without the database the lease cannot be renewed: stop acting as the scheduler at once.
+    network.set_scheduler_fence(0);
+}
+
+async fn scheduler_step(network: &Network, db: &Db, last_sweep: &mut std::time::Instant) {
+    let ttl = network.config.lease.as_millis() as i64;
+    match db.acquire_lease(SCHEDULER, &network.process_id, ttl).await {
+        Ok(Some(fence)) => {
+            let before = network.set_scheduler_fence(fence);
+            if before != fence {
+                tracing::info!(fence, "this server now runs the cluster scheduler");
+            }
+            if last_sweep.elapsed() >= Duration::from_secs(2) {
+                *last_sweep = std::time::Instant::now();
+                match db
+                    .scheduler_sweep(
+                        SCHEDULER,
+                        fence,
+                        network.config.silent_after.as_millis() as i64,
+                        JOB_TIMEOUT_MS,
+                    )
+                    .await
+                {
+                    Ok(Some((stopped, expired))) if stopped + expired > 0 => {
+                        tracing::info!(
+                            stopped,
+                            expired,
+                            "scheduler: marked silent processes stopped and late jobs failed"
+                        );
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        tracing::warn!(fence, "scheduler: the lease moved to another server");
+                        network.set_scheduler_fence(0);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "scheduler sweep failed"),
+                }
+            }
+        }
+        Ok(None) => {
+            if network.set_scheduler_fence(0) != 0 {
+                tracing::warn!("this server no longer runs the cluster scheduler");
+            }
+        }
+        Err(e) => {
+            network.set_scheduler_fence(0);
+            tracing::warn!(error = %e, "scheduler lease");
+        }
+    }
+}
+
