@@ -3,10 +3,13 @@
 //! `UMS_HEALTH__INTERVAL_MS=500`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use ums_cluster::{Membership, NetworkConfig};
 use ums_service::LogConfig;
+use ums_tls::ComponentKind;
 
 /// The device port the broker takes on its host.
 pub const DEVICE_PORT: u16 = 30001;
@@ -40,8 +43,10 @@ pub struct BrokerConfig {
     pub health: HealthConfig,
     pub rate: RateConfig,
     pub metrics: MetricsConfig,
+    /// Where the broker keeps its identity in the network (`identity/`). Default `./data`.
+    pub data_dir: PathBuf,
     /// Joining the HA network, to follow its running servers instead of `servers`.
-    pub network: crate::network::NetworkConfig,
+    pub network: NetworkConfig,
     pub log: LogConfig,
 }
 
@@ -88,7 +93,8 @@ impl Default for BrokerConfig {
             health: HealthConfig::default(),
             rate: RateConfig::default(),
             metrics: MetricsConfig::default(),
-            network: crate::network::NetworkConfig::default(),
+            data_dir: PathBuf::from("data"),
+            network: NetworkConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -121,43 +127,59 @@ impl Default for MetricsConfig {
 }
 
 impl ums_service::ServiceConfig for BrokerConfig {
-    type Validated = BrokerConfig;
+    type Validated = Config;
 
-    fn validate(&self) -> anyhow::Result<BrokerConfig> {
-        BrokerConfig::validate(self)?;
-        Ok(self.clone())
+    fn validate(&self) -> anyhow::Result<Config> {
+        BrokerConfig::validate(self)
     }
 }
 
+/// The broker's configuration, checked: addresses parsed, durations and the network resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// The static servers (when not following a network).
+    pub servers: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+    /// `None`: connections are never closed for idleness.
+    pub idle_timeout: Option<Duration>,
+    pub drain_timeout: Duration,
+    pub max_connections: usize,
+    pub buffer_size: usize,
+    pub proxy_protocol: bool,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    /// New connections per second from one address; 0: no limit.
+    pub rate_per_second: u32,
+    pub rate_burst: u32,
+    /// `None`: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    pub network: Membership,
+    pub log: LogConfig,
+}
+
 impl BrokerConfig {
-    /// The address devices connect to.
-    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
-        parse_addr("listen", &self.listen)
-    }
-
-    /// The metrics address, `None` when the endpoint is off.
-    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        if self.metrics.listen.trim().is_empty() {
-            return Ok(None);
-        }
-        parse_addr("metrics.listen", &self.metrics.listen).map(Some)
-    }
-
-    /// The configured servers, parsed.
-    pub fn server_addrs(&self) -> anyhow::Result<Vec<SocketAddr>> {
-        self.servers
+    /// Checks every value, so a bad configuration stops the broker at start.
+    pub fn validate(&self) -> anyhow::Result<Config> {
+        let listen = parse_addr("listen", &self.listen)?;
+        let metrics_listen = if self.metrics.listen.trim().is_empty() {
+            None
+        } else {
+            Some(parse_addr("metrics.listen", &self.metrics.listen)?)
+        };
+        let servers = self
+            .servers
             .iter()
             .map(|s| parse_addr("servers", s))
-            .collect()
-    }
-
-    /// Checks every value, so a bad configuration stops the broker at start.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        self.listen_addr()?;
-        self.metrics_addr()?;
-        self.server_addrs()?;
+            .collect::<anyhow::Result<Vec<_>>>()?;
         if self.health.interval_ms == 0 {
             anyhow::bail!("health.interval_ms must be above 0");
+        }
+        if self.health.timeout_ms == 0 {
+            anyhow::bail!("health.timeout_ms must be above 0");
+        }
+        if self.connect_timeout_ms == 0 {
+            anyhow::bail!("connect_timeout_ms must be above 0");
         }
         if self.buffer_size == 0 || self.buffer_size > 64 * 1024 {
             anyhow::bail!("buffer_size must be between 1 and 65536");
@@ -165,22 +187,27 @@ impl BrokerConfig {
         if self.rate.per_second > 0 && self.rate.burst == 0 {
             anyhow::bail!("rate.burst must be above 0 when rate.per_second is set");
         }
-        Ok(())
-    }
-
-    /// Time a connect to a server may take.
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms.max(1))
-    }
-
-    /// Idle time after which a connection is closed, `None` for never.
-    pub fn idle_timeout(&self) -> Option<Duration> {
-        (self.idle_timeout_s > 0).then(|| Duration::from_secs(self.idle_timeout_s))
-    }
-
-    /// Time proxied connections get to finish after the shutdown signal.
-    pub fn drain_timeout(&self) -> Duration {
-        Duration::from_secs(self.drain_timeout_s)
+        let network = self
+            .network
+            .validate(ComponentKind::Broker, &self.data_dir)?;
+        Ok(Config {
+            listen,
+            servers,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            idle_timeout: (self.idle_timeout_s > 0)
+                .then(|| Duration::from_secs(self.idle_timeout_s)),
+            drain_timeout: Duration::from_secs(self.drain_timeout_s),
+            max_connections: self.max_connections,
+            buffer_size: self.buffer_size,
+            proxy_protocol: self.proxy_protocol,
+            health_interval: Duration::from_millis(self.health.interval_ms),
+            health_timeout: Duration::from_millis(self.health.timeout_ms),
+            rate_per_second: self.rate.per_second,
+            rate_burst: self.rate.burst,
+            metrics_listen,
+            network,
+            log: self.log.clone(),
+        })
     }
 }
 
@@ -199,13 +226,11 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        let cfg = BrokerConfig::default();
-        cfg.validate().expect("valid");
-        assert_eq!(cfg.listen_addr().expect("addr").port(), DEVICE_PORT);
-        assert_eq!(
-            cfg.metrics_addr().expect("addr").map(|a| a.port()),
-            Some(9102)
-        );
+        let cfg = BrokerConfig::default().validate().expect("valid");
+        assert_eq!(cfg.listen.port(), DEVICE_PORT);
+        assert_eq!(cfg.metrics_listen.map(|a| a.port()), Some(9102));
+        assert!(!cfg.network.enabled());
+        assert_eq!(cfg.idle_timeout, Some(Duration::from_secs(300)));
     }
 
     #[test]

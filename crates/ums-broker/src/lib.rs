@@ -40,7 +40,7 @@ use tokio::sync::Notify;
 use crate::idle::IdleSweeper;
 use crate::splice::{Ending, Splice};
 
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, Config};
 pub use limits::RateLimiter;
 pub use metrics::BrokerCounters;
 pub use server_set::{Backend, ServerSet};
@@ -49,45 +49,44 @@ pub use server_set::{Backend, ServerSet};
 ///
 /// The caller binds the listeners, so tests can run the broker on port 0.
 pub async fn run(
-    config: BrokerConfig,
+    config: &Config,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    config.validate()?;
-    let servers = Arc::new(ServerSet::new(config.server_addrs()?));
+    let servers = Arc::new(ServerSet::new(config.servers.clone()));
     run_with_servers(config, servers, listener, metrics_listener, shutdown).await
 }
 
 /// Like [`run`], over a server set the caller keeps and may change while the broker runs
 /// (`config.servers` is not read).
 pub async fn run_with_servers(
-    config: BrokerConfig,
+    config: &Config,
     servers: Arc<ServerSet>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    config.validate()?;
     let counters = Arc::new(BrokerCounters::default());
     let shared = Arc::new(Shared {
         servers: servers.clone(),
         counters: counters.clone(),
-        limiter: RateLimiter::new(config.rate.per_second, config.rate.burst),
+        limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
         active: AtomicUsize::new(0),
         idle: Notify::new(),
         max_connections: config.max_connections,
-        connect_timeout: config.connect_timeout(),
-        sweeper: config.idle_timeout().map(|t| Arc::new(IdleSweeper::new(t))),
+        connect_timeout: config.connect_timeout,
+        sweeper: config.idle_timeout.map(|t| Arc::new(IdleSweeper::new(t))),
         buffer_size: config.buffer_size,
         proxy_protocol: config.proxy_protocol,
     });
 
     let mut background = tokio::task::JoinSet::new();
-    background.spawn(servers.clone().health_checks(
-        Duration::from_millis(config.health.interval_ms),
-        Duration::from_millis(config.health.timeout_ms.max(1)),
-    ));
+    background.spawn(
+        servers
+            .clone()
+            .health_checks(config.health_interval, config.health_timeout),
+    );
     if let Some(sweeper) = &shared.sweeper {
         background.spawn(sweeper.clone().run());
     }
@@ -143,10 +142,10 @@ pub async fn run_with_servers(
     let open = shared.active.load(Ordering::Relaxed);
     tracing::info!(
         open,
-        timeout_s = config.drain_timeout_s,
+        timeout_s = config.drain_timeout.as_secs(),
         "stopped accepting, draining proxied connections"
     );
-    let drained = tokio::time::timeout(config.drain_timeout(), async {
+    let drained = tokio::time::timeout(config.drain_timeout, async {
         loop {
             let notified = shared.idle.notified();
             if shared.active.load(Ordering::Relaxed) == 0 {
@@ -332,9 +331,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(cfg, listener, None, async move {
-            let _ = rx.await;
-        }));
+        let cfg = cfg.validate().expect("valid test configuration");
+        let task = tokio::spawn(async move {
+            run(&cfg, listener, None, async move {
+                let _ = rx.await;
+            })
+            .await
+        });
         (addr, tx, task)
     }
 
@@ -431,13 +434,11 @@ mod tests {
         let servers = Arc::new(ServerSet::new([server]));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(run_with_servers(
-            config(&[server]),
-            servers.clone(),
-            listener,
-            None,
-            std::future::pending(),
-        ));
+        let cfg = config(&[server]).validate().expect("valid");
+        let set = servers.clone();
+        let task = tokio::spawn(async move {
+            run_with_servers(&cfg, set, listener, None, std::future::pending()).await
+        });
         assert_eq!(roundtrip(addr, b"twelve bytes").await, b"got 12");
         let backend = servers.snapshot()[0].clone();
         let counted = async {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use ums_broker::BrokerConfig;
+use ums_broker::{BrokerConfig, Config};
 
 /// mimalloc rather than glibc's malloc: tokio allocates each task and each socket's readiness
 /// state aligned to 128 bytes, and glibc serves such a block with up to 128 bytes lost beside
@@ -33,14 +33,22 @@ struct Cli {
     /// TOML configuration file.
     #[arg(long, short, env = "UMS_CONFIG")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run,
     /// Print the effective configuration as TOML and exit.
-    #[arg(long)]
-    print_config: bool,
+    Config,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match ums_service::config_for_main::<BrokerConfig>(cli.config.as_deref(), cli.print_config) {
+    let printing = matches!(cli.command, Some(Command::Config));
+    let cfg = match ums_service::config_for_main::<BrokerConfig>(cli.config.as_deref(), printing) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -48,12 +56,12 @@ fn main() -> ExitCode {
     ums_service::run_service(&log, real_main(cfg))
 }
 
-async fn real_main(cfg: BrokerConfig) -> anyhow::Result<()> {
+async fn real_main(cfg: Config) -> anyhow::Result<()> {
     let shutdown = ums_service::shutdown_signal();
-    let addr = cfg.listen_addr()?;
+    let addr = cfg.listen;
     let listener =
         ums_service::listen(addr).with_context(|| format!("listen for devices on {addr}"))?;
-    let metrics = match cfg.metrics_addr()? {
+    let metrics = match cfg.metrics_listen {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a)
                 .await
@@ -61,12 +69,10 @@ async fn real_main(cfg: BrokerConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let servers = std::sync::Arc::new(ums_broker::ServerSet::new(cfg.server_addrs()?));
+    let servers = std::sync::Arc::new(ums_broker::ServerSet::new(cfg.servers.clone()));
     if cfg.network.enabled() {
         ums_tls::install_crypto_provider();
-        let identity = ums_broker::network::identity(&cfg.network)
-            .await
-            .context("join the network")?;
+        let identity = cfg.network.identity().await.context("join the network")?;
         println!(
             "ums-broker {} ({}) on {} -> the running servers of the network (via {})",
             env!("CARGO_PKG_VERSION"),
@@ -88,9 +94,13 @@ async fn real_main(cfg: BrokerConfig) -> anyhow::Result<()> {
             if cfg.servers.is_empty() {
                 "no servers".to_owned()
             } else {
-                cfg.servers.join(", ")
+                cfg.servers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         );
     }
-    ums_broker::run_with_servers(cfg, servers, listener, metrics, shutdown).await
+    ums_broker::run_with_servers(&cfg, servers, listener, metrics, shutdown).await
 }

@@ -6,6 +6,8 @@
 //! server answers with a certificate signed by the cluster CA. The private key never leaves the
 //! component. Every later internal call is mutual TLS ([`internal_channel`]).
 
+mod config;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,8 @@ use tonic::transport::{Channel, Endpoint};
 use ums_proto::cluster::v1 as pb;
 use ums_proto::cluster::v1::join_service_client::JoinServiceClient;
 use ums_tls::{ComponentKind, NetworkToken, NodeIdentity};
+
+pub use config::{Membership, MembershipError, NetworkConfig, check_host_port, hostname};
 
 /// The message both sides use when a token belongs to another network.
 pub const TOKEN_MISMATCH: &str = "network token mismatch";
@@ -168,6 +172,34 @@ pub fn internal_channel(identity: &NodeIdentity, addr: &str) -> Result<Channel, 
             message,
         })?
         .connect_with_connector_lazy(connector(config)))
+}
+
+/// The internal port of the server whose admin port is `admin_addr` (`host:port`): its
+/// `ClusterService.Status` there says which port it is. Returns `host:port` and a lazily
+/// connected mutual-TLS channel to it.
+pub async fn internal_channel_via(
+    identity: &NodeIdentity,
+    admin_addr: &str,
+) -> Result<(String, Channel), JoinError> {
+    let unreachable = |message: String| JoinError::Unreachable {
+        server: admin_addr.to_owned(),
+        message,
+    };
+    let admin = internal_channel(identity, admin_addr)?;
+    let mut req = tonic::Request::new(pb::StatusRequest {});
+    req.set_timeout(CONNECT_TIMEOUT);
+    let status = pb::cluster_service_client::ClusterServiceClient::new(admin)
+        .status(req)
+        .await
+        .map_err(|s| unreachable(s.message().to_owned()))?
+        .into_inner();
+    if status.internal_port == 0 {
+        return Err(unreachable("the server has no internal port".into()));
+    }
+    let host = admin_addr.rsplit_once(':').map_or(admin_addr, |(h, _)| h);
+    let internal = format!("{host}:{}", status.internal_port);
+    let channel = internal_channel(identity, &internal)?;
+    Ok((internal, channel))
 }
 
 async fn connect(addr: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, String> {

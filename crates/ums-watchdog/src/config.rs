@@ -1,13 +1,13 @@
 //! Configuration of `ums-watchdog`: defaults, then the TOML file, then `UMS_` variables
 //! (`UMS_INTERNAL_LISTEN=0.0.0.0:61618`, `UMS_SERVER__ENABLED=true`,
-//! `UMS_CLUSTER__SERVERS=10.0.0.1:61616,10.0.0.2:61616`).
+//! `UMS_NETWORK__SERVERS=10.0.0.1:8443,10.0.0.2:8443`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use ums_cluster::{Membership, NetworkConfig};
 use ums_service::LogConfig;
 use ums_tls::ComponentKind;
 
@@ -21,14 +21,11 @@ pub struct WatchdogConfig {
     /// Where the watchdog keeps its network identity (`identity/`) and, with
     /// `output = "file"`, the children's logs (`logs/`). Default `./watchdog-data`.
     pub data_dir: PathBuf,
-    /// The watchdog's id in the process registry. Empty: `watchdog-<host name>`.
-    pub id: String,
-    /// How servers reach this host: the host in the registry and a name in the watchdog's
-    /// certificate. Empty: the host name.
-    pub host: String,
     /// Address of the internal API that servers call to stop and start the children.
     pub internal_listen: String,
-    pub cluster: ClusterConfig,
+    /// Joining the network and reporting to its servers. `advertise_host` is how servers reach
+    /// this node (and the host part of the children's default ids).
+    pub network: NetworkConfig,
     /// The local server, started first and stopped last.
     pub server: ChildConfig,
     /// The local broker, started after the server and stopped first so it drains while the
@@ -36,25 +33,6 @@ pub struct WatchdogConfig {
     pub broker: ChildConfig,
     pub restart: RestartConfig,
     pub log: LogConfig,
-}
-
-/// How the watchdog joins the HA network and whom it reports to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// Internal addresses (`host:61616`) of the servers the watchdog sends its heartbeat to,
-    /// tried in turn. Empty: no heartbeats (a node on its own).
-    #[serde(deserialize_with = "ums_service::list_or_commas")]
-    pub servers: Vec<String>,
-    /// Admin address (`host:8443`) of any server, to join the network when `data_dir` holds no
-    /// identity yet. Empty: the first of `servers` with port 8443.
-    pub join: String,
-    /// The network token (mode 0600). Read only to join; the first server of a network writes
-    /// it. Empty: no joining; the internal API then needs an identity placed in
-    /// `data_dir/identity`.
-    pub token_file: PathBuf,
-    /// Milliseconds between heartbeats; a change of a child's status is reported at once.
-    pub heartbeat_interval_ms: u64,
 }
 
 /// One supervised process.
@@ -123,25 +101,12 @@ impl Default for WatchdogConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("watchdog-data"),
-            id: String::new(),
-            host: String::new(),
             internal_listen: format!("0.0.0.0:{INTERNAL_PORT}"),
-            cluster: ClusterConfig::default(),
+            network: NetworkConfig::default(),
             server: ChildConfig::new(ComponentKind::Server),
             broker: ChildConfig::new(ComponentKind::Broker),
             restart: RestartConfig::default(),
             log: LogConfig::default(),
-        }
-    }
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        Self {
-            servers: Vec::new(),
-            join: String::new(),
-            token_file: PathBuf::new(),
-            heartbeat_interval_ms: 2000,
         }
     }
 }
@@ -192,137 +157,93 @@ impl Default for RestartConfig {
 }
 
 impl ums_service::ServiceConfig for WatchdogConfig {
-    type Validated = WatchdogConfig;
+    type Validated = Config;
 
-    fn validate(&self) -> anyhow::Result<WatchdogConfig> {
-        WatchdogConfig::validate(self)?;
-        Ok(self.clone())
+    fn validate(&self) -> anyhow::Result<Config> {
+        WatchdogConfig::validate(self)
     }
 }
 
+/// The watchdog's configuration, checked: the internal address parsed, the network and the
+/// children's ids resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub internal_listen: SocketAddr,
+    pub network: Membership,
+    /// The enabled children in start order (server, then broker), with their registry ids.
+    pub children: Vec<Child>,
+    pub restart: RestartConfig,
+    pub log: LogConfig,
+}
+
+/// One enabled child.
+#[derive(Debug, Clone)]
+pub struct Child {
+    pub kind: ComponentKind,
+    pub id: String,
+    pub config: ChildConfig,
+}
+
 impl WatchdogConfig {
-    /// Checks what the types cannot; the error names the key.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        self.internal_addr()?;
-        for s in &self.cluster.servers {
-            parse_host_port("cluster.servers", s)?;
-        }
-        if !self.cluster.join.is_empty() {
-            parse_host_port("cluster.join", &self.cluster.join)?;
-        }
-        anyhow::ensure!(
-            self.cluster.heartbeat_interval_ms >= 100,
-            "cluster.heartbeat_interval_ms: at least 100"
-        );
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> anyhow::Result<Config> {
+        let internal_listen = self.internal_listen.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "internal_listen: `{}` is not an address such as 0.0.0.0:61618",
+                self.internal_listen
+            )
+        })?;
+        let network = self
+            .network
+            .validate(ComponentKind::Watchdog, &self.data_dir)?;
         anyhow::ensure!(
             self.restart.max_backoff_ms >= self.restart.initial_backoff_ms,
             "restart.max_backoff_ms: must not be below restart.initial_backoff_ms"
         );
-        for (kind, child) in self.children() {
+        let mut children = Vec::new();
+        for (kind, child) in [
+            (ComponentKind::Server, &self.server),
+            (ComponentKind::Broker, &self.broker),
+        ] {
+            if !child.enabled {
+                continue;
+            }
             let key = kind.as_str();
             anyhow::ensure!(
                 !child.binary.as_os_str().is_empty(),
                 "{key}.binary: the executable to run"
             );
             if !child.ready_addr.is_empty() {
-                parse_host_port(&format!("{key}.ready_addr"), &child.ready_addr)?;
+                ums_cluster::check_host_port(&format!("{key}.ready_addr"), &child.ready_addr)?;
             }
             anyhow::ensure!(
                 child.ready_timeout_ms > 0,
                 "{key}.ready_timeout_ms: must be above 0"
             );
+            let id = if child.id.is_empty() {
+                format!("{kind}-{}", network.advertise_host)
+            } else {
+                child.id.clone()
+            };
+            children.push(Child {
+                kind,
+                id,
+                config: child.clone(),
+            });
         }
-        let ids: Vec<String> = self.children().map(|(k, c)| self.child_id(k, c)).collect();
         anyhow::ensure!(
-            ids.len() < 2 || ids[0] != ids[1],
+            children.len() < 2 || children[0].id != children[1].id,
             "server.id and broker.id: must differ"
         );
-        Ok(())
-    }
-
-    pub fn internal_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.internal_listen.trim().parse().map_err(|_| {
-            anyhow::anyhow!(
-                "internal_listen: `{}` is not an address such as 0.0.0.0:61618",
-                self.internal_listen
-            )
+        Ok(Config {
+            data_dir: self.data_dir.clone(),
+            internal_listen,
+            network,
+            children,
+            restart: self.restart.clone(),
+            log: self.log.clone(),
         })
-    }
-
-    /// The enabled children in start order: server, then broker.
-    pub fn children(&self) -> impl Iterator<Item = (ComponentKind, &ChildConfig)> {
-        [
-            (ComponentKind::Server, &self.server),
-            (ComponentKind::Broker, &self.broker),
-        ]
-        .into_iter()
-        .filter(|(_, c)| c.enabled)
-    }
-
-    /// The host name this node is known by.
-    pub fn host(&self) -> String {
-        if self.host.is_empty() {
-            hostname()
-        } else {
-            self.host.clone()
-        }
-    }
-
-    pub fn watchdog_id(&self) -> String {
-        if self.id.is_empty() {
-            format!("watchdog-{}", self.host())
-        } else {
-            self.id.clone()
-        }
-    }
-
-    pub fn child_id(&self, kind: ComponentKind, child: &ChildConfig) -> String {
-        if child.id.is_empty() {
-            format!("{kind}-{}", self.host())
-        } else {
-            child.id.clone()
-        }
-    }
-
-    /// The admin address joining goes through: `cluster.join`, else the host of the first
-    /// server with port 8443.
-    pub fn join_addr(&self) -> String {
-        if !self.cluster.join.is_empty() {
-            return self.cluster.join.clone();
-        }
-        let first = self
-            .cluster
-            .servers
-            .first()
-            .map(String::as_str)
-            .unwrap_or("127.0.0.1:8443");
-        let host = first.rsplit_once(':').map(|(h, _)| h).unwrap_or(first);
-        format!("{host}:8443")
-    }
-
-    /// Where the network identity lives.
-    pub fn identity_dir(&self) -> PathBuf {
-        self.data_dir.join("identity")
-    }
-
-    pub fn heartbeat_interval(&self) -> Duration {
-        Duration::from_millis(self.cluster.heartbeat_interval_ms)
-    }
-}
-
-/// The machine's host name, `localhost` when unknown.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-fn parse_host_port(key: &str, value: &str) -> anyhow::Result<()> {
-    match value.trim().rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => anyhow::bail!("{key}: `{value}` is not an address such as 10.0.0.5:61616"),
     }
 }
 
@@ -334,19 +255,22 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_run_nothing() {
-        let cfg = WatchdogConfig::default();
-        cfg.validate().expect("valid");
-        assert_eq!(cfg.internal_addr().expect("addr").port(), INTERNAL_PORT);
-        assert_eq!(cfg.children().count(), 0);
-        assert!(cfg.watchdog_id().starts_with("watchdog-"));
+        let cfg = WatchdogConfig::default().validate().expect("valid");
+        assert_eq!(cfg.internal_listen.port(), INTERNAL_PORT);
+        assert!(cfg.children.is_empty());
+        assert!(cfg.network.id.starts_with("watchdog-"));
+        assert_eq!(
+            cfg.network.identity_dir,
+            Path::new("watchdog-data/identity")
+        );
     }
 
     #[test]
     fn bad_values_name_their_key() {
         let mut cfg = WatchdogConfig::default();
-        cfg.cluster.servers = vec!["nonsense".into()];
+        cfg.network.servers = vec!["nonsense".into()];
         let err = cfg.validate().expect_err("bad server");
-        assert!(err.to_string().contains("cluster.servers"), "{err}");
+        assert!(err.to_string().contains("network.servers"), "{err}");
 
         let mut cfg = WatchdogConfig::default();
         cfg.broker.enabled = true;
@@ -363,12 +287,27 @@ mod tests {
     }
 
     #[test]
+    fn children_are_named_after_the_advertised_host() {
+        let mut cfg = WatchdogConfig::default();
+        cfg.server.enabled = true;
+        cfg.broker.enabled = true;
+        cfg.network.advertise_host = "node1.example.org".into();
+        let v = cfg.validate().expect("valid");
+        let ids: Vec<_> = v.children.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["server-node1.example.org", "broker-node1.example.org"]
+        );
+        assert_eq!(v.network.id, "watchdog-node1.example.org");
+    }
+
+    #[test]
     fn lists_from_comma_separated_strings() {
         let cfg: WatchdogConfig = toml::from_str(
-            "[cluster]\nservers = \"10.0.0.1:61616, 10.0.0.2:61616\"\n[server]\nargs = \"run\"\n",
+            "[network]\nservers = \"10.0.0.1:8443, 10.0.0.2:8443\"\n[server]\nargs = \"run\"\n",
         )
         .expect("parses");
-        assert_eq!(cfg.cluster.servers, ["10.0.0.1:61616", "10.0.0.2:61616"]);
+        assert_eq!(cfg.network.servers, ["10.0.0.1:8443", "10.0.0.2:8443"]);
         assert_eq!(cfg.server.args, ["run"]);
     }
 
@@ -380,13 +319,10 @@ mod tests {
             "/../../deploy/ums-watchdog.toml"
         );
         let cfg: WatchdogConfig = ums_service::load_config(Some(Path::new(path))).expect("parses");
-        cfg.validate().expect("valid");
+        let v = cfg.validate().expect("valid");
         let d = WatchdogConfig::default();
         assert_eq!(cfg.internal_listen, d.internal_listen);
-        assert_eq!(
-            cfg.cluster.heartbeat_interval_ms,
-            d.cluster.heartbeat_interval_ms
-        );
+        assert_eq!(cfg.network.heartbeat_ms, d.network.heartbeat_ms);
         assert_eq!(cfg.restart.initial_backoff_ms, d.restart.initial_backoff_ms);
         assert_eq!(cfg.restart.max_backoff_ms, d.restart.max_backoff_ms);
         assert_eq!(cfg.restart.stable_after_s, d.restart.stable_after_s);
@@ -395,6 +331,6 @@ mod tests {
         assert_eq!(cfg.server.stop_timeout_ms, d.server.stop_timeout_ms);
         assert_eq!(cfg.broker.stop_timeout_ms, d.broker.stop_timeout_ms);
         assert_eq!(cfg.server.output, Output::Prefix);
-        assert_eq!(cfg.children().count(), 2);
+        assert_eq!(v.children.len(), 2);
     }
 }

@@ -1,12 +1,13 @@
-//! Heartbeats: every `heartbeat_interval_ms`, and at once when a child's state changes, the
+//! Heartbeats: every `network.heartbeat_ms`, and at once when a child's state changes, the
 //! watchdog reports itself and its children to a server (`ClusterService.Heartbeat` on the
 //! server's internal port, mutual TLS), which records them in the process registry.
 //!
-//! The servers of `cluster.servers` are tried in turn, starting with the one that answered
-//! last: one answer is enough, the registry is shared.
+//! The servers of `network.servers` (admin addresses) are tried in turn, starting with the one
+//! that answered last: one answer is enough, the registry is shared. A server's internal port is
+//! learnt from its admin port and learnt again after a failed call (the server may have moved).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -22,30 +23,43 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Reporter {
     node: Arc<Node>,
-    servers: Vec<(String, ClusterServiceClient<Channel>)>,
+    identity: NodeIdentity,
+    /// Admin address, and the client of the internal port once learnt.
+    servers: Vec<(String, Mutex<Option<ClusterServiceClient<Channel>>>)>,
     next: AtomicUsize,
     failing: AtomicBool,
 }
 
 impl Reporter {
-    pub fn new(
-        node: Arc<Node>,
-        identity: &NodeIdentity,
-        servers: &[String],
-    ) -> anyhow::Result<Self> {
-        let servers = servers
-            .iter()
-            .map(|addr| {
-                ums_cluster::internal_channel(identity, addr)
-                    .map(|ch| (addr.clone(), ClusterServiceClient::new(ch)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
+    pub fn new(node: Arc<Node>, identity: &NodeIdentity, servers: &[String]) -> Self {
+        Self {
             node,
-            servers,
+            identity: identity.clone(),
+            servers: servers
+                .iter()
+                .map(|addr| (addr.clone(), Mutex::new(None)))
+                .collect(),
             next: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
-        })
+        }
+    }
+
+    /// The client of a server's internal port, learnt from its admin port when not known.
+    async fn client(&self, idx: usize) -> Result<ClusterServiceClient<Channel>, String> {
+        let (admin, slot) = &self.servers[idx];
+        if let Some(c) = lock(slot).clone() {
+            return Ok(c);
+        }
+        let (_, channel) = tokio::time::timeout(
+            CALL_TIMEOUT,
+            ums_cluster::internal_channel_via(&self.identity, admin),
+        )
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+        let client = ClusterServiceClient::new(channel);
+        *lock(slot) = Some(client.clone());
+        Ok(client)
     }
 
     /// Sends one heartbeat; `true` when a server took it. `leaving` reports the watchdog itself
@@ -65,11 +79,22 @@ impl Reporter {
         let mut errors = Vec::new();
         for i in 0..self.servers.len() {
             let idx = (start + i) % self.servers.len();
-            let (addr, client) = &self.servers[idx];
-            let mut client = client.clone();
+            let addr = &self.servers[idx].0;
+            let mut client = match self.client(idx).await {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(format!("{addr}: {e}"));
+                    continue;
+                }
+            };
             let mut req = tonic::Request::new(request.clone());
             req.set_timeout(CALL_TIMEOUT);
-            match tokio::time::timeout(CALL_TIMEOUT, client.heartbeat(req)).await {
+            let answer = tokio::time::timeout(CALL_TIMEOUT, client.heartbeat(req)).await;
+            if !matches!(answer, Ok(Ok(_))) {
+                // Learn the internal port again next time.
+                *lock(&self.servers[idx].1) = None;
+            }
+            match answer {
                 Ok(Ok(_)) => {
                     self.next.store(idx, Ordering::Relaxed);
                     if self.failing.swap(false, Ordering::Relaxed) {
@@ -87,6 +112,10 @@ impl Reporter {
         }
         false
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Reports every `interval` and on every change until `stop` turns true.

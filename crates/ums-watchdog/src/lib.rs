@@ -29,7 +29,7 @@ use ums_proto::cluster::v1::watchdog_service_server::WatchdogServiceServer;
 use ums_service::ServeOptions;
 use ums_tls::{ComponentKind, NodeIdentity};
 
-pub use config::WatchdogConfig;
+pub use config::{Config, WatchdogConfig};
 pub use supervisor::StopOutcome;
 
 use supervisor::{ChildHandle, ChildSpec};
@@ -144,7 +144,7 @@ impl Node {
 /// Runs the watchdog until `shutdown` resolves, then stops the children in order and returns
 /// how that went.
 pub async fn run(
-    cfg: WatchdogConfig,
+    cfg: Config,
     internal: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<StopOutcome> {
@@ -162,17 +162,16 @@ pub struct Watchdog {
 impl Watchdog {
     /// Starts supervising the children of `cfg` and, once the identity is there, serving the
     /// internal API on `internal`. Call inside a tokio runtime.
-    pub fn start(cfg: WatchdogConfig, internal: TcpListener) -> anyhow::Result<Watchdog> {
-        cfg.validate()?;
+    pub fn start(cfg: Config, internal: TcpListener) -> anyhow::Result<Watchdog> {
         ums_tls::install_crypto_provider();
         let changed = Arc::new(Notify::new());
         let logs_dir = cfg.data_dir.join("logs");
         let mut children: Vec<ChildHandle> = Vec::new();
-        for (kind, child) in cfg.children() {
+        for child in &cfg.children {
             let spec = ChildSpec {
-                kind,
-                id: cfg.child_id(kind, child),
-                config: child.clone(),
+                kind: child.kind,
+                id: child.id.clone(),
+                config: child.config.clone(),
                 logs_dir: logs_dir.clone(),
             };
             let after = children.last().map(|c| c.subscribe());
@@ -184,8 +183,8 @@ impl Watchdog {
             ));
         }
         let node = Arc::new(Node {
-            id: cfg.watchdog_id(),
-            host: cfg.host(),
+            id: cfg.network.id.clone(),
+            host: cfg.network.advertise_host.clone(),
             internal_port: internal.local_addr()?.port(),
             started_at_ms: supervisor::now_ms(),
             fingerprint: OnceLock::new(),
@@ -254,7 +253,7 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Obtains the identity, then serves the internal API and sends heartbeats until `stop`.
 async fn network(
-    cfg: WatchdogConfig,
+    cfg: Config,
     node: Arc<Node>,
     listener: TcpListener,
     changed: Arc<Notify>,
@@ -292,66 +291,40 @@ async fn network(
         },
         async move { stopped(&mut serve_stop).await },
     ));
-    if !cfg.cluster.servers.is_empty() {
+    if cfg.network.enabled() {
         let reporter = Arc::new(heartbeat::Reporter::new(
             node.clone(),
             &identity,
-            &cfg.cluster.servers,
-        )?);
+            &cfg.network.servers,
+        ));
         let _ = reporter_slot.set(reporter.clone());
-        heartbeat::run(reporter, cfg.heartbeat_interval(), changed, stop).await;
+        heartbeat::run(reporter, cfg.network.heartbeat, changed, stop).await;
     }
     let _ = serve.await;
     Ok(())
 }
 
-/// The identity: the one in `data_dir/identity`, or one obtained by joining with the network
+/// The identity: the one in the identity directory, or one obtained by joining with the network
 /// token, retried until a server answers (on a new node the local server may still be starting,
-/// and on the first node it writes the token file). `None` (with a warning) when there is no
-/// identity and no token to join with.
-async fn obtain_identity(cfg: &WatchdogConfig) -> Option<NodeIdentity> {
-    let dir = cfg.identity_dir();
-    if cfg.cluster.token_file.as_os_str().is_empty() {
-        if !NodeIdentity::exists(&dir) {
-            tracing::warn!(
-                dir = %dir.display(),
-                "no identity and no cluster.token_file: the internal api and heartbeats are off"
-            );
-            return None;
-        }
-        return match NodeIdentity::load(&dir) {
-            Ok(id) if id.kind == ComponentKind::Watchdog => Some(id),
-            Ok(id) => {
-                tracing::error!(dir = %dir.display(), kind = %id.kind, "the identity is not a watchdog's; internal api off");
-                None
-            }
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "could not load the identity; internal api off");
-                None
-            }
-        };
-    }
+/// and on the first node it writes the token file). `None` (with a message) when there is no
+/// identity and no token to join with, or the identity is not a watchdog's.
+async fn obtain_identity(cfg: &Config) -> Option<NodeIdentity> {
     let mut last_error = String::new();
     let mut delay = Duration::from_millis(500);
     loop {
-        let attempt = async {
-            let token = ums_tls::NetworkToken::read(&cfg.cluster.token_file)
-                .map_err(|e| format!("read the network token: {e}"))?;
-            let opts = ums_cluster::JoinOptions {
-                server: cfg.join_addr(),
-                token,
-                kind: ComponentKind::Watchdog,
-                id: cfg.watchdog_id(),
-                names: vec![cfg.host()],
-            };
-            ums_cluster::load_or_join(&dir, &opts)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        match attempt.await {
+        match cfg.network.identity().await {
             Ok(identity) => return Some(identity),
+            Err(e @ ums_cluster::MembershipError::NoIdentity { .. }) => {
+                tracing::warn!(error = %e, "the internal api and heartbeats are off");
+                return None;
+            }
+            Err(e @ ums_cluster::MembershipError::WrongKind { .. }) => {
+                tracing::error!(error = %e, "the internal api and heartbeats are off");
+                return None;
+            }
             Err(e) => {
                 // Once per distinct error, not every retry.
+                let e = e.to_string();
                 if e != last_error {
                     tracing::warn!(error = %e, "no network identity yet; retrying");
                     last_error = e;

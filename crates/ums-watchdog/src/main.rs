@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
-use ums_watchdog::{StopOutcome, WatchdogConfig};
+use ums_watchdog::{Config, StopOutcome, WatchdogConfig};
 
 /// Exit status when a child had to be killed at shutdown.
 const EXIT_KILLED: u8 = 3;
@@ -23,7 +23,7 @@ const EXIT_KILLED: u8 = 3;
 /// deploy/ums-watchdog.toml), then UMS_ environment variables with `__` for nesting:
 /// UMS_DATA_DIR, UMS_INTERNAL_LISTEN=0.0.0.0:61618, UMS_SERVER__ENABLED=true,
 /// UMS_SERVER__BINARY=/usr/bin/ums-server, UMS_BROKER__ENABLED=true,
-/// UMS_CLUSTER__SERVERS=10.0.0.1:61616, UMS_LOG__FORMAT=json.
+/// UMS_NETWORK__SERVERS=10.0.0.1:8443, UMS_LOG__FORMAT=json.
 ///
 /// Under systemd (Type=notify) it reports READY=1 once every child's first start is over and
 /// STOPPING=1 when it begins to stop.
@@ -40,9 +40,16 @@ struct Cli {
     /// TOML configuration file.
     #[arg(long, short, env = "UMS_CONFIG")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Supervise (the default).
+    Run,
     /// Print the effective configuration as TOML and exit.
-    #[arg(long)]
-    print_config: bool,
+    Config,
 }
 
 fn main() -> ExitCode {
@@ -56,7 +63,9 @@ fn main() -> ExitCode {
         eprintln!("warning: could not unblock SIGINT and SIGTERM: {e}");
     }
     let cli = Cli::parse();
-    let cfg = match ums_service::config_for_main::<WatchdogConfig>(cli.config.as_deref(), cli.print_config) {
+    let printing = matches!(cli.command, Some(Command::Config));
+    let cfg = match ums_service::config_for_main::<WatchdogConfig>(cli.config.as_deref(), printing)
+    {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -69,15 +78,15 @@ fn main() -> ExitCode {
     code
 }
 
-async fn real_main(cfg: WatchdogConfig, killed: Arc<AtomicU8>) -> anyhow::Result<()> {
+async fn real_main(cfg: Config, killed: Arc<AtomicU8>) -> anyhow::Result<()> {
     let shutdown = ums_service::shutdown_signal();
-    let addr = cfg.internal_addr()?;
+    let addr = cfg.internal_listen;
     let internal = ums_service::listen(addr)
         .with_context(|| format!("listen for the internal api on {addr}"))?;
     println!(
         "ums-watchdog {} ({}) on {}",
         env!("CARGO_PKG_VERSION"),
-        cfg.watchdog_id(),
+        cfg.network.id,
         internal.local_addr()?
     );
     let outcome = ums_watchdog::run(cfg, internal, shutdown).await?;

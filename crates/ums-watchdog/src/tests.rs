@@ -22,11 +22,11 @@ use crate::{StopOutcome, Watchdog};
 fn config(dir: &Path) -> WatchdogConfig {
     let mut cfg = WatchdogConfig {
         data_dir: dir.to_owned(),
-        id: "watchdog-test".into(),
-        host: "127.0.0.1".into(),
         internal_listen: "127.0.0.1:0".into(),
         ..WatchdogConfig::default()
     };
+    cfg.network.id = "watchdog-test".into();
+    cfg.network.advertise_host = "127.0.0.1".into();
     cfg.restart.initial_backoff_ms = 300;
     cfg.restart.max_backoff_ms = 1000;
     cfg
@@ -48,6 +48,7 @@ fn shell(id: &str, script: &str) -> ChildConfig {
 async fn start(cfg: WatchdogConfig) -> (Watchdog, u16) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let cfg = cfg.validate().expect("valid test configuration");
     (Watchdog::start(cfg, listener).unwrap(), port)
 }
 
