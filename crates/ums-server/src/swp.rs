@@ -74,30 +74,30 @@ impl Swp {
 fn directory_pb(state: &AppState, d: &Directory) -> Result<pb::Directory, Status> {
     let bind_password = state
         .network
-        .open_secret(&d.bind_password)
+        .open_secret(&d.input.bind_password)
         .ok_or_else(|| {
             Status::failed_precondition(format!(
                 "the bind password of directory `{}` does not open with this network's CA key: set it again",
-                d.name
+                d.input.name
             ))
         })?;
     Ok(pb::Directory {
         id: d.id,
         revision: d.rev,
-        name: d.name.clone(),
-        kind: d.kind.as_str().to_owned(),
-        domain: d.domain.clone(),
-        netbios: d.netbios.clone(),
-        urls: d.urls.clone(),
-        base_dn: d.base_dn.clone(),
-        bind_dn: d.bind_dn.clone(),
+        name: d.input.name.clone(),
+        kind: d.input.kind.as_str().to_owned(),
+        domain: d.input.domain.clone(),
+        netbios: d.input.netbios.clone(),
+        urls: d.input.urls.clone(),
+        base_dn: d.input.base_dn.clone(),
+        bind_dn: d.input.bind_dn.clone(),
         bind_password,
-        ca_pem: d.ca_pem.clone(),
-        starttls: d.starttls,
-        page_size: d.page_size,
-        login_attribute: d.login_attribute.clone(),
-        user_filter: d.user_filter.clone(),
-        group_membership: d.group_membership.clone(),
+        ca_pem: d.input.ca_pem.clone(),
+        starttls: d.input.starttls,
+        page_size: d.input.page_size,
+        login_attribute: d.input.login_attribute.clone(),
+        user_filter: d.input.user_filter.clone(),
+        group_membership: d.input.group_membership.clone(),
     })
 }
 
@@ -135,7 +135,7 @@ fn pick_directory<'a>(
     if !by_name.is_empty() {
         return dirs
             .values()
-            .find(|d| d.name.eq_ignore_ascii_case(by_name))
+            .find(|d| d.input.name.eq_ignore_ascii_case(by_name))
             .ok_or_else(|| Status::not_found(format!("directory `{by_name}` not found")));
     }
     let first = dirs.values().next().ok_or_else(|| {
@@ -145,14 +145,14 @@ fn pick_directory<'a>(
     if let Some((netbios, _)) = name.split_once('\\')
         && let Some(d) = dirs
             .values()
-            .find(|d| !d.netbios.is_empty() && d.netbios.eq_ignore_ascii_case(netbios))
+            .find(|d| !d.input.netbios.is_empty() && d.input.netbios.eq_ignore_ascii_case(netbios))
     {
         return Ok(d);
     }
     if let Some((_, domain)) = name.rsplit_once('@')
         && let Some(d) = dirs
             .values()
-            .find(|d| !d.domain.is_empty() && d.domain.eq_ignore_ascii_case(domain))
+            .find(|d| !d.input.domain.is_empty() && d.input.domain.eq_ignore_ascii_case(domain))
     {
         return Ok(d);
     }
@@ -367,7 +367,7 @@ pub async fn login(
         })
         .await
         .map_err(ApiError::from)?;
-    tracing::info!(device_id, user = %user.login, directory = %directory.name, "user logged in");
+    tracing::info!(device_id, user = %user.login, directory = %directory.input.name, "user logged in");
     Ok(device_pb::LoginResponse {
         user: user.login,
         display_name: user.display_name,
@@ -430,7 +430,7 @@ pub async fn explain(
         .into();
     let (effective, revision) = user_settings(&model, &row.view(r.device_id), directory.id, &user);
     let info = admin_pb::SwpUser {
-        directory: directory.name.clone(),
+        directory: directory.input.name.clone(),
         login: user.login.clone(),
         dn: user.dn.clone(),
         display_name: user.display_name.clone(),
@@ -525,7 +525,7 @@ fn directory_input(spec: admin_pb::DirectorySpec, create: bool) -> Result<Direct
     }
     Ok(DirectoryInput {
         name,
-        kind: Some(kind),
+        kind,
         domain: spec.domain.trim().to_owned(),
         netbios: spec.netbios.trim().to_owned(),
         urls,
@@ -548,22 +548,22 @@ fn directory_input(spec: admin_pb::DirectorySpec, create: bool) -> Result<Direct
 fn directory_info(d: Directory) -> admin_pb::DirectoryInfo {
     admin_pb::DirectoryInfo {
         id: d.id,
-        has_bind_password: !d.bind_password.is_empty(),
+        has_bind_password: !d.input.bind_password.is_empty(),
         spec: Some(admin_pb::DirectorySpec {
-            name: d.name,
-            kind: d.kind.as_str().to_owned(),
-            domain: d.domain,
-            netbios: d.netbios,
-            urls: d.urls,
-            base_dn: d.base_dn,
-            bind_dn: d.bind_dn,
+            name: d.input.name,
+            kind: d.input.kind.as_str().to_owned(),
+            domain: d.input.domain,
+            netbios: d.input.netbios,
+            urls: d.input.urls,
+            base_dn: d.input.base_dn,
+            bind_dn: d.input.bind_dn,
             bind_password: String::new(),
-            ca_pem: d.ca_pem,
-            starttls: d.starttls,
-            page_size: d.page_size,
-            login_attribute: d.login_attribute,
-            user_filter: d.user_filter,
-            group_membership: d.group_membership,
+            ca_pem: d.input.ca_pem,
+            starttls: d.input.starttls,
+            page_size: d.input.page_size,
+            login_attribute: d.input.login_attribute,
+            user_filter: d.input.user_filter,
+            group_membership: d.input.group_membership,
         }),
     }
 }
@@ -582,7 +582,7 @@ impl AdminApi {
             };
         }
         dirs.values()
-            .find(|d| d.name.eq_ignore_ascii_case(name))
+            .find(|d| d.input.name.eq_ignore_ascii_case(name))
             .map(|d| d.id)
             .ok_or_else(|| Status::not_found(format!("directory `{name}` not found")))
     }
@@ -601,7 +601,7 @@ impl AdminApi {
             .await
             .map_err(ApiError::from)?;
         self.reload().await?;
-        tracing::info!(directory = %d.name, "directory created");
+        tracing::info!(directory = %d.input.name, "directory created");
         Ok(Response::new(directory_info(d)))
     }
 
@@ -732,7 +732,7 @@ impl AdminApi {
                         .swp
                         .directories
                         .get(&p.directory_id)
-                        .map(|d| d.name.clone())
+                        .map(|d| d.input.name.clone())
                         .unwrap_or_default(),
                     kind: p.kind.as_str().to_owned(),
                     name: p.name,

@@ -9,9 +9,10 @@ use crate::entity::{swp_assignment, swp_directory, swp_principal};
 use crate::{Db, DbError, Result, is_unique_violation, next_generation, now_ms};
 
 /// Which kind of directory: how users are found and groups resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum DirectoryKind {
     /// Active Directory: sAMAccountName / userPrincipalName, memberOf, primaryGroupID.
+    #[default]
     ActiveDirectory,
     /// Generic LDAP such as OpenLDAP: a login attribute (uid), memberOf or groupOfNames.
     Ldap,
@@ -36,10 +37,20 @@ impl DirectoryKind {
     }
 }
 
-/// A directory as stored. `Debug` leaves out the bind password.
-#[derive(Clone, PartialEq, Eq)]
+/// A directory as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Directory {
     pub id: i64,
+    /// Settings generation of the last change.
+    pub rev: i64,
+    /// Its settings, with the stored bind password.
+    pub input: DirectoryInput,
+}
+
+/// A directory's settings: a directory to create, the new values of one, or what is stored. An
+/// empty `bind_password` on update keeps the stored one. `Debug` leaves out the bind password.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct DirectoryInput {
     pub name: String,
     pub kind: DirectoryKind,
     pub domain: String,
@@ -56,14 +67,11 @@ pub struct Directory {
     pub login_attribute: String,
     pub user_filter: String,
     pub group_membership: String,
-    /// Settings generation of the last change.
-    pub rev: i64,
 }
 
-impl fmt::Debug for Directory {
+impl fmt::Debug for DirectoryInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Directory")
-            .field("id", &self.id)
+        f.debug_struct("DirectoryInput")
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("domain", &self.domain)
@@ -75,59 +83,59 @@ impl fmt::Debug for Directory {
     }
 }
 
-/// A directory to create, or the new values of one. An empty `bind_password` on update keeps
-/// the stored one.
-#[derive(Clone, Default)]
-pub struct DirectoryInput {
-    pub name: String,
-    pub kind: Option<DirectoryKind>,
-    pub domain: String,
-    pub netbios: String,
-    pub urls: Vec<String>,
-    pub base_dn: String,
-    pub bind_dn: String,
-    pub bind_password: String,
-    pub ca_pem: String,
-    pub starttls: bool,
-    pub page_size: u32,
-    pub login_attribute: String,
-    pub user_filter: String,
-    pub group_membership: String,
-}
-
-impl fmt::Debug for DirectoryInput {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DirectoryInput")
-            .field("name", &self.name)
-            .field("urls", &self.urls)
-            .finish_non_exhaustive()
-    }
-}
-
 pub(super) fn to_directory(m: swp_directory::Model) -> Directory {
     Directory {
         id: m.id,
-        kind: DirectoryKind::parse(&m.kind).unwrap_or(DirectoryKind::Ldap),
-        name: m.name,
-        domain: m.domain,
-        netbios: m.netbios,
-        urls: m
-            .urls
-            .lines()
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        base_dn: m.base_dn,
-        bind_dn: m.bind_dn,
-        bind_password: m.bind_password,
-        ca_pem: m.ca_pem,
-        starttls: m.starttls,
-        page_size: u32::try_from(m.page_size).unwrap_or(500),
-        login_attribute: m.login_attribute,
-        user_filter: m.user_filter,
-        group_membership: m.group_membership,
         rev: m.rev,
+        input: DirectoryInput {
+            name: m.name,
+            kind: DirectoryKind::parse(&m.kind).unwrap_or(DirectoryKind::Ldap),
+            domain: m.domain,
+            netbios: m.netbios,
+            urls: m
+                .urls
+                .lines()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            base_dn: m.base_dn,
+            bind_dn: m.bind_dn,
+            bind_password: m.bind_password,
+            ca_pem: m.ca_pem,
+            starttls: m.starttls,
+            page_size: u32::try_from(m.page_size).unwrap_or(500),
+            login_attribute: m.login_attribute,
+            user_filter: m.user_filter,
+            group_membership: m.group_membership,
+        },
+    }
+}
+
+/// Sets the columns of a directory's settings from `d`, all but the bind password, which
+/// creating and updating treat differently.
+fn set_settings(m: &mut swp_directory::ActiveModel, d: &DirectoryInput) {
+    m.name = Set(d.name.clone());
+    m.kind = Set(d.kind.as_str().to_owned());
+    m.domain = Set(d.domain.clone());
+    m.netbios = Set(d.netbios.clone());
+    m.urls = Set(d.urls.join("\n"));
+    m.base_dn = Set(d.base_dn.clone());
+    m.bind_dn = Set(d.bind_dn.clone());
+    m.ca_pem = Set(d.ca_pem.clone());
+    m.starttls = Set(d.starttls);
+    m.page_size = Set(i64::from(d.page_size));
+    m.login_attribute = Set(d.login_attribute.clone());
+    m.user_filter = Set(d.user_filter.clone());
+    m.group_membership = Set(d.group_membership.clone());
+}
+
+/// The error of a write that would give two directories one name.
+fn name_taken(e: sea_orm::DbErr, name: &str) -> DbError {
+    if is_unique_violation(&e) {
+        DbError::Conflict(format!("a directory named `{name}` already exists"))
+    } else {
+        e.into()
     }
 }
 
@@ -136,35 +144,14 @@ impl Db {
     pub async fn create_directory(&self, d: &DirectoryInput) -> Result<Directory> {
         let tx = self.write_tx().await?;
         let rev = next_generation(&tx).await?;
-        let kind = d.kind.unwrap_or(DirectoryKind::ActiveDirectory);
-        let m = swp_directory::ActiveModel {
-            name: Set(d.name.clone()),
-            kind: Set(kind.as_str().to_owned()),
-            domain: Set(d.domain.clone()),
-            netbios: Set(d.netbios.clone()),
-            urls: Set(d.urls.join("\n")),
-            base_dn: Set(d.base_dn.clone()),
-            bind_dn: Set(d.bind_dn.clone()),
+        let mut am = swp_directory::ActiveModel {
             bind_password: Set(d.bind_password.clone()),
-            ca_pem: Set(d.ca_pem.clone()),
-            starttls: Set(d.starttls),
-            page_size: Set(i64::from(d.page_size)),
-            login_attribute: Set(d.login_attribute.clone()),
-            user_filter: Set(d.user_filter.clone()),
-            group_membership: Set(d.group_membership.clone()),
             rev: Set(rev),
             created_at: Set(now_ms()),
             ..Default::default()
-        }
-        .insert(&tx)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                DbError::Conflict(format!("a directory named `{}` already exists", d.name))
-            } else {
-                e.into()
-            }
-        })?;
+        };
+        set_settings(&mut am, d);
+        let m = am.insert(&tx).await.map_err(|e| name_taken(e, &d.name))?;
         tx.commit().await?;
         Ok(to_directory(m))
     }
@@ -177,32 +164,12 @@ impl Db {
             .await?
             .ok_or_else(|| DbError::NotFound(format!("directory {id}")))?;
         let mut am: swp_directory::ActiveModel = found.into();
-        am.name = Set(d.name.clone());
-        if let Some(kind) = d.kind {
-            am.kind = Set(kind.as_str().to_owned());
-        }
-        am.domain = Set(d.domain.clone());
-        am.netbios = Set(d.netbios.clone());
-        am.urls = Set(d.urls.join("\n"));
-        am.base_dn = Set(d.base_dn.clone());
-        am.bind_dn = Set(d.bind_dn.clone());
+        set_settings(&mut am, d);
         if !d.bind_password.is_empty() {
             am.bind_password = Set(d.bind_password.clone());
         }
-        am.ca_pem = Set(d.ca_pem.clone());
-        am.starttls = Set(d.starttls);
-        am.page_size = Set(i64::from(d.page_size));
-        am.login_attribute = Set(d.login_attribute.clone());
-        am.user_filter = Set(d.user_filter.clone());
-        am.group_membership = Set(d.group_membership.clone());
         am.rev = Set(next_generation(&tx).await?);
-        let m = am.update(&tx).await.map_err(|e| {
-            if is_unique_violation(&e) {
-                DbError::Conflict(format!("a directory named `{}` already exists", d.name))
-            } else {
-                e.into()
-            }
-        })?;
+        let m = am.update(&tx).await.map_err(|e| name_taken(e, &d.name))?;
         tx.commit().await?;
         Ok(to_directory(m))
     }
@@ -252,21 +219,14 @@ mod tests {
     fn debug_hides_the_bind_password() {
         let d = Directory {
             id: 1,
-            name: "ad".into(),
-            kind: DirectoryKind::ActiveDirectory,
-            domain: String::new(),
-            netbios: String::new(),
-            urls: vec![],
-            base_dn: String::new(),
-            bind_dn: String::new(),
-            bind_password: "hunter2".into(),
-            ca_pem: String::new(),
-            starttls: false,
-            page_size: 500,
-            login_attribute: String::new(),
-            user_filter: String::new(),
-            group_membership: String::new(),
             rev: 1,
+            input: DirectoryInput {
+                name: "ad".into(),
+                kind: DirectoryKind::ActiveDirectory,
+                bind_password: "hunter2".into(),
+                page_size: 500,
+                ..Default::default()
+            },
         };
         assert!(!format!("{d:?}").contains("hunter2"));
     }
