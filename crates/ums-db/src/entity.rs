@@ -134,3 +134,97 @@ pub mod admin_session {
     }
     no_relations!();
 }
+
+pub mod swp_directory {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "swp_directories")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub kind: String,
+        pub domain: String,
+        pub netbios: String,
+        pub urls: String,
+        pub base_dn: String,
+        pub bind_dn: String,
+        pub bind_password: String,
+        pub ca_pem: String,
+        pub starttls: bool,
+        pub page_size: i64,
+        pub login_attribute: String,
+        pub user_filter: String,
+        pub group_membership: String,
+        pub rev: i64,
+        pub created_at: i64,
+    }
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Directory")
+                .field("id", &self.id)
+                .field("name", &self.name)
+                .finish_non_exhaustive()
+        }
+    }
+    no_relations!();
+}
+
+pub mod swp_principal {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "swp_principals")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub directory_id: i64,
+        pub kind: String,
+        pub name: String,
+        pub key: String,
+        pub rev: i64,
+    }
+    no_relations!();
+}
+
+pub mod swp_assignment {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "swp_assignments")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub profile_id: i64,
+        pub principal_id: i64,
+    }
+    no_relations!();
+}
+
+pub mod swp_device {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "swp_devices")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub device_id: i64,
+        pub licensed: bool,
+        pub enabled: bool,
+        pub updated_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod swp_session {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "swp_sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub device_id: i64,
+        pub directory_id: i64,
+        pub login: String,
+        pub user_json: String,
+        pub token_hash: String,
+        pub started_at: i64,
+    }
+    no_relations!();
+}

@@ -232,7 +232,7 @@ pub fn pick_directory<'a>(
     if !by_name.is_empty() {
         return dirs
             .values()
-            .find(|d| d.name.eq_ignore_ascii_case(by_name))
+            .find(|d| d.input.name.eq_ignore_ascii_case(by_name))
             .ok_or_else(|| ApiError::NotFound(format!("directory `{by_name}` not found")));
     }
     let first = dirs.values().next().ok_or_else(|| {
@@ -244,14 +244,14 @@ pub fn pick_directory<'a>(
     if let Some((netbios, _)) = name.split_once('\\')
         && let Some(d) = dirs
             .values()
-            .find(|d| !d.netbios.is_empty() && d.netbios.eq_ignore_ascii_case(netbios))
+            .find(|d| !d.input.netbios.is_empty() && d.input.netbios.eq_ignore_ascii_case(netbios))
     {
         return Ok(d);
     }
     if let Some((_, domain)) = name.rsplit_once('@')
         && let Some(d) = dirs
             .values()
-            .find(|d| !d.domain.is_empty() && d.domain.eq_ignore_ascii_case(domain))
+            .find(|d| !d.input.domain.is_empty() && d.input.domain.eq_ignore_ascii_case(domain))
     {
         return Ok(d);
     }

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::{ChildGuard, free_port, output_text, tail_file, wait_for_tcp};
+use crate::process::{output_text, tail_file};
+use crate::{ChildGuard, free_port, wait_for_tcp};
 
 /// Suffix of the Active Directory look-alike.
 pub const AD_SUFFIX: &str = "dc=ad,dc=example,dc=org";

@@ -99,16 +99,16 @@ pub enum Command {
     /// The processes of the HA network: list, stop and start through their watchdogs, remove
     /// orphaned entries.
     #[command(subcommand)]
-    Network(crate::network::NetworkCommand),
+    Network(crate::commands::network::NetworkCommand),
     /// The network token a component needs to join: export it again or rotate it.
     #[command(subcommand)]
-    Token(crate::network::TokenCommand),
+    Token(crate::commands::token::TokenCommand),
     /// Files devices download (firmware, custom files), replicated to every server.
     #[command(subcommand)]
-    Files(crate::network::FilesCommand),
+    Files(crate::commands::files::FilesCommand),
     /// Shared Workplace: directories, profiles for users, groups and OUs, device licences.
     #[command(subcommand)]
-    Swp(crate::swp::SwpCommand),
+    Swp(crate::commands::swp::SwpCommand),
 }
 
 /// `devices` subcommands.

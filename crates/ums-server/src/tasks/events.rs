@@ -24,7 +24,7 @@ pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
                 match db.listen().await {
                     Ok(Some(mut listener)) => loop {
                         match listener.recv().await {
-                            Ok(n) => match serde_json::from_str::<Event>(n.payload()) {
+                            Ok(n) => match serde_json::from_str::<Event>(&n) {
                                 Ok(e) if e.origin() != own => {
                                     let _ = remote_tx.send(e).await;
                                 }

@@ -59,7 +59,7 @@ fn directory_input(spec: pb::DirectorySpec, create: bool) -> Result<DirectoryInp
     }
     Ok(DirectoryInput {
         name,
-        kind: Some(kind),
+        kind,
         domain: spec.domain.trim().to_owned(),
         netbios: spec.netbios.trim().to_owned(),
         urls,
@@ -82,22 +82,22 @@ fn directory_input(spec: pb::DirectorySpec, create: bool) -> Result<DirectoryInp
 fn directory_info(d: Directory) -> pb::DirectoryInfo {
     pb::DirectoryInfo {
         id: d.id,
-        has_bind_password: !d.bind_password.is_empty(),
+        has_bind_password: !d.input.bind_password.is_empty(),
         spec: Some(pb::DirectorySpec {
-            name: d.name,
-            kind: d.kind.as_str().to_owned(),
-            domain: d.domain,
-            netbios: d.netbios,
-            urls: d.urls,
-            base_dn: d.base_dn,
-            bind_dn: d.bind_dn,
+            name: d.input.name,
+            kind: d.input.kind.as_str().to_owned(),
+            domain: d.input.domain,
+            netbios: d.input.netbios,
+            urls: d.input.urls,
+            base_dn: d.input.base_dn,
+            bind_dn: d.input.bind_dn,
             bind_password: String::new(),
-            ca_pem: d.ca_pem,
-            starttls: d.starttls,
-            page_size: d.page_size,
-            login_attribute: d.login_attribute,
-            user_filter: d.user_filter,
-            group_membership: d.group_membership,
+            ca_pem: d.input.ca_pem,
+            starttls: d.input.starttls,
+            page_size: d.input.page_size,
+            login_attribute: d.input.login_attribute,
+            user_filter: d.input.user_filter,
+            group_membership: d.input.group_membership,
         }),
     }
 }
@@ -118,7 +118,7 @@ fn directory_id(api: &AdminApi, name: &str) -> Result<i64, ApiError> {
         };
     }
     dirs.values()
-        .find(|d| d.name.eq_ignore_ascii_case(name))
+        .find(|d| d.input.name.eq_ignore_ascii_case(name))
         .map(|d| d.id)
         .ok_or_else(|| ApiError::NotFound(format!("directory `{name}` not found")))
 }
@@ -130,11 +130,11 @@ pub(crate) fn directory_for_swp(
 ) -> Result<ums_proto::swp::v1::Directory, ApiError> {
     let bind_password = state
         .network
-        .open_secret(&d.bind_password)
+        .open_secret(&d.input.bind_password)
         .ok_or_else(|| {
             ApiError::FailedPrecondition(format!(
                 "the bind password of directory `{}` does not open with this network's CA key: set it again",
-                d.name
+                d.input.name
             ))
         })?;
     Ok(directory_pb(d, bind_password))
@@ -149,7 +149,7 @@ pub async fn create_directory(
     input.bind_password = api.state.network.seal_secret(&input.bind_password);
     let d = api.state.db.create_directory(&input).await?;
     api.state.settings_written().await?;
-    tracing::info!(directory = %d.name, "directory created");
+    tracing::info!(directory = %d.input.name, "directory created");
     Ok(directory_info(d))
 }
 
@@ -259,7 +259,7 @@ pub async fn list_user_assignments(
                     .swp
                     .directories
                     .get(&p.directory_id)
-                    .map(|d| d.name.clone())
+                    .map(|d| d.input.name.clone())
                     .unwrap_or_default(),
                 kind: p.kind.as_str().to_owned(),
                 name: p.name,
@@ -322,7 +322,7 @@ pub async fn explain_user(
     let row = state.device_row(r.device_id).await?;
     let (effective, revision) = user_settings(&model, &row.view(r.device_id), directory.id, &user);
     let info = pb::SwpUser {
-        directory: directory.name.clone(),
+        directory: directory.input.name.clone(),
         login: user.login.clone(),
         dn: user.dn.clone(),
         display_name: user.display_name.clone(),

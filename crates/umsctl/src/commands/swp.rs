@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use ums_proto::admin::v1 as pb;
 
+use super::show;
 use crate::client::{Admin, ok};
 use crate::output;
 
@@ -174,7 +175,7 @@ pub async fn run(json: bool, admin: &mut Admin, command: SwpCommand) -> anyhow::
                     group_membership: a.group_membership,
                 })
                 .await)?;
-            crate::show(json, &d, |d| {
+            show(json, &d, |d| {
                 format!(
                     "directory {} `{}` created",
                     d.id,
@@ -184,7 +185,7 @@ pub async fn run(json: bool, admin: &mut Admin, command: SwpCommand) -> anyhow::
         }
         SwpCommand::Directories => {
             let list = ok(admin.list_directories(pb::ListDirectoriesRequest {}).await)?;
-            crate::show(json, &list, |l| {
+            show(json, &list, |l| {
                 let mut t =
                     output::table(["ID", "NAME", "KIND", "DOMAIN", "CONTROLLERS", "BASE DN"]);
                 for d in &l.directories {
@@ -205,17 +206,17 @@ pub async fn run(json: bool, admin: &mut Admin, command: SwpCommand) -> anyhow::
             let e = ok(admin
                 .delete_directory(pb::DeleteDirectoryRequest { id })
                 .await)?;
-            crate::show(json, &e, |_| format!("directory {id} deleted"))
+            show(json, &e, |_| format!("directory {id} deleted"))
         }
         SwpCommand::Assign(a) => {
             let e = ok(admin.assign_user(a.request()).await)?;
-            crate::show(json, &e, |_| {
+            show(json, &e, |_| {
                 format!("assigned profile {} to {}", a.profile_id, a.target())
             })
         }
         SwpCommand::Unassign(a) => {
             let e = ok(admin.unassign_user(a.request()).await)?;
-            crate::show(json, &e, |_| {
+            show(json, &e, |_| {
                 format!("unassigned profile {} from {}", a.profile_id, a.target())
             })
         }
@@ -225,7 +226,7 @@ pub async fn run(json: bool, admin: &mut Admin, command: SwpCommand) -> anyhow::
                     profile_id: profile,
                 })
                 .await)?;
-            crate::show(json, &list, |l| {
+            show(json, &list, |l| {
                 let mut t = output::table(["PROFILE", "DIRECTORY", "KIND", "NAME"]);
                 for a in &l.assignments {
                     t.add_row([
@@ -250,7 +251,7 @@ pub async fn run(json: bool, admin: &mut Admin, command: SwpCommand) -> anyhow::
                     enabled,
                 })
                 .await)?;
-            crate::show(json, &s, |s| {
+            show(json, &s, |s| {
                 format!(
                     "device {}: Shared Workplace {}, {}",
                     s.device_id,
