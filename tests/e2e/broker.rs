@@ -272,7 +272,7 @@ async fn a_broker_in_the_network_follows_the_running_servers() {
                 "UMS_NETWORK__TOKEN_FILE",
                 token_file.to_str().expect("path"),
             ),
-            ("UMS_NETWORK__DATA_DIR", data.to_str().expect("path")),
+            ("UMS_DATA_DIR", data.to_str().expect("path")),
             ("UMS_NETWORK__ID", "broker-e2e"),
         ],
     );

@@ -28,7 +28,7 @@ impl Server {
         Self::start_with(data, database_url, &[])
     }
 
-    /// Starts a server with extra environment variables (`UMS_CLUSTER__MODE=ha`, ...).
+    /// Starts a server with extra environment variables (`UMS_NETWORK__MODE=ha`, ...).
     pub fn start_with(
         data: tempfile::TempDir,
         database_url: Option<&str>,
@@ -40,7 +40,7 @@ impl Server {
         let log = data.path().join("server.log");
         let mut cmd = server_command(data.path(), device_port, admin_port, database_url);
         cmd.env(
-            "UMS_CLUSTER__INTERNAL_LISTEN",
+            "UMS_NETWORK__INTERNAL_LISTEN",
             format!("127.0.0.1:{internal_port}"),
         );
         for (k, v) in env {
@@ -135,11 +135,11 @@ impl Server {
 
 /// HA mode with short timings, so failures show within seconds in tests.
 pub const HA_ENV: [(&str, &str); 5] = [
-    ("UMS_CLUSTER__MODE", "ha"),
-    ("UMS_CLUSTER__HEARTBEAT_MS", "250"),
-    ("UMS_CLUSTER__SILENT_AFTER_MS", "1500"),
-    ("UMS_CLUSTER__LEASE_MS", "1500"),
-    ("UMS_CLUSTER__POLL_MS", "500"),
+    ("UMS_NETWORK__MODE", "ha"),
+    ("UMS_NETWORK__HEARTBEAT_MS", "250"),
+    ("UMS_NETWORK__SILENT_AFTER_MS", "1500"),
+    ("UMS_NETWORK__LEASE_MS", "1500"),
+    ("UMS_NETWORK__POLL_MS", "500"),
 ];
 
 /// The command line of a server with the given ports and database.

@@ -327,8 +327,8 @@ async fn another_networks_token_is_refused_on_both_sides() {
         ums_testkit::free_port(),
         Some(&ours),
     )
-    .env("UMS_CLUSTER__MODE", "ha")
-    .env("UMS_CLUSTER__INTERNAL_LISTEN", "127.0.0.1:0")
+    .env("UMS_NETWORK__MODE", "ha")
+    .env("UMS_NETWORK__INTERNAL_LISTEN", "127.0.0.1:0")
     .output()
     .expect("run server");
     assert!(!out.status.success());
@@ -451,7 +451,7 @@ fn ha_mode_on_the_embedded_database_is_refused() {
         ums_testkit::free_port(),
         None,
     )
-    .env("UMS_CLUSTER__MODE", "ha")
+    .env("UMS_NETWORK__MODE", "ha")
     .output()
     .expect("run server");
     assert!(!out.status.success());

@@ -37,7 +37,7 @@ impl SwpAuth {
         let log = dir.join("swp-auth.log");
         let log_file = std::fs::File::create(&log).expect("log");
         let child = Command::new(bin_path("swp-auth"))
-            .env("UMS_IDENTITY_DIR", &identity_dir)
+            .env("UMS_NETWORK__IDENTITY_DIR", &identity_dir)
             .env("UMS_INTERNAL__LISTEN", format!("127.0.0.1:{port}"))
             .env("UMS_LOG__LEVEL", "info")
             .stdin(Stdio::null())

@@ -65,9 +65,11 @@ impl Node {
         let mut config = format!(
             r#"
 data_dir = {data}
-id = "watchdog-e2e"
-host = "127.0.0.1"
 internal_listen = "127.0.0.1:{internal}"
+
+[network]
+id = "watchdog-e2e"
+advertise_host = "127.0.0.1"
 
 [server]
 enabled = true
@@ -82,7 +84,7 @@ stop_timeout_ms = 10000
 UMS_DATA_DIR = {server_data}
 UMS_DEVICE__LISTEN = "127.0.0.1:{device_port}"
 UMS_ADMIN__LISTEN = "127.0.0.1:{admin_port}"
-UMS_CLUSTER__INTERNAL_LISTEN = "127.0.0.1:{server_internal}"
+UMS_NETWORK__INTERNAL_LISTEN = "127.0.0.1:{server_internal}"
 "#,
             server_internal = free_port(),
             data = q(&d.join("watchdog")),
@@ -425,15 +427,14 @@ impl HaNode {
         let config = format!(
             r#"
 data_dir = {data}
-id = "watchdog-{name}"
-host = "127.0.0.1"
 internal_listen = "127.0.0.1:{internal}"
 
-[cluster]
-servers = ["127.0.0.1:{server_internal}"]
-join = "127.0.0.1:{admin_port}"
+[network]
+id = "watchdog-{name}"
+advertise_host = "127.0.0.1"
+servers = ["127.0.0.1:{admin_port}"]
 token_file = {token}
-heartbeat_interval_ms = 500
+heartbeat_ms = 500
 
 [server]
 enabled = true
@@ -448,9 +449,9 @@ UMS_DATA_DIR = {server_data}
 UMS_DATABASE_URL = {db}
 UMS_DEVICE__LISTEN = "127.0.0.1:{device_port}"
 UMS_ADMIN__LISTEN = "127.0.0.1:{admin_port}"
-UMS_CLUSTER__MODE = "ha"
-UMS_CLUSTER__INTERNAL_LISTEN = "127.0.0.1:{server_internal}"
-UMS_CLUSTER__ADVERTISE_HOST = "127.0.0.1"
+UMS_NETWORK__MODE = "ha"
+UMS_NETWORK__INTERNAL_LISTEN = "127.0.0.1:{server_internal}"
+UMS_NETWORK__ADVERTISE_HOST = "127.0.0.1"
 
 [broker]
 enabled = true

@@ -83,7 +83,7 @@ listen = "{ip}:{ADMIN_PORT}"
 [tls]
 names = ["{ip}", "localhost"]
 
-[cluster]
+[network]
 mode = "ha"
 internal_listen = "{ip}:{INTERNAL_PORT}"
 advertise_host = "{ip}"
@@ -108,20 +108,19 @@ listen = "{ip}:{METRICS_PORT}"
             n = self.n,
             servers = all_devices.join(", "),
         );
-        let all_internal: Vec<String> = std::iter::once(self)
+        let all_admin: Vec<String> = std::iter::once(self)
             .chain(nodes.iter().filter(|o| o.n != self.n))
-            .map(|o| format!("\"{}:{INTERNAL_PORT}\"", o.ip))
+            .map(|o| format!("\"{}:{ADMIN_PORT}\"", o.ip))
             .collect();
         let watchdog = format!(
             r#"# ums-watchdog of node {n} (written by cargo xtask cluster)
 data_dir = {data}
-id = "watchdog-node{n}"
-host = "{ip}"
 internal_listen = "{ip}:{WATCHDOG_PORT}"
 
-[cluster]
+[network]
+id = "watchdog-node{n}"
+advertise_host = "{ip}"
 servers = [{servers}]
-join = "{ip}:{ADMIN_PORT}"
 token_file = {token}
 
 [server]
@@ -143,7 +142,7 @@ stop_timeout_ms = 5000
 "#,
             n = self.n,
             data = q(&self.dir.join("watchdog")),
-            servers = all_internal.join(", "),
+            servers = all_admin.join(", "),
             token = q(&self.token_file()),
             server_bin = q(&bins.join("ums-server")),
             server_cfg = q(&self.dir.join("ums-server.toml")),

@@ -1,12 +1,14 @@
 //! Configuration of `swp-auth`: defaults, then the TOML file, then `UMS_` variables
-//! (`UMS_INTERNAL__LISTEN=0.0.0.0:61617`, `UMS_IDENTITY_DIR=...`).
+//! (`UMS_INTERNAL__LISTEN=0.0.0.0:61617`, `UMS_NETWORK__IDENTITY_DIR=...`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use ums_cluster::{Membership, NetworkConfig};
 use ums_service::LogConfig;
+use ums_tls::ComponentKind;
 
 use crate::directory::PoolOptions;
 use crate::limits::LimitConfig;
@@ -17,27 +19,15 @@ pub const SWP_AUTH_PORT: u16 = 61617;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SwpAuthConfig {
-    /// This node's identity in the network: `ca.pem`, `node.pem`, `node-key.pem` (mode 0600).
-    pub identity_dir: PathBuf,
+    /// Where swp-auth keeps its identity in the network (`identity/`: `ca.pem`, `node.pem`,
+    /// `node-key.pem`, mode 0600), unless `network.identity_dir` says otherwise.
+    pub data_dir: PathBuf,
+    /// Joining the network (or only loading the identity when no token file is set).
     pub network: NetworkConfig,
     pub internal: InternalConfig,
     pub pool: PoolConfig,
     pub limits: LimitConfig,
     pub log: LogConfig,
-}
-
-/// Joining the network when `identity_dir` holds no identity yet.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NetworkConfig {
-    /// `host:port` of any server's admin port.
-    pub server: String,
-    /// File holding the network token (mode 0600). Empty: load the identity only.
-    pub token_file: PathBuf,
-    /// This component's id in the network. Empty: `swp-auth-<host name>`.
-    pub id: String,
-    /// Names and addresses servers reach this service by. Empty: the host name and 127.0.0.1.
-    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,7 +53,7 @@ pub struct PoolConfig {
 impl Default for SwpAuthConfig {
     fn default() -> Self {
         Self {
-            identity_dir: PathBuf::from("identity"),
+            data_dir: PathBuf::from("swp-auth-data"),
             network: NetworkConfig::default(),
             internal: InternalConfig::default(),
             pool: PoolConfig::default(),
@@ -92,23 +82,56 @@ impl Default for PoolConfig {
     }
 }
 
+impl ums_service::ServiceConfig for SwpAuthConfig {
+    type Validated = Config;
+
+    fn validate(&self) -> anyhow::Result<Config> {
+        SwpAuthConfig::validate(self)
+    }
+}
+
+/// swp-auth's configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub network: Membership,
+    pub pool: PoolOptions,
+    pub limits: LimitConfig,
+    pub log: LogConfig,
+}
+
 impl SwpAuthConfig {
-    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.internal.listen.parse().map_err(|_| {
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> anyhow::Result<Config> {
+        let listen = self.internal.listen.parse().map_err(|_| {
             anyhow::anyhow!(
                 "internal.listen: `{}` is not an address such as 0.0.0.0:{SWP_AUTH_PORT}",
                 self.internal.listen
             )
+        })?;
+        anyhow::ensure!(
+            self.pool.connections > 0,
+            "pool.connections: at least 1"
+        );
+        anyhow::ensure!(
+            self.pool.connect_timeout_ms >= 100,
+            "pool.connect_timeout_ms: at least 100"
+        );
+        anyhow::ensure!(self.pool.op_timeout_ms >= 100, "pool.op_timeout_ms: at least 100");
+        Ok(Config {
+            listen,
+            network: self
+                .network
+                .validate(ComponentKind::SwpAuth, &self.data_dir)?,
+            pool: PoolOptions {
+                connections: self.pool.connections,
+                connect_timeout: Duration::from_millis(self.pool.connect_timeout_ms),
+                op_timeout: Duration::from_millis(self.pool.op_timeout_ms),
+                group_ttl: Duration::from_secs(self.pool.group_cache_s),
+            },
+            limits: self.limits.clone(),
+            log: self.log.clone(),
         })
-    }
-
-    pub fn pool_options(&self) -> PoolOptions {
-        PoolOptions {
-            connections: self.pool.connections.max(1),
-            connect_timeout: Duration::from_millis(self.pool.connect_timeout_ms.max(100)),
-            op_timeout: Duration::from_millis(self.pool.op_timeout_ms.max(100)),
-            group_ttl: Duration::from_secs(self.pool.group_cache_s),
-        }
     }
 }
 
@@ -124,8 +147,9 @@ mod tests {
         assert_eq!(cfg.internal.listen, defaults.internal.listen);
         assert_eq!(cfg.pool.connections, defaults.pool.connections);
         assert_eq!(cfg.limits, defaults.limits);
+        let v = cfg.validate().expect("the example validates");
         assert_eq!(
-            cfg.identity_dir,
+            v.network.identity_dir,
             std::path::PathBuf::from("/var/lib/ums/swp-auth/identity")
         );
     }

@@ -23,47 +23,13 @@ use std::time::Instant;
 use ums_domain::DirectoryUser;
 use ums_proto::swp::v1 as pb;
 
-pub use config::SwpAuthConfig;
+pub use config::{Config, SwpAuthConfig};
 pub use service::{Listeners, run};
 
-/// This node's identity: the one saved in `identity_dir`, or, with `[network]` configured, one
-/// obtained by joining the network with its token.
-pub async fn identity(cfg: &SwpAuthConfig) -> anyhow::Result<ums_tls::NodeIdentity> {
-    use anyhow::Context as _;
-    let dir = &cfg.identity_dir;
-    if cfg.network.token_file.as_os_str().is_empty() {
-        return ums_tls::NodeIdentity::load(dir).with_context(|| {
-            format!(
-                "no identity in {}: set [network] server and token_file to join the network",
-                dir.display()
-            )
-        });
-    }
-    let token = ums_tls::NetworkToken::read(&cfg.network.token_file)?;
-    let id = if cfg.network.id.is_empty() {
-        format!("swp-auth-{}", hostname())
-    } else {
-        cfg.network.id.clone()
-    };
-    let names = if cfg.network.names.is_empty() {
-        vec![hostname(), "127.0.0.1".to_owned()]
-    } else {
-        cfg.network.names.clone()
-    };
-    let opts = ums_cluster::JoinOptions {
-        server: cfg.network.server.clone(),
-        token,
-        kind: ums_tls::ComponentKind::SwpAuth,
-        id,
-        names,
-    };
-    Ok(ums_cluster::load_or_join(dir, &opts).await?)
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned())
+/// This node's identity: the one saved in the identity directory, or, with a token file, one
+/// obtained by joining the network through `network.servers`.
+pub async fn identity(cfg: &Config) -> anyhow::Result<ums_tls::NodeIdentity> {
+    Ok(cfg.network.identity().await?)
 }
 
 /// Why a login or lookup failed. The messages are what the device user or the administrator
@@ -117,11 +83,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(cfg: &SwpAuthConfig) -> Arc<Self> {
+    pub fn new(cfg: &Config) -> Arc<Self> {
         Arc::new(Self {
             directories: directory::Directories::default(),
             limits: limits::Limits::new(&cfg.limits),
-            options: cfg.pool_options(),
+            options: cfg.pool.clone(),
         })
     }
 

@@ -5,13 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use swp_auth::{Listeners, SwpAuthConfig};
+use swp_auth::{Config, Listeners, SwpAuthConfig};
 
 /// Shared Workplace login service: checks device users' passwords against Active Directory or
 /// LDAP for the servers of the network.
 ///
 /// Configuration: defaults, then the TOML file given with --config, then UMS_ environment
-/// variables with `__` for nesting (UMS_IDENTITY_DIR, UMS_INTERNAL__LISTEN, UMS_LOG__LEVEL).
+/// variables with `__` for nesting (UMS_DATA_DIR, UMS_NETWORK__SERVERS,
+/// UMS_NETWORK__TOKEN_FILE, UMS_INTERNAL__LISTEN, UMS_LOG__LEVEL).
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -32,27 +33,25 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg: SwpAuthConfig = match ums_service::load_config(cli.config.as_deref()) {
+    let command = cli.command.unwrap_or(Command::Run);
+    let printing = matches!(command, Command::Config);
+    let cfg = match ums_service::config_for_main::<SwpAuthConfig>(cli.config.as_deref(), printing)
+    {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: invalid configuration: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let log = cfg.log.clone();
-    ums_service::run_service(&log, real_main(cli.command.unwrap_or(Command::Run), cfg))
+    ums_service::run_service(&log, real_main(command, cfg))
 }
 
-async fn real_main(command: Command, cfg: SwpAuthConfig) -> anyhow::Result<()> {
+async fn real_main(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
-        Command::Config => {
-            print!("{}", toml::to_string_pretty(&cfg)?);
-            Ok(())
-        }
+        // Printed (or refused) by `config_for_main` before the runtime starts.
+        Command::Config => Ok(()),
         Command::Run => {
             ums_tls::install_crypto_provider();
             let shutdown = ums_service::shutdown_signal();
-            let addr = cfg.listen_addr()?;
+            let addr = cfg.listen;
             let identity = swp_auth::identity(&cfg).await?;
             let internal = ums_service::listen(addr)
                 .with_context(|| format!("listen for servers on {addr}"))?;

@@ -11,7 +11,7 @@ use ums_proto::swp::v1::swp_auth_service_server::{SwpAuthService, SwpAuthService
 use ums_service::{Peer, ServeOptions};
 use ums_tls::{ComponentKind, NodeIdentity};
 
-use crate::{Authenticator, SwpAuthConfig, user_pb};
+use crate::{Authenticator, Config, user_pb};
 
 /// The sockets `swp-auth` serves on.
 pub struct Listeners {
@@ -66,7 +66,7 @@ impl SwpAuthService for SwpAuthApi {
 
 /// Serves the internal API until `shutdown` resolves, then drains calls in flight.
 pub async fn run(
-    cfg: &SwpAuthConfig,
+    cfg: &Config,
     identity: NodeIdentity,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -75,7 +75,7 @@ pub async fn run(
     if identity.kind != ComponentKind::SwpAuth {
         anyhow::bail!(
             "the identity in {} is a {} certificate, not swp-auth's",
-            cfg.identity_dir.display(),
+            cfg.network.identity_dir.display(),
             identity.kind
         );
     }

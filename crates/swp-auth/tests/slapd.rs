@@ -285,7 +285,7 @@ async fn empty_password_and_rate_limits_are_refused_before_the_directory() {
     let mut cfg = SwpAuthConfig::default();
     cfg.limits.user_burst = 3;
     cfg.limits.user_per_minute = 1;
-    let auth: Arc<Authenticator> = Authenticator::new(&cfg);
+    let auth: Arc<Authenticator> = Authenticator::new(&cfg.validate().expect("valid"));
     let req = |user: &str, password: &str, device_id| pb::AuthenticateRequest {
         directory: Some(ad_config(&slapd)),
         username: user.into(),
@@ -336,7 +336,7 @@ async fn only_servers_may_call_over_mutual_tls() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let cfg = SwpAuthConfig::default();
+    let cfg = SwpAuthConfig::default().validate().expect("valid");
     let served = tokio::spawn(async move {
         swp_auth::run(
             &cfg,

@@ -30,7 +30,7 @@ pub struct ServerConfig {
     pub device: DeviceConfig,
     pub admin: AdminConfig,
     pub tls: TlsConfig,
-    pub cluster: ClusterConfig,
+    pub network: NetworkConfig,
     pub log: LogConfig,
     pub swp: SwpConfig,
 }
@@ -57,7 +57,7 @@ impl Default for SwpConfig {
 /// Whether the server is alone or one of an HA network.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ClusterMode {
+pub enum NetworkMode {
     /// One server; any database.
     #[default]
     Single,
@@ -65,12 +65,12 @@ pub enum ClusterMode {
     Ha,
 }
 
-/// The server's part in the HA network.
+/// The server's part in the HA network: the `[network]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ClusterConfig {
+pub struct NetworkConfig {
     /// "single" or "ha". HA needs PostgreSQL.
-    pub mode: ClusterMode,
+    pub mode: NetworkMode,
     /// Address of the internal port (mutual TLS between the components). Empty: no internal
     /// port.
     pub internal_listen: String,
@@ -90,10 +90,10 @@ pub struct ClusterConfig {
     pub poll_ms: u64,
 }
 
-impl Default for ClusterConfig {
+impl Default for NetworkConfig {
     fn default() -> Self {
         Self {
-            mode: ClusterMode::Single,
+            mode: NetworkMode::Single,
             internal_listen: format!("0.0.0.0:{INTERNAL_PORT}"),
             token_file: PathBuf::new(),
             advertise_host: String::new(),
@@ -147,7 +147,7 @@ impl Default for ServerConfig {
             device: DeviceConfig::default(),
             admin: AdminConfig::default(),
             tls: TlsConfig::default(),
-            cluster: ClusterConfig::default(),
+            network: NetworkConfig::default(),
             log: LogConfig::default(),
             swp: SwpConfig::default(),
         }
@@ -193,7 +193,7 @@ impl ServerConfig {
     /// Checks every value once and resolves what depends on the host (its name, the advertised
     /// address, the database file), so the server never parses or looks anything up later.
     pub fn validate(&self) -> anyhow::Result<Config> {
-        let net = &self.cluster;
+        let net = &self.network;
         let device_listen = if self.device.listen.is_empty() {
             let port = if self.device.behind_broker {
                 DEVICE_PORT_BEHIND_BROKER
@@ -208,25 +208,25 @@ impl ServerConfig {
         let internal_listen = if net.internal_listen.is_empty() {
             None
         } else {
-            Some(parse_addr("cluster.internal_listen", &net.internal_listen)?)
+            Some(parse_addr("network.internal_listen", &net.internal_listen)?)
         };
         let database_url = if self.database_url.is_empty() {
             ums_db::sqlite_url(&self.data_dir)
         } else {
             self.database_url.clone()
         };
-        if net.mode == ClusterMode::Ha && !database_url.starts_with("postgres") {
+        if net.mode == NetworkMode::Ha && !database_url.starts_with("postgres") {
             anyhow::bail!(
-                "cluster.mode = \"ha\" needs PostgreSQL (database_url = \"postgres://...\"): the embedded SQLite database is a file in one server's data directory, which the other servers cannot share"
+                "network.mode = \"ha\" needs PostgreSQL (database_url = \"postgres://...\"): the embedded SQLite database is a file in one server's data directory, which the other servers cannot share"
             );
         }
-        at_least("cluster.heartbeat_ms", net.heartbeat_ms, 100)?;
-        at_least("cluster.poll_ms", net.poll_ms, 100)?;
+        at_least("network.heartbeat_ms", net.heartbeat_ms, 100)?;
+        at_least("network.poll_ms", net.poll_ms, 100)?;
         if net.silent_after_ms < 2 * net.heartbeat_ms {
-            anyhow::bail!("cluster.silent_after_ms must be at least twice cluster.heartbeat_ms");
+            anyhow::bail!("network.silent_after_ms must be at least twice network.heartbeat_ms");
         }
         if net.lease_ms < 2 * net.heartbeat_ms {
-            anyhow::bail!("cluster.lease_ms must be at least twice cluster.heartbeat_ms");
+            anyhow::bail!("network.lease_ms must be at least twice network.heartbeat_ms");
         }
         at_least(
             "admin.session_hours",
@@ -257,7 +257,7 @@ impl ServerConfig {
             net.advertise_host.clone()
         } else {
             anyhow::bail!(
-                "cluster.advertise_host: `{}` is not a host name or an address",
+                "network.advertise_host: `{}` is not a host name or an address",
                 net.advertise_host
             );
         };
@@ -354,7 +354,7 @@ pub struct AdminSettings {
 
 #[derive(Debug, Clone)]
 pub struct NetworkSettings {
-    pub mode: ClusterMode,
+    pub mode: NetworkMode,
     pub internal_listen: Option<SocketAddr>,
     pub token_file: PathBuf,
     /// The host other components reach this server by.
@@ -437,12 +437,12 @@ mod tests {
     fn ha_mode_refuses_the_embedded_database() {
         let mut cfg = ServerConfig::default();
         cfg.validate().expect("single on sqlite");
-        cfg.cluster.mode = ClusterMode::Ha;
+        cfg.network.mode = NetworkMode::Ha;
         let err = cfg.validate().expect_err("ha on sqlite");
         assert!(err.to_string().contains("needs PostgreSQL"), "{err}");
         cfg.database_url = "postgres://ums@db/ums".into();
         cfg.validate().expect("ha on postgres");
-        cfg.cluster.lease_ms = 100;
+        cfg.network.lease_ms = 100;
         assert!(cfg.validate().is_err());
     }
 
@@ -456,9 +456,9 @@ mod tests {
     #[test]
     fn every_value_is_checked_once() {
         let mut cfg = ServerConfig::default();
-        cfg.cluster.heartbeat_ms = 0;
+        cfg.network.heartbeat_ms = 0;
         let err = cfg.validate().expect_err("heartbeat 0");
-        assert!(err.to_string().contains("cluster.heartbeat_ms"), "{err}");
+        assert!(err.to_string().contains("network.heartbeat_ms"), "{err}");
 
         let mut cfg = ServerConfig::default();
         cfg.swp.url = "http://swp:61617".into();
@@ -481,7 +481,7 @@ mod tests {
         let v = cfg.validate().expect("valid");
         assert_eq!(v.network.advertise_host, "10.0.0.5");
         cfg.tls.names = vec!["localhost".into()];
-        cfg.cluster.advertise_host = "ums1.example.org".into();
+        cfg.network.advertise_host = "ums1.example.org".into();
         let v = cfg.validate().expect("valid");
         assert_eq!(v.network.advertise_host, "ums1.example.org");
         assert_eq!(v.node_names, vec!["localhost", "ums1.example.org"]);

@@ -217,7 +217,7 @@ pub fn run(args: HaArgs) -> anyhow::Result<()> {
     step!("starting postgresql");
     let pg = Postgres::start()?;
     let url = pg.create_database(&format!("ha_bench_{}", super::unix_now()))?;
-    let env = [("UMS_CLUSTER__MODE", "ha")];
+    let env = [("UMS_NETWORK__MODE", "ha")];
 
     step!("starting {} servers", args.servers);
     let mut servers = vec![Server::start_with(Some(&url), &env, None)?];

@@ -178,7 +178,7 @@ impl Server {
             ("UMS_DEVICE__LISTEN".into(), device_addr.to_string()),
             ("UMS_ADMIN__LISTEN".into(), admin_addr.to_string()),
             (
-                "UMS_CLUSTER__INTERNAL_LISTEN".into(),
+                "UMS_NETWORK__INTERNAL_LISTEN".into(),
                 internal_addr.to_string(),
             ),
             ("UMS_LOG__LEVEL".into(), "warn".into()),

@@ -67,7 +67,7 @@ pub fn run(args: SwpArgs) -> anyhow::Result<()> {
     let log = work.path().join("swp-auth.log");
     let mut swp = ChildGuard::new(
         Command::new(&swp_bin)
-            .env("UMS_IDENTITY_DIR", &identity)
+            .env("UMS_NETWORK__IDENTITY_DIR", &identity)
             .env("UMS_INTERNAL__LISTEN", format!("127.0.0.1:{swp_port}"))
             .env("UMS_LOG__LEVEL", "warn")
             // The load logs the same users in again and again: lift the limits.

@@ -22,7 +22,7 @@ use ums_db::Db;
 use ums_proto::cluster::v1 as pb;
 use ums_tls::{CertAuthority, NodeIdentity};
 
-use crate::config::{ClusterMode, NetworkSettings};
+use crate::config::{NetworkMode, NetworkSettings};
 
 pub use bootstrap::Bootstrap;
 
@@ -68,7 +68,7 @@ impl Event {
 /// The network as this server takes part in it.
 pub struct Network {
     pub process_id: String,
-    pub mode: ClusterMode,
+    pub mode: NetworkMode,
     pub identity: NodeIdentity,
     pub ca: CertAuthority,
     pub ca_sha256: String,
