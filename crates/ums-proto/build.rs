@@ -8,7 +8,7 @@ use prost::Message;
 const FILES: &[&str] = &[
     "ums/device/v1/device.proto",
     "ums/admin/v1/admin.proto",
-    "ums/cluster/v1/cluster.proto",
+    "ums/network/v1/network.proto",
     "ums/swp/v1/swp.proto",
 ];
 
@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
         .type_attribute(
-            ".ums.cluster",
+            ".ums.network",
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
         .compile_fds(fds)?;

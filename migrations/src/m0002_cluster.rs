@@ -1,5 +1,5 @@
-//! 1.1: the HA network. The cluster CA and network tokens, the process registry, leases for
-//! cluster-wide singletons, and replicated files. Only new tables: a 1.0 server keeps working.
+//! 1.1: the HA network. The network CA and network tokens, the process registry, leases for
+//! network-wide singletons, and replicated files. Only new tables: a 1.0 server keeps working.
 
 use sea_orm::sea_query::{Alias, Index};
 use sea_orm::{DbBackend, Statement};
@@ -8,7 +8,7 @@ use crate::col::{big, big_null, boolean, id, index, table, text, text_null};
 
 pub fn statements(backend: DbBackend) -> Vec<Statement> {
     let tables = [
-        // One row (id 1): the cluster CA certificate every component trusts.
+        // One row (id 1): the network CA certificate every component trusts.
         table("cluster")
             .col(big("id").primary_key())
             .col(text("ca_cert_pem"))
@@ -54,7 +54,7 @@ pub fn statements(backend: DbBackend) -> Vec<Statement> {
             .col(big("pid"))
             .col(big("started_at"))
             .to_owned(),
-        // Leases of cluster-wide singletons. `fence` grows with every change of holder; writes of
+        // Leases of network-wide singletons. `fence` grows with every change of holder; writes of
         // the holder check it in the same transaction, so a holder that lost the lease cannot
         // write.
         table("leases")

@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
-use ums_proto::cluster::v1 as cpb;
-use ums_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use ums_proto::network::v1 as cpb;
+use ums_proto::network::v1::network_service_client::NetworkServiceClient;
 use ums_tls::{ComponentKind, NetworkToken};
 
 use crate::harness::{Server, Umsctl, eventually, text};
@@ -287,7 +287,7 @@ async fn another_networks_token_is_refused_on_both_sides() {
     let foreign = NetworkToken::parse(&x.token()).expect("token");
     let token = NetworkToken::parse(&a.token()).expect("token");
 
-    let join = |token: NetworkToken, id: &str| ums_cluster::JoinOptions {
+    let join = |token: NetworkToken, id: &str| ums_network::JoinOptions {
         server: a.admin_addr(),
         token,
         kind: ComponentKind::Broker,
@@ -296,13 +296,13 @@ async fn another_networks_token_is_refused_on_both_sides() {
     };
 
     // A component with the other network's token stops at the CA check, before any secret.
-    let err = ums_cluster::join(&join(foreign.clone(), "broker-x"))
+    let err = ums_network::join(&join(foreign.clone(), "broker-x"))
         .await
         .expect_err("foreign token");
     assert!(err.to_string().contains("network token mismatch"), "{err}");
     // The right CA but a secret that is not this network's.
     let forged = NetworkToken::generate(&token.ca_hash);
-    let err = ums_cluster::join(&join(forged, "broker-f"))
+    let err = ums_network::join(&join(forged, "broker-f"))
         .await
         .expect_err("forged secret");
     assert!(err.to_string().contains("network token mismatch"), "{err}");
@@ -339,12 +339,12 @@ async fn another_networks_token_is_refused_on_both_sides() {
     );
 
     // The right token joins; the identity works on the internal port and reports a heartbeat.
-    let identity = ums_cluster::join(&join(token.clone(), "broker-1"))
+    let identity = ums_network::join(&join(token.clone(), "broker-1"))
         .await
         .expect("join");
     assert_eq!(identity.kind, ComponentKind::Broker);
-    let channel = ums_cluster::internal_channel(&identity, &a.internal_addr).expect("channel");
-    let mut client = ClusterServiceClient::new(channel);
+    let channel = ums_network::internal_channel(&identity, &a.internal_addr).expect("channel");
+    let mut client = NetworkServiceClient::new(channel);
     client
         .heartbeat(cpb::HeartbeatRequest {
             process: Some(cpb::ProcessInfo {
@@ -405,15 +405,15 @@ async fn another_networks_token_is_refused_on_both_sides() {
     assert!(ctl.ok(&["network", "list"]).contains("CLOCK SKEW"));
 
     // An identity of the other network cannot even open the internal port.
-    let their_identity = ums_cluster::join(&ums_cluster::JoinOptions {
+    let their_identity = ums_network::join(&ums_network::JoinOptions {
         server: x.admin_addr(),
         ..join(foreign, "broker-2")
     })
     .await
     .expect("join the other network");
     let channel =
-        ums_cluster::internal_channel(&their_identity, &a.internal_addr).expect("channel");
-    let err = ClusterServiceClient::new(channel)
+        ums_network::internal_channel(&their_identity, &a.internal_addr).expect("channel");
+    let err = NetworkServiceClient::new(channel)
         .status(cpb::StatusRequest {})
         .await
         .expect_err("foreign certificate");
@@ -429,15 +429,15 @@ async fn another_networks_token_is_refused_on_both_sides() {
         new.expose(),
         "the token file holds the new token"
     );
-    ums_cluster::join(&join(token.clone(), "broker-3"))
+    ums_network::join(&join(token.clone(), "broker-3"))
         .await
         .expect("old token within its grace");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let err = ums_cluster::join(&join(token, "broker-4"))
+    let err = ums_network::join(&join(token, "broker-4"))
         .await
         .expect_err("old token after its grace");
     assert!(err.to_string().contains("network token mismatch"), "{err}");
-    ums_cluster::join(&join(new, "broker-5"))
+    ums_network::join(&join(new, "broker-5"))
         .await
         .expect("new token");
 }
@@ -482,7 +482,7 @@ async fn a_server_survives_its_database_restarting() {
             .connect()
             .await
             .ok()?;
-        ClusterServiceClient::new(channel)
+        NetworkServiceClient::new(channel)
             .status(cpb::StatusRequest {})
             .await
             .ok()

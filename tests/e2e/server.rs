@@ -441,8 +441,8 @@ async fn a_generic_grpc_client_discovers_the_services() {
             &server.admin_url,
             vec![
                 "ums.admin.v1.AdminService",
-                "ums.cluster.v1.ClusterService",
-                "ums.cluster.v1.JoinService",
+                "ums.network.v1.NetworkService",
+                "ums.network.v1.JoinService",
             ],
         ),
     ];

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-use ums_proto::cluster::v1 as pb;
-use ums_proto::cluster::v1::watchdog_service_client::WatchdogServiceClient;
+use ums_proto::network::v1 as pb;
+use ums_proto::network::v1::watchdog_service_client::WatchdogServiceClient;
 use ums_testkit::{bin_path, free_port};
 use ums_tls::{CertAuthority, ComponentKind, NodeIdentity};
 
@@ -29,8 +29,8 @@ impl Network {
     fn new() -> Network {
         ums_tls::install_crypto_provider();
         let names = vec!["127.0.0.1".to_owned()];
-        let ca = CertAuthority::generate("cluster ca").expect("ca");
-        let other = CertAuthority::generate("cluster ca").expect("other ca");
+        let ca = CertAuthority::generate("network ca").expect("ca");
+        let other = CertAuthority::generate("network ca").expect("other ca");
         let issue = |ca: &CertAuthority, kind, id: &str| {
             ca.issue_node(kind, id, &names)
                 .expect("issue a node certificate")
@@ -124,7 +124,7 @@ UMS_DRAIN_TIMEOUT_S = "2"
     fn client(&self, identity: &NodeIdentity) -> WatchdogServiceClient<tonic::transport::Channel> {
         let addr = format!("127.0.0.1:{}", self.wd.internal_port);
         WatchdogServiceClient::new(
-            ums_cluster::internal_channel(identity, &addr).expect("internal channel"),
+            ums_network::internal_channel(identity, &addr).expect("internal channel"),
         )
     }
 

@@ -3,11 +3,11 @@
 //! * `test`: installs what the tests need, starts PostgreSQL, builds the
 //!   binaries and runs every test with nextest.
 //! * `up`: builds the binaries and runs a local server.
-//! * `cluster`: a local HA network: PostgreSQL and two nodes of watchdog, server and broker.
+//! * `network`: a local HA network: PostgreSQL and two nodes of watchdog, server and broker.
 //! * `bench`: end-to-end benchmarks against release builds.
 
 mod bench;
-mod cluster;
+mod network;
 mod test;
 mod up;
 mod util;
@@ -32,7 +32,7 @@ enum Command {
     Up(up::UpArgs),
     /// Run a local HA network: PostgreSQL and two nodes, each a watchdog supervising a server
     /// and a broker, until Ctrl-C.
-    Cluster(cluster::ClusterArgs),
+    Network(network::NetworkArgs),
     /// Run a benchmark against release builds.
     Bench(bench::BenchArgs),
 }
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Test(args) => test::run(args),
         Command::Up(args) => up::run(args),
-        Command::Cluster(args) => cluster::run(args),
+        Command::Network(args) => network::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

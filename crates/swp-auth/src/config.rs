@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use ums_cluster::{Membership, NetworkConfig};
+use ums_network::{Membership, NetworkConfig};
 use ums_service::LogConfig;
 use ums_tls::ComponentKind;
 
@@ -109,15 +109,15 @@ impl SwpAuthConfig {
                 self.internal.listen
             )
         })?;
-        anyhow::ensure!(
-            self.pool.connections > 0,
-            "pool.connections: at least 1"
-        );
+        anyhow::ensure!(self.pool.connections > 0, "pool.connections: at least 1");
         anyhow::ensure!(
             self.pool.connect_timeout_ms >= 100,
             "pool.connect_timeout_ms: at least 100"
         );
-        anyhow::ensure!(self.pool.op_timeout_ms >= 100, "pool.op_timeout_ms: at least 100");
+        anyhow::ensure!(
+            self.pool.op_timeout_ms >= 100,
+            "pool.op_timeout_ms: at least 100"
+        );
         Ok(Config {
             listen,
             network: self

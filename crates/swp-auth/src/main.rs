@@ -35,8 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
     let printing = matches!(command, Command::Config);
-    let cfg = match ums_service::config_for_main::<SwpAuthConfig>(cli.config.as_deref(), printing)
-    {
+    let cfg = match ums_service::config_for_main::<SwpAuthConfig>(cli.config.as_deref(), printing) {
         Ok(c) => c,
         Err(code) => return code,
     };

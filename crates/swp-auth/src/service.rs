@@ -1,5 +1,5 @@
 //! The gRPC service `ums.swp.v1.SwpAuthService` on the internal port, over mutual TLS: the
-//! caller's certificate must be signed by the cluster CA and name a server.
+//! caller's certificate must be signed by the network CA and name a server.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -326,7 +326,7 @@ async fn only_servers_may_call_over_mutual_tls() {
 
     ums_tls::install_crypto_provider();
     let slapd = Slapd::start(&TestDirectory::sample()).expect("slapd");
-    let ca = CertAuthority::generate("cluster CA").expect("ca");
+    let ca = CertAuthority::generate("network CA").expect("ca");
     let names = vec!["127.0.0.1".to_owned()];
     let own = ca
         .issue_node(ComponentKind::SwpAuth, "swp-auth-1", &names)
@@ -359,7 +359,7 @@ async fn only_servers_may_call_over_mutual_tls() {
         .issue_node(ComponentKind::Server, "server-1", &names)
         .expect("server identity");
     let mut client =
-        SwpAuthServiceClient::new(ums_cluster::internal_channel(&server, &addr).expect("channel"));
+        SwpAuthServiceClient::new(ums_network::internal_channel(&server, &addr).expect("channel"));
     let user = client
         .authenticate(req())
         .await
@@ -384,7 +384,7 @@ async fn only_servers_may_call_over_mutual_tls() {
         .issue_node(ComponentKind::Broker, "broker-1", &names)
         .expect("broker identity");
     let mut client =
-        SwpAuthServiceClient::new(ums_cluster::internal_channel(&broker, &addr).expect("channel"));
+        SwpAuthServiceClient::new(ums_network::internal_channel(&broker, &addr).expect("channel"));
     let refused = client
         .authenticate(req())
         .await
@@ -397,7 +397,7 @@ async fn only_servers_may_call_over_mutual_tls() {
         .issue_node(ComponentKind::Server, "server-x", &names)
         .expect("identity");
     let mut client = SwpAuthServiceClient::new(
-        ums_cluster::internal_channel(&stranger, &addr).expect("channel"),
+        ums_network::internal_channel(&stranger, &addr).expect("channel"),
     );
     assert!(client.authenticate(req()).await.is_err());
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use ums_cluster::{Membership, NetworkConfig};
+use ums_network::{Membership, NetworkConfig};
 use ums_service::LogConfig;
 use ums_tls::ComponentKind;
 

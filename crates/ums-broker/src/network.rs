@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ums_cluster::Membership;
-use ums_proto::cluster::v1 as pb;
-use ums_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use ums_network::Membership;
+use ums_proto::network::v1 as pb;
+use ums_proto::network::v1::network_service_client::NetworkServiceClient;
 use ums_tls::{ComponentKind, NodeIdentity};
 
 use crate::ServerSet;
@@ -49,8 +49,8 @@ async fn follow_one(
     started: i64,
 ) -> anyhow::Result<()> {
     // The admin port says where the server's internal port is.
-    let (_, channel) = ums_cluster::internal_channel_via(identity, server).await?;
-    let mut client = ClusterServiceClient::new(channel);
+    let (_, channel) = ums_network::internal_channel_via(identity, server).await?;
+    let mut client = NetworkServiceClient::new(channel);
     let mut stream = client
         .watch_servers(pb::WatchServersRequest {})
         .await?

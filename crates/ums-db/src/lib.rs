@@ -7,10 +7,10 @@
 
 pub mod admins;
 pub mod batch;
-pub mod cluster;
 pub mod devices;
 mod entity;
 pub mod jobs;
+pub mod network;
 pub mod settings;
 pub mod swp;
 

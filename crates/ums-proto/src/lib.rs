@@ -1,6 +1,6 @@
 //! The wire contract of the suite, generated from the `.proto` files in `proto/`.
 //!
-//! Packages are versioned (`ums.device.v1`, `ums.admin.v1`, `ums.cluster.v1`); a breaking change
+//! Packages are versioned (`ums.device.v1`, `ums.admin.v1`, `ums.network.v1`); a breaking change
 //! gets a new package version, served beside the old one until devices have moved.
 
 pub mod device {
@@ -15,9 +15,9 @@ pub mod admin {
     }
 }
 
-pub mod cluster {
+pub mod network {
     pub mod v1 {
-        tonic::include_proto!("ums.cluster.v1");
+        tonic::include_proto!("ums.network.v1");
     }
 }
 

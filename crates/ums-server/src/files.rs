@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use ums_proto::cluster::v1 as cpb;
-use ums_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use ums_proto::network::v1 as cpb;
+use ums_proto::network::v1::network_service_client::NetworkServiceClient;
 use ums_tls::NodeIdentity;
 
 use crate::error::ApiError;
@@ -327,11 +327,11 @@ pub async fn fetch(
         let _ = tokio::fs::remove_file(&partial).await;
         offset = 0;
     }
-    let channel = ums_cluster::internal_channel(
+    let channel = ums_network::internal_channel(
         identity,
         &crate::clients::host_port(&holder.host, holder.internal_port),
     )?;
-    let mut stream = ClusterServiceClient::new(channel)
+    let mut stream = NetworkServiceClient::new(channel)
         .read_file(cpb::ReadFileRequest {
             sha256: sha256.to_owned(),
             offset,

@@ -14,7 +14,7 @@
 //! 5. [`network`], [`files`]: this server's place in the HA network; its file store.
 //! 6. [`state`]: [`state::AppState`], what the APIs and tasks share.
 //! 7. [`tasks`]: heartbeat and scheduler, events, replication.
-//! 8. [`api`]: admin (gRPC and JSON), device, cluster and join services.
+//! 8. [`api`]: admin (gRPC and JSON), device, network and join services.
 
 pub mod api;
 pub mod clients;
@@ -39,9 +39,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use ums_db::Db;
 use ums_proto::admin::v1::admin_service_server::AdminServiceServer;
-use ums_proto::cluster::v1::cluster_service_server::ClusterServiceServer;
-use ums_proto::cluster::v1::join_service_server::JoinServiceServer;
 use ums_proto::device::v1::device_service_server::DeviceServiceServer;
+use ums_proto::network::v1::join_service_server::JoinServiceServer;
+use ums_proto::network::v1::network_service_server::NetworkServiceServer;
 use ums_service::ServeOptions;
 use ums_tls::CertAuthority;
 
@@ -102,7 +102,7 @@ pub async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
         );
     }
 
-    // The cluster CA signs the certificates devices, administrators and components verify.
+    // The network CA signs the certificates devices, administrators and components verify.
     let tls = tls_dir(data_dir);
     let bootstrap = network::bootstrap::bootstrap(&db, &tls, &cfg.network.token_file).await?;
     let ca = &bootstrap.ca;
@@ -234,25 +234,25 @@ pub async fn run(
         state: state.clone(),
         logins: api::admin::login_guard::LoginGuard::default(),
     });
-    let cluster = || {
-        ClusterServiceServer::new(api::cluster::ClusterApi {
+    let network_service = || {
+        NetworkServiceServer::new(api::network::NetworkApi {
             state: state.clone(),
         })
     };
     let admin_router = tonic::service::Routes::new(AdminServiceServer::from_arc(admin.clone()))
-        .add_service(cluster())
+        .add_service(network_service())
         .add_service(JoinServiceServer::new(api::join::JoinApi {
             state: state.clone(),
         }))
         .add_service(reflection(&[
             "ums.admin.v1.AdminService",
-            "ums.cluster.v1.ClusterService",
-            "ums.cluster.v1.JoinService",
+            "ums.network.v1.NetworkService",
+            "ums.network.v1.JoinService",
         ])?)
         .into_axum_router()
         .merge(api::json::router(admin));
-    let internal_router = tonic::service::Routes::new(cluster())
-        .add_service(reflection(&["ums.cluster.v1.ClusterService"])?)
+    let internal_router = tonic::service::Routes::new(network_service())
+        .add_service(reflection(&["ums.network.v1.NetworkService"])?)
         .into_axum_router();
 
     let (stop_tx, _) = tokio::sync::watch::channel(false);

@@ -18,8 +18,8 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-mod cluster;
-pub use cluster::{
+mod network;
+pub use network::{
     ComponentKind, NODE_CERT_DAYS, NetworkToken, NodeIdentity, ca_fingerprint, der_fingerprint,
     generate_node_key, open, peer_component, seal, verify_node_cert,
 };

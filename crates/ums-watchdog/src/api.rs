@@ -1,13 +1,13 @@
-//! `ums.cluster.v1.WatchdogService`: what servers ask a watchdog. Served on the internal port
-//! over mutual TLS only: a connection without a client certificate signed by the cluster CA
+//! `ums.network.v1.WatchdogService`: what servers ask a watchdog. Served on the internal port
+//! over mutual TLS only: a connection without a client certificate signed by the network CA
 //! never gets past the handshake, and of the certified peers only servers may stop or start a
 //! process.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use ums_proto::cluster::v1 as pb;
-use ums_proto::cluster::v1::watchdog_service_server::WatchdogService;
+use ums_proto::network::v1 as pb;
+use ums_proto::network::v1::watchdog_service_server::WatchdogService;
 use ums_service::Peer;
 use ums_tls::ComponentKind;
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use ums_cluster::{Membership, NetworkConfig};
+use ums_network::{Membership, NetworkConfig};
 use ums_service::LogConfig;
 use ums_tls::ComponentKind;
 
@@ -215,7 +215,7 @@ impl WatchdogConfig {
                 "{key}.binary: the executable to run"
             );
             if !child.ready_addr.is_empty() {
-                ums_cluster::check_host_port(&format!("{key}.ready_addr"), &child.ready_addr)?;
+                ums_network::check_host_port(&format!("{key}.ready_addr"), &child.ready_addr)?;
             }
             anyhow::ensure!(
                 child.ready_timeout_ms > 0,

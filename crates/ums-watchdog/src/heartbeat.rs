@@ -1,5 +1,5 @@
 //! Heartbeats: every `network.heartbeat_ms`, and at once when a child's state changes, the
-//! watchdog reports itself and its children to a server (`ClusterService.Heartbeat` on the
+//! watchdog reports itself and its children to a server (`NetworkService.Heartbeat` on the
 //! server's internal port, mutual TLS), which records them in the process registry.
 //!
 //! The servers of `network.servers` (admin addresses) are tried in turn, starting with the one
@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tonic::transport::Channel;
-use ums_proto::cluster::v1 as pb;
-use ums_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use ums_proto::network::v1 as pb;
+use ums_proto::network::v1::network_service_client::NetworkServiceClient;
 use ums_tls::NodeIdentity;
 
 use crate::Node;
@@ -25,7 +25,7 @@ pub struct Reporter {
     node: Arc<Node>,
     identity: NodeIdentity,
     /// Admin address, and the client of the internal port once learnt.
-    servers: Vec<(String, Mutex<Option<ClusterServiceClient<Channel>>>)>,
+    servers: Vec<(String, Mutex<Option<NetworkServiceClient<Channel>>>)>,
     next: AtomicUsize,
     failing: AtomicBool,
 }
@@ -45,19 +45,19 @@ impl Reporter {
     }
 
     /// The client of a server's internal port, learnt from its admin port when not known.
-    async fn client(&self, idx: usize) -> Result<ClusterServiceClient<Channel>, String> {
+    async fn client(&self, idx: usize) -> Result<NetworkServiceClient<Channel>, String> {
         let (admin, slot) = &self.servers[idx];
         if let Some(c) = lock(slot).clone() {
             return Ok(c);
         }
         let (_, channel) = tokio::time::timeout(
             CALL_TIMEOUT,
-            ums_cluster::internal_channel_via(&self.identity, admin),
+            ums_network::internal_channel_via(&self.identity, admin),
         )
         .await
         .map_err(|_| "timed out".to_owned())?
         .map_err(|e| e.to_string())?;
-        let client = ClusterServiceClient::new(channel);
+        let client = NetworkServiceClient::new(channel);
         *lock(slot) = Some(client.clone());
         Ok(client)
     }

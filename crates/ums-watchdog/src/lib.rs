@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use ums_proto::cluster::v1 as pb;
-use ums_proto::cluster::v1::watchdog_service_server::WatchdogServiceServer;
+use ums_proto::network::v1 as pb;
+use ums_proto::network::v1::watchdog_service_server::WatchdogServiceServer;
 use ums_service::ServeOptions;
 use ums_tls::{ComponentKind, NodeIdentity};
 
@@ -314,11 +314,11 @@ async fn obtain_identity(cfg: &Config) -> Option<NodeIdentity> {
     loop {
         match cfg.network.identity().await {
             Ok(identity) => return Some(identity),
-            Err(e @ ums_cluster::MembershipError::NoIdentity { .. }) => {
+            Err(e @ ums_network::MembershipError::NoIdentity { .. }) => {
                 tracing::warn!(error = %e, "the internal api and heartbeats are off");
                 return None;
             }
-            Err(e @ ums_cluster::MembershipError::WrongKind { .. }) => {
+            Err(e @ ums_network::MembershipError::WrongKind { .. }) => {
                 tracing::error!(error = %e, "the internal api and heartbeats are off");
                 return None;
             }

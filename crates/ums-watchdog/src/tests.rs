@@ -11,8 +11,8 @@ use nix::unistd::Pid;
 use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-use ums_proto::cluster::v1 as pb;
-use ums_proto::cluster::v1::watchdog_service_client::WatchdogServiceClient;
+use ums_proto::network::v1 as pb;
+use ums_proto::network::v1::watchdog_service_client::WatchdogServiceClient;
 use ums_tls::{CertAuthority, ComponentKind, NodeIdentity};
 
 use crate::config::{ChildConfig, WatchdogConfig};
@@ -239,8 +239,8 @@ struct Network {
 fn network() -> Network {
     ums_tls::install_crypto_provider();
     let names = vec!["127.0.0.1".to_owned()];
-    let ca = CertAuthority::generate("cluster ca").unwrap();
-    let other = CertAuthority::generate("cluster ca").unwrap();
+    let ca = CertAuthority::generate("network ca").unwrap();
+    let other = CertAuthority::generate("network ca").unwrap();
     Network {
         watchdog: ca
             .issue_node(ComponentKind::Watchdog, "watchdog-test", &names)
@@ -259,7 +259,7 @@ fn network() -> Network {
 
 fn client(identity: &NodeIdentity, port: u16) -> WatchdogServiceClient<tonic::transport::Channel> {
     WatchdogServiceClient::new(
-        ums_cluster::internal_channel(identity, &format!("127.0.0.1:{port}")).unwrap(),
+        ums_network::internal_channel(identity, &format!("127.0.0.1:{port}")).unwrap(),
     )
 }
 

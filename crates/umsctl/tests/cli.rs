@@ -133,8 +133,8 @@ admin_service! {
 }
         list_processes(ListProcessesRequest) -> ListProcessesResponse;
         remove_process(ProcessRequest) -> Empty;
-        stop_process(ProcessRequest) -> ums_proto::cluster::v1::ProcessInfo;
-        start_process(ProcessRequest) -> ums_proto::cluster::v1::ProcessInfo;
+        stop_process(ProcessRequest) -> ums_proto::network::v1::ProcessInfo;
+        start_process(ProcessRequest) -> ums_proto::network::v1::ProcessInfo;
         export_token(ExportTokenRequest) -> TokenResponse;
         rotate_token(RotateTokenRequest) -> TokenResponse;
         upload_file(tonic::Streaming<UploadFileChunk>) -> FileInfo;

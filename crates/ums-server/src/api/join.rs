@@ -1,13 +1,13 @@
-//! `ums.cluster.v1.JoinService` on the admin port: how a component with the network token gets
+//! `ums.network.v1.JoinService` on the admin port: how a component with the network token gets
 //! its node certificate. The CA is public; the certificate is signed only for a valid token
 //! secret, and the component's private key never travels.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use ums_cluster::TOKEN_MISMATCH;
-use ums_proto::cluster::v1 as pb;
-use ums_proto::cluster::v1::join_service_server::JoinService;
+use ums_network::TOKEN_MISMATCH;
+use ums_proto::network::v1 as pb;
+use ums_proto::network::v1::join_service_server::JoinService;
 use ums_tls::{ComponentKind, NetworkToken};
 
 use crate::error::ApiError;

@@ -1,9 +1,9 @@
 //! The server's APIs, the top layer: the admin API (gRPC and JSON), the device API, the
-//! cluster service of the internal port, and joining. Each handler returns
+//! network service of the internal port, and joining. Each handler returns
 //! `Result<_, ApiError>`; [`crate::error`] turns that into a status in one place.
 
 pub mod admin;
-pub mod cluster;
 pub mod device;
 pub mod join;
 pub mod json;
+pub mod network;

@@ -31,7 +31,7 @@ struct Client {
 impl SwpClient {
     /// Connects (lazily) to `swp-auth` with this server's node identity in the network.
     pub fn configure(&self, cfg: &SwpSettings, identity: &NodeIdentity) -> anyhow::Result<()> {
-        let channel = ums_cluster::internal_channel(identity, &cfg.addr)
+        let channel = ums_network::internal_channel(identity, &cfg.addr)
             .map_err(|e| anyhow::anyhow!("swp.url `{}`: {e}", cfg.url))?;
         let _ = self.client.set(Client {
             url: cfg.url.clone(),

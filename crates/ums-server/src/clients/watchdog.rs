@@ -1,7 +1,7 @@
 //! The client of the watchdogs: stop or start a process a watchdog supervises.
 
-use ums_proto::cluster::v1 as pb;
-use ums_proto::cluster::v1::watchdog_service_client::WatchdogServiceClient;
+use ums_proto::network::v1 as pb;
+use ums_proto::network::v1::watchdog_service_client::WatchdogServiceClient;
 use ums_tls::NodeIdentity;
 
 use crate::error::ApiError;
@@ -16,7 +16,7 @@ pub async fn control(
 ) -> Result<Option<pb::ProcessInfo>, ApiError> {
     let who = format!("watchdog {}", watchdog.id);
     let addr = super::host_port(&watchdog.host, watchdog.internal_port);
-    let channel = ums_cluster::internal_channel(identity, &addr)
+    let channel = ums_network::internal_channel(identity, &addr)
         .map_err(|e| ApiError::Unavailable(format!("{who}: {e}")))?;
     let mut client = WatchdogServiceClient::new(channel);
     let request = pb::ControlRequest {

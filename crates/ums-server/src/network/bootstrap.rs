@@ -1,5 +1,5 @@
 //! Creating or joining the network's identity: the first server of a database creates the
-//! cluster CA and the network token; a later server recovers the CA from the database with the
+//! network CA and the network token; a later server recovers the CA from the database with the
 //! token. The CA's key is kept in the database only sealed with the token's secret, and the
 //! secret only sealed with the CA key, so the database alone gives neither.
 
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use ums_db::Db;
-use ums_db::cluster::{ClusterCa, NewToken};
+use ums_db::network::{NetworkCa, NewToken};
 use ums_tls::{CertAuthority, ComponentKind, NetworkToken, NodeIdentity};
 
 use super::{SEAL_CA_KEY, SEAL_TOKEN};
@@ -34,11 +34,11 @@ fn seal_token(ca: &CertAuthority, token: &NetworkToken) -> NewToken {
     }
 }
 
-/// The cluster CA of the database's network, creating the network when this is its first server,
+/// The network CA of the database's network, creating the network when this is its first server,
 /// and making sure the token file exists.
 pub async fn bootstrap(db: &Db, tls_dir: &Path, token_file: &Path) -> anyhow::Result<Bootstrap> {
     for _ in 0..3 {
-        if let Some(cluster) = db.cluster_ca().await? {
+        if let Some(cluster) = db.network_ca().await? {
             let ca = recover_ca(db, &cluster, tls_dir, token_file).await?;
             ensure_token_file(db, &ca, &cluster.ca_sha256, token_file).await?;
             return Ok(Bootstrap {
@@ -53,11 +53,11 @@ pub async fn bootstrap(db: &Db, tls_dir: &Path, token_file: &Path) -> anyhow::Re
         let (ca, created_ca) = CertAuthority::load_or_create(tls_dir, crate::CA_NAME)?;
         let ca_sha256 = ums_tls::ca_fingerprint(&ca.cert_pem)?;
         let token = NetworkToken::generate(&ca_sha256);
-        let record = ClusterCa {
+        let record = NetworkCa {
             ca_cert_pem: ca.cert_pem.clone(),
             ca_sha256: ca_sha256.clone(),
         };
-        if db.create_cluster(&record, &seal_token(&ca, &token)).await? {
+        if db.create_network(&record, &seal_token(&ca, &token)).await? {
             ums_tls::write_secret(token_file, format!("{}\n", token.expose()).as_bytes())?;
             tracing::info!(token_file = %token_file.display(), "created the network: its token is in the token file");
             return Ok(Bootstrap {
@@ -73,12 +73,12 @@ pub async fn bootstrap(db: &Db, tls_dir: &Path, token_file: &Path) -> anyhow::Re
             let _ = std::fs::remove_file(tls_dir.join("ca-key.pem"));
         }
     }
-    bail!("could not create or join the network: the cluster record keeps changing")
+    bail!("could not create or join the network: the network's CA record keeps changing")
 }
 
 async fn recover_ca(
     db: &Db,
-    cluster: &ClusterCa,
+    cluster: &NetworkCa,
     tls_dir: &Path,
     token_file: &Path,
 ) -> anyhow::Result<CertAuthority> {
@@ -88,7 +88,7 @@ async fn recover_ca(
         if local != cluster.ca_sha256 {
             bail!(
                 "{}: this data directory's CA (sha256 {local}) is not the CA of the network in the database (sha256 {}); the data directory belongs to another network",
-                ums_cluster::TOKEN_MISMATCH,
+                ums_network::TOKEN_MISMATCH,
                 cluster.ca_sha256
             );
         }
@@ -104,11 +104,11 @@ async fn recover_ca(
     if token.ca_hash != cluster.ca_sha256 {
         tracing::error!(
             token_ca = %token.ca_hash, network_ca = %cluster.ca_sha256,
-            "{}", ums_cluster::TOKEN_MISMATCH
+            "{}", ums_network::TOKEN_MISMATCH
         );
         bail!(
             "{}: the token in {} is for the CA with sha256 {}, this network's CA has sha256 {}",
-            ums_cluster::TOKEN_MISMATCH,
+            ums_network::TOKEN_MISMATCH,
             token_file.display(),
             token.ca_hash,
             cluster.ca_sha256
@@ -123,7 +123,7 @@ async fn recover_ca(
         .with_context(|| {
             format!(
                 "{}: the token in {} is not (or no longer) valid for this network",
-                ums_cluster::TOKEN_MISMATCH,
+                ums_network::TOKEN_MISMATCH,
                 token_file.display()
             )
         })?;
@@ -134,7 +134,7 @@ async fn recover_ca(
     ums_tls::create_private_dir(tls_dir)?;
     ums_tls::write_secret(&tls_dir.join("ca-key.pem"), key_pem.as_bytes())?;
     ums_tls::write_public(&tls_dir.join("ca.pem"), cluster.ca_cert_pem.as_bytes())?;
-    tracing::info!("joined the network: recovered the cluster CA with the network token");
+    tracing::info!("joined the network: recovered the network CA with the network token");
     Ok(ca)
 }
 

@@ -1,6 +1,6 @@
 //! The HA network as one server takes part in it.
 //!
-//! - **Bootstrap** ([`bootstrap`]): the cluster CA and the network token, created by the first
+//! - **Bootstrap** ([`bootstrap`]): the network CA and the network token, created by the first
 //!   server and recovered with the token by the others.
 //! - **Registry** ([`registry`]): this server's own entry, the registry as administrators see
 //!   it, and heartbeats other components send.
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use ums_db::Db;
-use ums_proto::cluster::v1 as pb;
+use ums_proto::network::v1 as pb;
 use ums_tls::{CertAuthority, NodeIdentity};
 
 use crate::config::{NetworkMode, NetworkSettings};
@@ -27,6 +27,7 @@ use crate::config::{NetworkMode, NetworkSettings};
 pub use bootstrap::Bootstrap;
 
 /// Sealing contexts: what each sealed value is for.
+/// (The text predates the one word for the network; it is part of what is stored.)
 const SEAL_CA_KEY: &str = "ums cluster ca key";
 const SEAL_TOKEN: &str = "ums network token secret";
 const SEAL_STORED_SECRET: &str = "ums stored secret";
@@ -110,7 +111,7 @@ impl Network {
     }
 
     /// Seals a secret the servers must read back (a directory's bind password) with a key
-    /// derived from the cluster CA key, which every server of the network holds: the database
+    /// derived from the network CA key, which every server of the network holds: the database
     /// alone does not give it away.
     pub fn seal_secret(&self, secret: &str) -> String {
         format!(

@@ -2,9 +2,9 @@
 //! administrators see it (status after the silence timeout, clock skew, the scheduler), and
 //! the heartbeats components without database access send for themselves and their children.
 
-use ums_db::cluster::ProcessRow;
+use ums_db::network::ProcessRow;
 use ums_db::{Db, DbError};
-use ums_proto::cluster::v1 as pb;
+use ums_proto::network::v1 as pb;
 use ums_tls::ComponentKind;
 
 use super::{MAX_CLOCK_SKEW_MS, Network, SCHEDULER};

@@ -78,7 +78,7 @@ async fn scheduler_step(network: &Network, db: &Db, last_sweep: &mut std::time::
         Ok(Some(fence)) => {
             let before = network.set_scheduler_fence(fence);
             if before != fence {
-                tracing::info!(fence, "this server now runs the cluster scheduler");
+                tracing::info!(fence, "this server now runs the network scheduler");
             }
             if last_sweep.elapsed() >= Duration::from_secs(2) {
                 *last_sweep = std::time::Instant::now();
@@ -109,7 +109,7 @@ async fn scheduler_step(network: &Network, db: &Db, last_sweep: &mut std::time::
         }
         Ok(None) => {
             if network.set_scheduler_fence(0) != 0 {
-                tracing::warn!("this server no longer runs the cluster scheduler");
+                tracing::warn!("this server no longer runs the network scheduler");
             }
         }
         Err(e) => {

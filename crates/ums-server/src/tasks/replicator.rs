@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use ums_proto::cluster::v1 as cpb;
+use ums_proto::network::v1 as cpb;
 
 use crate::files;
 use crate::network::{Event, stopped};

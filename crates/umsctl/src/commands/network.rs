@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 use ums_proto::admin::v1 as pb;
-use ums_proto::cluster::v1::ProcessInfo;
+use ums_proto::network::v1::ProcessInfo;
 
 use super::show;
 use crate::client::{Admin, ok};

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use ums_proto::admin::v1 as pb;
 use ums_proto::admin::v1::admin_service_server::AdminService;
-use ums_proto::cluster::v1 as cpb;
+use ums_proto::network::v1 as cpb;
 
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -2,7 +2,7 @@
 //! process through its watchdog, and the network token.
 
 use ums_proto::admin::v1 as pb;
-use ums_proto::cluster::v1 as cpb;
+use ums_proto::network::v1 as cpb;
 
 use super::{AdminApi, Caller};
 use crate::error::ApiError;

@@ -1,9 +1,9 @@
 //! Joining an HA network and talking to its members.
 //!
 //! A component (broker, watchdog, swp-auth) holds the network token `UMS1<ca sha256>::<secret>`.
-//! [`join`] first fetches the cluster CA from a server and checks its hash against the token, and
+//! [`join`] first fetches the network CA from a server and checks its hash against the token, and
 //! only over a connection verified against that CA does it send the secret and its public key; the
-//! server answers with a certificate signed by the cluster CA. The private key never leaves the
+//! server answers with a certificate signed by the network CA. The private key never leaves the
 //! component. Every later internal call is mutual TLS ([`internal_channel`]).
 
 mod config;
@@ -15,8 +15,8 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tonic::transport::{Channel, Endpoint};
-use ums_proto::cluster::v1 as pb;
-use ums_proto::cluster::v1::join_service_client::JoinServiceClient;
+use ums_proto::network::v1 as pb;
+use ums_proto::network::v1::join_service_client::JoinServiceClient;
 use ums_tls::{ComponentKind, NetworkToken, NodeIdentity};
 
 pub use config::{Membership, MembershipError, NetworkConfig, check_host_port, hostname};
@@ -175,7 +175,7 @@ pub fn internal_channel(identity: &NodeIdentity, addr: &str) -> Result<Channel, 
 }
 
 /// The internal port of the server whose admin port is `admin_addr` (`host:port`): its
-/// `ClusterService.Status` there says which port it is. Returns `host:port` and a lazily
+/// `NetworkService.Status` there says which port it is. Returns `host:port` and a lazily
 /// connected mutual-TLS channel to it.
 pub async fn internal_channel_via(
     identity: &NodeIdentity,
@@ -188,7 +188,7 @@ pub async fn internal_channel_via(
     let admin = internal_channel(identity, admin_addr)?;
     let mut req = tonic::Request::new(pb::StatusRequest {});
     req.set_timeout(CONNECT_TIMEOUT);
-    let status = pb::cluster_service_client::ClusterServiceClient::new(admin)
+    let status = pb::network_service_client::NetworkServiceClient::new(admin)
         .status(req)
         .await
         .map_err(|s| unreachable(s.message().to_owned()))?
@@ -268,7 +268,7 @@ fn connector(
 fn ca_client_config(ca_pem: &str) -> Result<rustls::ClientConfig, JoinError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in
-        ums_tls::parse_certs(ca_pem).map_err(|e| ums_tls::TlsError::Pem("cluster ca".into(), e))?
+        ums_tls::parse_certs(ca_pem).map_err(|e| ums_tls::TlsError::Pem("network ca".into(), e))?
     {
         roots.add(cert).map_err(ums_tls::TlsError::Rustls)?;
     }

@@ -1,7 +1,7 @@
 //! The HA network's shared state on both backends: tokens, registry, leases with fencing, files.
 
 use ums_db::Db;
-use ums_db::cluster::{ClusterCa, NewToken, ProcessRow};
+use ums_db::network::{NetworkCa, NewToken, ProcessRow};
 
 mod common;
 
@@ -10,7 +10,7 @@ fn fresh_url(backend: &str) -> (String, Option<tempfile::TempDir>) {
 }
 
 both_backends!(
-    the_cluster_is_created_once_and_tokens_rotate_with_grace,
+    the_network_ca_is_created_once_and_tokens_rotate_with_grace,
     heartbeats_record_the_database_clock,
     a_lease_has_one_holder_and_a_new_fence_per_holder,
     a_fenced_sweep_of_a_lost_lease_changes_nothing,
@@ -29,24 +29,24 @@ fn token(n: u8) -> NewToken {
     }
 }
 
-async fn the_cluster_is_created_once_and_tokens_rotate_with_grace(backend: &str) {
+async fn the_network_ca_is_created_once_and_tokens_rotate_with_grace(backend: &str) {
     let (url, _dir) = fresh_url(backend);
     let db = open(&url).await;
-    assert_eq!(db.cluster_ca().await.expect("read"), None);
-    let ca = ClusterCa {
+    assert_eq!(db.network_ca().await.expect("read"), None);
+    let ca = NetworkCa {
         ca_cert_pem: "pem".into(),
         ca_sha256: "ab".repeat(32),
     };
-    assert!(db.create_cluster(&ca, &token(1)).await.expect("create"));
-    let other = ClusterCa {
+    assert!(db.create_network(&ca, &token(1)).await.expect("create"));
+    let other = NetworkCa {
         ca_cert_pem: "other".into(),
         ca_sha256: "cd".repeat(32),
     };
     assert!(
-        !db.create_cluster(&other, &token(2)).await.expect("second"),
+        !db.create_network(&other, &token(2)).await.expect("second"),
         "a second first server must lose"
     );
-    assert_eq!(db.cluster_ca().await.expect("read"), Some(ca));
+    assert_eq!(db.network_ca().await.expect("read"), Some(ca));
     let tokens = db.valid_tokens().await.expect("tokens");
     assert_eq!(tokens.len(), 1, "the loser's token is not recorded");
     assert_eq!(tokens[0].ca_key_sealed, vec![1; 40]);

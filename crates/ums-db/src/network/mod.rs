@@ -1,11 +1,11 @@
-//! The HA network's shared state: the cluster CA and network tokens, the process registry,
-//! leases of cluster-wide singletons, replicated files, and database messaging (LISTEN/NOTIFY).
+//! The HA network's shared state: the network CA and network tokens, the process registry,
+//! leases of network-wide singletons, replicated files, and database messaging (LISTEN/NOTIFY).
 //!
 //! Times that servers compare with each other (heartbeats, lease expiry) come from the database's
 //! clock, never from the caller's, so a server with a wrong clock cannot steal a lease or make a
 //! live peer look dead.
 //!
-//! One file per concern: `identity` (the cluster CA and network tokens), `registry` (process
+//! One file per concern: `identity` (the network CA and network tokens), `registry` (process
 //! rows, heartbeats, status), `leases` (leases with fencing tokens, the scheduler's sweep),
 //! `events` (NOTIFY/LISTEN and the change counters) and `files` (replicated file records and
 //! their replicas).
@@ -20,7 +20,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, Value};
 
 pub use events::{EVENTS_CHANNEL, EventListener};
 pub use files::{FileRow, ReplicaRow};
-pub use identity::{ClusterCa, NewToken, TokenRow};
+pub use identity::{NetworkCa, NewToken, TokenRow};
 pub use registry::ProcessRow;
 
 use crate::{Backend, Db, DbError, Result};

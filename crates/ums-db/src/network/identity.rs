@@ -1,13 +1,13 @@
-//! The network's identity as the database keeps it: the cluster CA (certificate and hash) and the
+//! The network's identity as the database keeps it: the network CA (certificate and hash) and the
 //! network tokens, hashed and sealed, never in clear.
 
 use sea_orm::{ConnectionTrait, QueryResult};
 
 use crate::{Db, DbError, Result};
 
-/// The cluster CA as recorded in the database.
+/// The network CA as recorded in the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterCa {
+pub struct NetworkCa {
     pub ca_cert_pem: String,
     pub ca_sha256: String,
 }
@@ -32,8 +32,8 @@ pub struct NewToken {
 }
 
 impl Db {
-    /// The cluster CA, once the first server created it.
-    pub async fn cluster_ca(&self) -> Result<Option<ClusterCa>> {
+    /// The network CA, once the first server created it.
+    pub async fn network_ca(&self) -> Result<Option<NetworkCa>> {
         let row = self
             .conn()
             .query_one_raw(self.stmt(
@@ -42,7 +42,7 @@ impl Db {
             ))
             .await?;
         row.map(|r| {
-            Ok(ClusterCa {
+            Ok(NetworkCa {
                 ca_cert_pem: r.try_get("", "ca_cert_pem")?,
                 ca_sha256: r.try_get("", "ca_sha256")?,
             })
@@ -50,9 +50,9 @@ impl Db {
         .transpose()
     }
 
-    /// Records the cluster CA and its first token in one transaction. Returns `false`, changing
-    /// nothing, when another server created the cluster first.
-    pub async fn create_cluster(&self, ca: &ClusterCa, token: &NewToken) -> Result<bool> {
+    /// Records the network CA and its first token in one transaction. Returns `false`, changing
+    /// nothing, when another server created the network first.
+    pub async fn create_network(&self, ca: &NetworkCa, token: &NewToken) -> Result<bool> {
         let tx = self.write_tx().await?;
         let now = crate::now_ms();
         let inserted = tx

@@ -1,4 +1,4 @@
-//! `ums.cluster.v1.ClusterService`: identity and health of this server on the admin and internal
+//! `ums.network.v1.NetworkService`: identity and health of this server on the admin and internal
 //! ports; heartbeats of other components, the watch of running servers and file copies for other
 //! servers on the internal port only (mutual TLS: the caller is known from its certificate).
 
@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
-use ums_proto::cluster::v1 as pb;
-use ums_proto::cluster::v1::cluster_service_server::ClusterService;
+use ums_proto::network::v1 as pb;
+use ums_proto::network::v1::network_service_server::NetworkService;
 use ums_service::Peer;
 use ums_tls::ComponentKind;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub struct ClusterApi {
+pub struct NetworkApi {
     pub state: Arc<AppState>,
 }
 
@@ -31,7 +31,7 @@ fn peer<T>(req: &Request<T>) -> Result<Peer, ApiError> {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
-impl ClusterService for ClusterApi {
+impl NetworkService for NetworkApi {
     async fn status(
         &self,
         _request: Request<pb::StatusRequest>,

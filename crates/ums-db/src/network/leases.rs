@@ -1,4 +1,4 @@
-//! Leases of cluster-wide singletons (the scheduler) with fencing tokens, and the scheduler's
+//! Leases of network-wide singletons (the scheduler) with fencing tokens, and the scheduler's
 //! periodic sweep, which writes only while its fence is still the lease's.
 
 use sea_orm::ConnectionTrait;

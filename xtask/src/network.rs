@@ -1,4 +1,4 @@
-//! `cargo xtask cluster`: a local HA network on this machine. PostgreSQL in a temporary
+//! `cargo xtask network`: a local HA network on this machine. PostgreSQL in a temporary
 //! directory, and two nodes, each a `ums-watchdog` supervising a `ums-server` and a `ums-broker`:
 //! node 1 on 127.0.0.1, node 2 on 127.0.0.2, both on the standard ports. Ctrl-C stops everything.
 
@@ -14,11 +14,11 @@ use nix::unistd::Pid;
 
 use crate::util::{self, step};
 
-/// Arguments of `cargo xtask cluster`.
+/// Arguments of `cargo xtask network`.
 #[derive(Debug, Args)]
-pub struct ClusterArgs {
+pub struct NetworkArgs {
     /// Where the nodes keep their configuration, data and logs (emptied first)
-    /// [default: .ums/cluster under the workspace root].
+    /// [default: .ums/network under the workspace root].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Build and run release binaries.
@@ -69,7 +69,7 @@ impl Node {
         let ip = self.ip;
         let q = |p: &Path| toml_string(&p.display().to_string());
         let server = format!(
-            r#"# ums-server of node {n} (written by cargo xtask cluster)
+            r#"# ums-server of node {n} (written by cargo xtask network)
 data_dir = {data}
 database_url = {db}
 
@@ -97,7 +97,7 @@ advertise_host = "{ip}"
             .map(|o| format!("\"{}:{DEVICE_PORT}\"", o.ip))
             .collect();
         let broker = format!(
-            r#"# ums-broker of node {n} (written by cargo xtask cluster)
+            r#"# ums-broker of node {n} (written by cargo xtask network)
 listen = "{ip}:{BROKER_PORT}"
 servers = [{servers}]
 drain_timeout_s = 2
@@ -113,7 +113,7 @@ listen = "{ip}:{METRICS_PORT}"
             .map(|o| format!("\"{}:{ADMIN_PORT}\"", o.ip))
             .collect();
         let watchdog = format!(
-            r#"# ums-watchdog of node {n} (written by cargo xtask cluster)
+            r#"# ums-watchdog of node {n} (written by cargo xtask network)
 data_dir = {data}
 internal_listen = "{ip}:{WATCHDOG_PORT}"
 
@@ -236,17 +236,17 @@ impl Drop for Watchdogs {
     }
 }
 
-/// Runs `cargo xtask cluster`.
-pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
+/// Runs `cargo xtask network`.
+pub fn run(args: NetworkArgs) -> anyhow::Result<ExitCode> {
     let root = match args.dir {
         Some(dir) if dir.is_absolute() => dir,
         Some(dir) => std::env::current_dir()?.join(dir),
-        None => util::workspace_root().join(".ums").join("cluster"),
+        None => util::workspace_root().join(".ums").join("network"),
     };
     let nodes = [Node::new(&root, 1), Node::new(&root, 2)];
     for addr in nodes.iter().flat_map(Node::addrs) {
         if let Err(e) = TcpListener::bind(addr) {
-            bail!("{addr} is not free ({e}); is another `cargo xtask up` or `cluster` running?");
+            bail!("{addr} is not free ({e}); is another `cargo xtask up` or `network` running?");
         }
     }
 
@@ -269,7 +269,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
 
     step!("starting PostgreSQL in a temporary directory");
     let pg = ums_testkit::Postgres::start()?;
-    let db_url = pg.create_database("ums_cluster")?;
+    let db_url = pg.create_database("ums_network")?;
 
     if root.exists() {
         std::fs::remove_dir_all(&root).with_context(|| format!("empty {}", root.display()))?;
