@@ -40,10 +40,12 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match ums_service::config_for_main::<BrokerConfig>(cli.config.as_deref(), cli.print_config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let cfg =
+        match ums_service::config_for_main::<BrokerConfig>(cli.config.as_deref(), cli.print_config)
+        {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
     let log = cfg.log.clone();
     ums_service::run_service(&log, real_main(cfg))
 }

@@ -228,8 +228,16 @@ impl ServerConfig {
         if net.lease_ms < 2 * net.heartbeat_ms {
             anyhow::bail!("cluster.lease_ms must be at least twice cluster.heartbeat_ms");
         }
-        at_least("admin.session_hours", u64::from(self.admin.session_hours), 1)?;
-        at_least("device.max_handshakes", self.device.max_handshakes as u64, 1)?;
+        at_least(
+            "admin.session_hours",
+            u64::from(self.admin.session_hours),
+            1,
+        )?;
+        at_least(
+            "device.max_handshakes",
+            self.device.max_handshakes as u64,
+            1,
+        )?;
         at_least("device.session_cache", self.device.session_cache as u64, 1)?;
         let tls_names = if self.tls.names.is_empty() {
             default_names()

@@ -115,7 +115,10 @@ fn each_module_imports_only_from_the_layers_below_it() {
             continue;
         }
         let own = layer_of(&top).unwrap_or_else(|| {
-            panic!("src/{} is in no layer: add `{top}` to LAYERS", rel.display())
+            panic!(
+                "src/{} is in no layer: add `{top}` to LAYERS",
+                rel.display()
+            )
         });
         let code = code_only(&std::fs::read_to_string(file).expect("read"));
         for import in crate_imports(&code) {
@@ -137,7 +140,10 @@ fn each_module_imports_only_from_the_layers_below_it() {
         }
         checked += 1;
     }
-    assert!(checked > 20, "only {checked} files checked: is src/ where it was?");
+    assert!(
+        checked > 20,
+        "only {checked} files checked: is src/ where it was?"
+    );
     assert!(broken.is_empty(), "layering broken:\n{}", broken.join("\n"));
 }
 

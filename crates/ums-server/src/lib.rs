@@ -107,12 +107,8 @@ pub async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     let bootstrap = network::bootstrap::bootstrap(&db, &tls, &cfg.network.token_file).await?;
     let ca = &bootstrap.ca;
     let (cert_pem, key_pem) = server_certificate(ca, &tls, &cfg.tls_names)?;
-    let device_tls = ums_tls::server_config(
-        &cert_pem,
-        &key_pem,
-        &[b"h2"],
-        cfg.device.session_cache,
-    )?;
+    let device_tls =
+        ums_tls::server_config(&cert_pem, &key_pem, &[b"h2"], cfg.device.session_cache)?;
     let admin_tls = ums_tls::server_config(&cert_pem, &key_pem, &[b"h2", b"http/1.1"], 1024)?;
     let process_id = network::bootstrap::process_id(data_dir)?;
     let identity = network::bootstrap::server_identity(

@@ -41,11 +41,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
     let printing = matches!(command, Command::Config);
-    let mut cfg = match ums_service::config_for_main::<ServerConfig>(cli.config.as_deref(), printing)
-    {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let mut cfg =
+        match ums_service::config_for_main::<ServerConfig>(cli.config.as_deref(), printing) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
     if cli.log_json {
         cfg.log.format = ums_service::LogFormat::Json;
     }

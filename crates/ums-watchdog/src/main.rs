@@ -56,7 +56,10 @@ fn main() -> ExitCode {
         eprintln!("warning: could not unblock SIGINT and SIGTERM: {e}");
     }
     let cli = Cli::parse();
-    let cfg = match ums_service::config_for_main::<WatchdogConfig>(cli.config.as_deref(), cli.print_config) {
+    let cfg = match ums_service::config_for_main::<WatchdogConfig>(
+        cli.config.as_deref(),
+        cli.print_config,
+    ) {
         Ok(c) => c,
         Err(code) => return code,
     };

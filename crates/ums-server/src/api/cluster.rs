@@ -117,8 +117,10 @@ impl ClusterService for ClusterApi {
             return Err(ApiError::Invalid("sha256 must be 64 hex digits".into()).into());
         }
         let path = self.state.files.path_of(&req.sha256.to_ascii_lowercase());
-        let stream = crate::files::read_chunks(path, req.offset)
-            .map(|r| r.map(|(_, data)| pb::FileChunk { data }).map_err(Status::from));
+        let stream = crate::files::read_chunks(path, req.offset).map(|r| {
+            r.map(|(_, data)| pb::FileChunk { data })
+                .map_err(Status::from)
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -276,12 +276,11 @@ impl DeviceApi {
                 file.id
             )));
         }
-        let stream = crate::files::read_chunks(state.files.path_of(&file.sha256), r.offset).map(
-            |c| {
+        let stream =
+            crate::files::read_chunks(state.files.path_of(&file.sha256), r.offset).map(|c| {
                 c.map(|(offset, data)| pb::FileChunk { offset, data })
                     .map_err(Status::from)
-            },
-        );
+            });
         Ok(Box::pin(stream))
     }
 
@@ -323,7 +322,8 @@ impl DeviceApi {
             )
             .await?;
         let row = state.device_row(device_id).await?;
-        let (effective, revision) = user_settings(&model, &row.view(device_id), directory.id, &user);
+        let (effective, revision) =
+            user_settings(&model, &row.view(device_id), directory.id, &user);
         for w in &effective.warnings {
             tracing::debug!(device_id, user = %user.login, warning = %w, "user settings");
         }

@@ -174,7 +174,6 @@ impl Network {
         }
     }
 
-
     /// Tells every server that the settings model changed.
     pub async fn settings_changed(&self, db: &Db) {
         let origin = self.process_id.clone();

@@ -118,4 +118,3 @@ async fn scheduler_step(network: &Network, db: &Db, last_sweep: &mut std::time::
         }
     }
 }
-

@@ -107,8 +107,14 @@ async fn replicate_once(state: &AppState) -> anyhow::Result<bool> {
         let mut last_error = String::from("no running server holds the file");
         let mut copied = false;
         for holder in holders {
-            match files::fetch(&state.files, &network.identity, holder, &f.sha256, f.size as u64)
-                .await
+            match files::fetch(
+                &state.files,
+                &network.identity,
+                holder,
+                &f.sha256,
+                f.size as u64,
+            )
+            .await
             {
                 Ok(()) => {
                     copied = true;
@@ -130,4 +136,3 @@ async fn replicate_once(state: &AppState) -> anyhow::Result<bool> {
     }
     Ok(complete)
 }
-

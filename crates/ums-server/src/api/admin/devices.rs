@@ -48,7 +48,11 @@ pub async fn list(
         .await?;
     Ok(pb::ListDevicesResponse {
         total: page.total,
-        devices: page.devices.into_iter().map(|d| device_pb(api, d)).collect(),
+        devices: page
+            .devices
+            .into_iter()
+            .map(|d| device_pb(api, d))
+            .collect(),
     })
 }
 

@@ -81,11 +81,7 @@ pub async fn list(
     })
 }
 
-pub async fn delete(
-    api: &AdminApi,
-    _: Caller,
-    r: pb::FileRequest,
-) -> Result<pb::Empty, ApiError> {
+pub async fn delete(api: &AdminApi, _: Caller, r: pb::FileRequest) -> Result<pb::Empty, ApiError> {
     api.state.db.delete_file(r.id).await?;
     api.state.network.files_changed(&api.state.db).await;
     Ok(pb::Empty {})

@@ -94,7 +94,10 @@ impl AdminApi {
         let found = self
             .state
             .db
-            .session_admin(&crate::secrets::sha256_hex(token.as_bytes()), ums_db::now_ms())
+            .session_admin(
+                &crate::secrets::sha256_hex(token.as_bytes()),
+                ums_db::now_ms(),
+            )
             .await?;
         let (admin, _) = found.ok_or_else(|| {
             ApiError::Unauthenticated("session expired or unknown: log in again".into())

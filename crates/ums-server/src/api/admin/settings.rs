@@ -11,7 +11,10 @@ use crate::error::ApiError;
 use crate::settings::device_settings;
 
 /// The one object of a request that names a device or a folder.
-pub(crate) fn target(device_id: Option<i64>, folder_id: Option<i64>) -> Result<ObjectRef, ApiError> {
+pub(crate) fn target(
+    device_id: Option<i64>,
+    folder_id: Option<i64>,
+) -> Result<ObjectRef, ApiError> {
     match (device_id, folder_id) {
         (Some(id), None) => Ok(ObjectRef {
             kind: ObjectKind::Device,
