@@ -1,9 +1,9 @@
-//! A server running inside the test process: `ums_server::prepare` and `run` on
-//! listeners bound to port 0, stopped through their shutdown future.
+//! A server running inside the test process: `ums_server::prepare` and `run` on listeners bound
+//! to port 0, stopped through their shutdown future.
 //!
 //! Each service gets a tokio runtime of its own whose threads log to that service's buffer, so a
-//! test reads what one server logged while several run in the process, and the service keeps
-//! serving while the test blocks (stopping PostgreSQL, say).
+//! test reads what one server logged ([`TestServer::log_text`]) while several run in the process,
+//! and the service keeps serving while the test blocks (stopping PostgreSQL, say).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -11,7 +11,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::oneshot;
@@ -29,6 +29,21 @@ use ums_server::{Listeners, ServerConfig};
 /// place that knows the section's name.
 pub const NETWORK: &str = "cluster";
 
+/// HA mode with short timings, so failures show within seconds in tests.
+pub fn ha(cfg: &mut ServerConfig) {
+    set(
+        cfg,
+        NETWORK,
+        serde_json::json!({
+            "mode": "ha",
+            "heartbeat_ms": 250,
+            "silent_after_ms": 1500,
+            "lease_ms": 1500,
+            "poll_ms": 500,
+        }),
+    );
+}
+
 /// Sets keys of one section of the configuration (`set(cfg, "device", json!({"listen": ..}))`)
 /// through its serde form, as a file or `UMS_` variables would. An unknown section or key fails
 /// like it does in a file.
@@ -41,6 +56,30 @@ pub fn set(cfg: &mut ServerConfig, section: &str, values: serde_json::Value) {
         all[section][key] = value;
     }
     *cfg = serde_json::from_value(all).unwrap_or_else(|e| panic!("set {section}: {e}"));
+}
+
+/// Writes a network token into the data directory of a server about to start, so it joins the
+/// network the token belongs to.
+pub fn write_token(cfg: &ServerConfig, token: &str) {
+    std::fs::write(cfg.data_dir.join("network-token"), format!("{token}\n")).expect("token file");
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// What one service logged, as text lines.
@@ -171,6 +210,7 @@ async fn signalled(rx: oneshot::Receiver<()>) {
 struct Started {
     device: SocketAddr,
     admin: SocketAddr,
+    internal: Option<SocketAddr>,
     backend: &'static str,
     ca_path: PathBuf,
     initial_password_file: Option<PathBuf>,
@@ -206,10 +246,13 @@ pub async fn channel(url: &str, ca_pem: &[u8]) -> anyhow::Result<Channel> {
 
 /// A server running in this process with its own data directory.
 pub struct TestServer {
+    pub data_dir: PathBuf,
     /// `https://127.0.0.1:PORT` of the device API.
     pub device_url: String,
     /// `https://127.0.0.1:PORT` of the admin API.
     pub admin_url: String,
+    /// `127.0.0.1:PORT` of the internal (mutual TLS) port.
+    pub internal_addr: String,
     /// "sqlite" or "postgres": the database the server opened.
     pub backend: &'static str,
     /// The CA certificate devices and administrators verify the server with.
@@ -280,6 +323,11 @@ impl TestServer {
                 let started = Started {
                     device: listeners.device.local_addr()?,
                     admin: listeners.admin.local_addr()?,
+                    internal: listeners
+                        .internal
+                        .as_ref()
+                        .map(|l| l.local_addr())
+                        .transpose()?,
                     backend: prepared.db.backend().as_str(),
                     ca_path: prepared.ca_path.clone(),
                     initial_password_file: prepared.initial_password_file.clone(),
@@ -308,8 +356,10 @@ impl TestServer {
             None => None,
         };
         let mut server = TestServer {
+            data_dir,
             device_url: format!("https://{}", started.device),
             admin_url: format!("https://{}", started.admin),
+            internal_addr: started.internal.map(|a| a.to_string()).unwrap_or_default(),
             backend: started.backend,
             ca_pem,
             admin_password,
@@ -360,6 +410,24 @@ impl TestServer {
         ums_devsim::DeviceClient::connect(&self.device_url, &self.ca_pem)
             .await
             .expect("connect a device")
+    }
+
+    /// `127.0.0.1:PORT` of the admin API.
+    pub fn admin_addr(&self) -> String {
+        self.admin_url.trim_start_matches("https://").to_owned()
+    }
+
+    /// The network token file this server wrote or read.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("network-token"))
+            .expect("network token")
+            .trim()
+            .to_owned()
+    }
+
+    /// What the server logged so far.
+    pub fn log_text(&self) -> String {
+        self.service.log.text()
     }
 
     /// Triggers the shutdown and waits until the server has drained and returned cleanly.

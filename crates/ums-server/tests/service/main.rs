@@ -6,4 +6,5 @@
 //! lines' own output) is tested end to end in `tests/e2e`.
 
 mod harness;
+mod network;
 mod server;
