@@ -1,9 +1,9 @@
-//! A server running inside the test process: `ums_server::prepare` and `run` on listeners bound
-//! to port 0, stopped through their shutdown future.
+//! A server (and swp-auth) running inside the test process: `ums_server::prepare` and `run` on
+//! listeners bound to port 0, stopped through their shutdown future.
 //!
 //! Each service gets a tokio runtime of its own whose threads log to that service's buffer, so a
 //! test reads what one server logged ([`TestServer::log_text`]) while several run in the process,
-//! and the service keeps serving while the test blocks (stopping PostgreSQL, say).
+//! and the service keeps serving while the test blocks (stopping PostgreSQL or slapd).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -432,6 +432,70 @@ impl TestServer {
 
     /// Triggers the shutdown and waits until the server has drained and returned cleanly.
     pub async fn stop(mut self) {
+        self.service.stop().await;
+    }
+}
+
+/// `swp-auth` running in this process, with an identity issued from a server's CA.
+pub struct SwpAuth {
+    /// `https://127.0.0.1:PORT`, what a server's `swp.url` names.
+    pub url: String,
+    listener: Option<tokio::net::TcpListener>,
+    service: Service,
+    dir: tempfile::TempDir,
+}
+
+impl SwpAuth {
+    /// Binds swp-auth's port, so a server can be configured with its URL before swp-auth has an
+    /// identity from that server's CA; [`SwpAuth::start`] serves it.
+    pub fn bind() -> SwpAuth {
+        let service = Service::new("swp-auth");
+        let listener = {
+            let _rt = service.runtime().enter();
+            ums_service::listen(([127, 0, 0, 1], 0).into()).expect("bind swp-auth")
+        };
+        let url = format!("https://{}", listener.local_addr().expect("local address"));
+        SwpAuth {
+            url,
+            listener: Some(listener),
+            service,
+            dir: tempfile::tempdir().expect("swp-auth dir"),
+        }
+    }
+
+    /// Issues swp-auth's identity from `server`'s CA, as joining the network would, and serves.
+    pub fn start(mut self, server: &TestServer) -> SwpAuth {
+        let identity_dir = self.dir.path().join("identity");
+        ums_testkit::ldap::issue_swp_auth_identity(
+            &server.data_dir.join("tls"),
+            "swp-auth-test",
+            &identity_dir,
+        )
+        .expect("issue the swp-auth identity");
+        let identity = ums_tls::NodeIdentity::load(&identity_dir).expect("load the identity");
+        let cfg = swp_auth::SwpAuthConfig {
+            identity_dir,
+            ..swp_auth::SwpAuthConfig::default()
+        };
+        let internal = self.listener.take().expect("swp-auth started once");
+        self.service.spawn(move |shutdown| async move {
+            swp_auth::run(
+                &cfg,
+                identity,
+                swp_auth::Listeners { internal },
+                signalled(shutdown),
+            )
+            .await
+        });
+        self
+    }
+
+    pub fn log_text(&self) -> String {
+        self.service.log.text()
+    }
+
+    /// Triggers the shutdown and waits until swp-auth has returned cleanly; its port is closed.
+    pub async fn stop(&mut self) {
         self.service.stop().await;
     }
 }
