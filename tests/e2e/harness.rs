@@ -12,8 +12,6 @@ pub struct Server {
     pub data: tempfile::TempDir,
     pub device_url: String,
     pub admin_url: String,
-    /// `127.0.0.1:PORT` of the internal (mutual TLS) port.
-    pub internal_addr: String,
     pub log: PathBuf,
 }
 
@@ -55,7 +53,6 @@ impl Server {
             data,
             device_url: format!("https://127.0.0.1:{device_port}"),
             admin_url: format!("https://127.0.0.1:{admin_port}"),
-            internal_addr: format!("127.0.0.1:{internal_port}"),
             log,
         };
         let started = Instant::now();

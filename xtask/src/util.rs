@@ -68,6 +68,20 @@ pub fn display_path(path: &Path) -> String {
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace_root());
+    // `cargo run -p xtask` sets these for xtask itself; passed on, they make build scripts that
+    // read them (ring's) look changed, and every build from xtask would rebuild half the tree.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key == "CARGO_MANIFEST_DIR"
+            || key == "CARGO_MANIFEST_PATH"
+            || key == "CARGO_PRIMARY_PACKAGE"
+            || key == "CARGO_BIN_NAME"
+            || key == "CARGO_CRATE_NAME"
+            || key.starts_with("CARGO_PKG_")
+        {
+            cmd.env_remove(key);
+        }
+    }
     cmd
 }
 

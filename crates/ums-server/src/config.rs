@@ -222,10 +222,10 @@ impl ServerConfig {
         }
         at_least("network.heartbeat_ms", net.heartbeat_ms, 100)?;
         at_least("network.poll_ms", net.poll_ms, 100)?;
-        if net.silent_after_ms < 2 * net.heartbeat_ms {
+        if net.silent_after_ms < net.heartbeat_ms.saturating_mul(2) {
             anyhow::bail!("network.silent_after_ms must be at least twice network.heartbeat_ms");
         }
-        if net.lease_ms < 2 * net.heartbeat_ms {
+        if net.lease_ms < net.heartbeat_ms.saturating_mul(2) {
             anyhow::bail!("network.lease_ms must be at least twice network.heartbeat_ms");
         }
         at_least(

@@ -2,7 +2,7 @@
 //! settings, jobs); administrators to its admin API (gRPC and HTTPS JSON on one port).
 //!
 //! The caller binds the listeners and owns the shutdown future ([`run`]), so the whole server runs
-//! in-process on port 0 in tests.
+//! in-process on port 0 in tests (`tests/service`).
 //!
 //! The modules are layers, each importing only from those before it in this list (a test,
 //! `layers.rs`, checks it):

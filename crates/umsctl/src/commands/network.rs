@@ -96,3 +96,25 @@ pub async fn run(json: bool, admin: &mut Admin, command: NetworkCommand) -> anyh
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skewed_clock_is_flagged_in_the_table() {
+        let broker = |clock_skewed| ProcessInfo {
+            id: "broker-1".into(),
+            kind: "broker".into(),
+            status: "running".into(),
+            clock_offset_ms: if clock_skewed { 120_000 } else { 0 },
+            clock_skewed,
+            ..Default::default()
+        };
+        let table = processes_table(&[broker(false)]);
+        assert!(table.contains("broker-1"), "{table}");
+        assert!(!table.contains("CLOCK SKEW"), "{table}");
+        let table = processes_table(&[broker(true)]);
+        assert!(table.contains("CLOCK SKEW"), "{table}");
+    }
+}
