@@ -5,9 +5,11 @@
 //! * `up`: builds the binaries and runs a local server.
 //! * `cluster`: a local HA network: PostgreSQL and two nodes of watchdog, server and broker.
 //! * `bench`: end-to-end benchmarks against release builds.
+//! * `fuzz`: the libFuzzer targets of every parser fed from outside.
 
 mod bench;
 mod cluster;
+mod fuzz;
 mod test;
 mod up;
 mod util;
@@ -35,6 +37,9 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Run a benchmark against release builds.
     Bench(bench::BenchArgs),
+    /// Run the libFuzzer targets (cargo-fuzz on the stable toolchain) and merge new inputs into
+    /// the corpus in fuzz/corpus.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Cluster(args) => cluster::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     };
     match result {
         Ok(code) => code,

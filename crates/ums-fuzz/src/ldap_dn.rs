@@ -70,7 +70,10 @@ pub fn fuzz(data: &[u8]) {
     }
     let mut previous = None;
     for (i, rdn) in rdns.iter().enumerate() {
-        assert!(previous.is_none_or(|p| p < rdn.start), "{dn:?}: offsets grow");
+        assert!(
+            previous.is_none_or(|p| p < rdn.start),
+            "{dn:?}: offsets grow"
+        );
         previous = Some(rdn.start);
         let tail = dn
             .get(rdn.start..)

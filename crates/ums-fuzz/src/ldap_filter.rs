@@ -10,8 +10,23 @@ use ldap3::asn1::{OctetString, Sequence, Tag, TagClass};
 use swp_auth::escape::{filter_bytes, filter_value};
 
 pub const DICTIONARY: &[&[u8]] = &[
-    b"*", b"(", b")", b"\\", b"\0", b"\\2a", b"\\5c", b")(uid=*", b"|", b"&", b"!", b"=", b">=",
-    b"~=", b":dn:", b"@", b"\xc3\xbc",
+    b"*",
+    b"(",
+    b")",
+    b"\\",
+    b"\0",
+    b"\\2a",
+    b"\\5c",
+    b")(uid=*",
+    b"|",
+    b"&",
+    b"!",
+    b"=",
+    b">=",
+    b"~=",
+    b":dn:",
+    b"@",
+    b"\xc3\xbc",
 ];
 
 /// Undoes RFC 4515 escaping; `None` when a backslash does not start two hex digits.

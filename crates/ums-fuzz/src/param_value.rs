@@ -8,8 +8,7 @@
 //! list-type key splits into prefix, instance and field that put together give the key again.
 
 use ums_domain::params::{
-    ParamType, SettingsError, Value, find_spec, list_instance, parse_param,
-    validate_value,
+    ParamType, SettingsError, Value, find_spec, list_instance, parse_param, validate_value,
 };
 
 pub const DICTIONARY: &[&[u8]] = &[
@@ -50,7 +49,11 @@ pub fn fuzz(data: &[u8]) {
                 (ParamType::Enum(allowed), Value::String(s)) => {
                     assert!(allowed.contains(&s.as_str()), "{s:?}");
                 }
-                (ty, v) => panic!("{key}: a {} value for a {} parameter", v.type_name(), ty.name()),
+                (ty, v) => panic!(
+                    "{key}: a {} value for a {} parameter",
+                    v.type_name(),
+                    ty.name()
+                ),
             }
             assert_eq!(parse_param(key, &value.to_string()).as_ref(), Ok(&value));
             assert_eq!(validate_value(key, &value), Ok(()));

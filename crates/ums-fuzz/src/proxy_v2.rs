@@ -61,7 +61,10 @@ fn expected(data: &[u8]) -> Result<(usize, Option<SocketAddr>), ()> {
                 Some(v4) => IpAddr::V4(v4),
                 None => IpAddr::V6(ip),
             };
-            Some(SocketAddr::new(ip, u16::from_be_bytes([block[32], block[33]])))
+            Some(SocketAddr::new(
+                ip,
+                u16::from_be_bytes([block[32], block[33]]),
+            ))
         }
         (1, 0x11 | 0x21) => return Err(()),
         (1, _) => None,
@@ -75,7 +78,10 @@ pub fn fuzz(data: &[u8]) {
     assert!(consumed <= data.len());
     match (&result, expected(data)) {
         (Ok(addr), Ok((want_consumed, want_addr))) => {
-            assert_eq!(consumed, want_consumed, "the header's bytes, no more, no less");
+            assert_eq!(
+                consumed, want_consumed,
+                "the header's bytes, no more, no less"
+            );
             assert_eq!(*addr, want_addr);
         }
         (Err(_), Err(())) => {}

@@ -169,13 +169,18 @@ fn fuzz_target(name: &str) {
 #[test]
 fn every_target_has_a_libfuzzer_binary() {
     for t in TARGETS {
-        let bin = root().join("fuzz/fuzz_targets").join(format!("{}.rs", t.name));
+        let bin = root()
+            .join("fuzz/fuzz_targets")
+            .join(format!("{}.rs", t.name));
         assert!(bin.is_file(), "{} is missing", bin.display());
     }
     let dir = root().join("fuzz/fuzz_targets");
     for entry in std::fs::read_dir(&dir).expect("fuzz/fuzz_targets") {
         let path = entry.expect("entry").path();
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         assert!(
             TARGETS.iter().any(|t| t.name == name),
             "{} is not in ums_fuzz::TARGETS",
