@@ -5,8 +5,10 @@
 //! * `up`: builds the binaries and runs a local server.
 //! * `network`: a local HA network: PostgreSQL and two nodes of watchdog, server and broker.
 //! * `bench`: end-to-end benchmarks against release builds.
+//! * `fuzz`: the libFuzzer targets of every parser fed from outside.
 
 mod bench;
+mod fuzz;
 mod network;
 mod test;
 mod up;
@@ -35,6 +37,9 @@ enum Command {
     Network(network::NetworkArgs),
     /// Run a benchmark against release builds.
     Bench(bench::BenchArgs),
+    /// Run the libFuzzer targets (cargo-fuzz on the stable toolchain) and merge new inputs into
+    /// the corpus in fuzz/corpus.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Network(args) => network::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     };
     match result {
         Ok(code) => code,

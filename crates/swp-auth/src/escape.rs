@@ -53,8 +53,8 @@ pub fn dn_value(value: &str) -> String {
     out
 }
 
-/// One relative distinguished name: attribute type (lowercase) and unescaped value. A
-/// multi-valued RDN (`a=1+b=2`) is kept whole as the value of its first type.
+/// One relative distinguished name: attribute type (lowercase) and unescaped value. Of a
+/// multi-valued RDN (`a=1+b=2`) only the first type and value are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rdn {
     pub attr: String,
@@ -74,6 +74,10 @@ pub fn parse_dn(dn: &str) -> Option<Vec<Rdn>> {
     while i <= bytes.len() {
         let at_end = i == bytes.len();
         if !at_end && bytes[i] == b'\\' {
+            // A backslash at the very end escapes nothing: the DN is cut off.
+            if i + 1 == bytes.len() {
+                return None;
+            }
             i += 2;
             continue;
         }
@@ -91,9 +95,13 @@ pub fn parse_dn(dn: &str) -> Option<Vec<Rdn>> {
                 return None;
             }
             let (attr, value) = part.split_once('=')?;
+            let attr = attr.trim_matches(' ');
+            if !is_attribute_type(attr) {
+                return None;
+            }
             let value = first_value(value);
             out.push(Rdn {
-                attr: attr.trim_matches(' ').to_ascii_lowercase(),
+                attr: attr.to_ascii_lowercase(),
                 value: unescape_dn_value(trim_unescaped(value))?,
                 start: start + lead,
             });
@@ -107,14 +115,37 @@ pub fn parse_dn(dn: &str) -> Option<Vec<Rdn>> {
     Some(out)
 }
 
-/// The first value of a possibly multi-valued RDN value (`a+b=c`): up to an unescaped `+`.
+/// An attribute type as RFC 4514 writes it: a name (`cn`, `msDS-PrincipalName`) or a numeric
+/// OID (`2.5.4.3`).
+fn is_attribute_type(attr: &str) -> bool {
+    let bytes = attr.as_bytes();
+    match bytes.first() {
+        Some(b) if b.is_ascii_alphabetic() => bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-'),
+        Some(b) if b.is_ascii_digit() => attr.split('.').all(|n| {
+            !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && (n == "0" || !n.starts_with('0'))
+        }),
+        _ => false,
+    }
+}
+
+/// The first value of a possibly multi-valued RDN value (`a+b=c`): up to a `+` that is neither
+/// escaped nor quoted.
 fn first_value(v: &str) -> &str {
     let bytes = v.as_bytes();
     let mut i = 0;
+    let mut in_quotes = false;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' => i += 2,
-            b'+' => return &v[..i],
+            b'"' => {
+                in_quotes = !in_quotes;
+                i += 1;
+            }
+            b'+' if !in_quotes => return &v[..i],
             _ => i += 1,
         }
     }
@@ -225,9 +256,29 @@ mod tests {
         assert_eq!(hex[0].value, "a,b");
         // An escaped `+` followed by a digit is not a hex escape.
         assert_eq!(parse_dn("cn=\\+0,dc=x").expect("dn")[0].value, "+0");
+        // A quoted `+` belongs to the value, it does not start a second one.
+        assert_eq!(parse_dn("cn=\"a+b\",dc=x").expect("dn")[0].value, "a+b");
+        assert_eq!(parse_dn("cn=a+sn=b,dc=x").expect("dn")[0].value, "a");
         assert_eq!(parse_dn("").expect("empty"), vec![]);
         assert!(parse_dn("cn=a,,dc=x").is_none());
+        // A trailing backslash used to end the parse early, dropping the last RDN.
+        assert!(parse_dn("cn=a,dc=x\\").is_none());
+        assert!(parse_dn("dc=x\\").is_none());
         assert!(parse_dn("nonsense").is_none());
+        // The attribute type is a name or a numeric OID, nothing else.
+        assert_eq!(parse_dn("2.5.4.3=a").expect("oid")[0].attr, "2.5.4.3");
+        assert_eq!(parse_dn(" msDS-x = a").expect("name")[0].attr, "msds-x");
+        for bad in [
+            "=x,dc=y",
+            "c\\n=x",
+            "a b=c",
+            "cn\"x=y\"",
+            "1.02=x",
+            "1..2=x",
+            "-a=b",
+        ] {
+            assert!(parse_dn(bad).is_none(), "{bad} must be refused");
+        }
     }
 
     proptest::proptest! {

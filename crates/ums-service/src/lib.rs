@@ -116,6 +116,18 @@ where
     Ok(figment::<T>(file).extract()?)
 }
 
+/// Extracts a configuration from TOML text over the defaults of `T`, as [`load_config`] does
+/// with a file's content, but without reading the environment: for tests and fuzzing of the
+/// configuration formats.
+pub fn config_from_toml<T>(text: &str) -> anyhow::Result<T>
+where
+    T: Serialize + Default + for<'de> Deserialize<'de>,
+{
+    Ok(Figment::from(Serialized::defaults(T::default()))
+        .merge(Toml::string(text))
+        .extract()?)
+}
+
 /// The body of every service's `main` after its configuration is loaded: installs the logger,
 /// starts the multi-threaded runtime, runs `service` on a worker thread (not on the thread that
 /// blocks in `main`, where accept loops would be woken through an extra thread hop), and maps
