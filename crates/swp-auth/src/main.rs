@@ -28,6 +28,9 @@ enum Command {
     Run,
     /// Print the effective configuration as TOML and exit.
     Config,
+    /// Probe the running service over mutual TLS with its own identity: exit 0 when it
+    /// answers, 1 otherwise. For container health checks.
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Health) = cli.command {
+        let names = match cfg.network.names.as_slice() {
+            [] => vec!["127.0.0.1".to_owned()],
+            names => names.to_vec(),
+        };
+        return ums_service::health::main(cfg.listen_addr().map(|addr| {
+            ums_service::health::Probe::new(
+                addr,
+                ums_service::health::Check::MutualTlsH2 {
+                    identity_dir: cfg.identity_dir.clone(),
+                    server_name: ums_service::health::server_name(&names),
+                },
+            )
+        }));
+    }
     let log = cfg.log.clone();
     ums_service::run_service(&log, real_main(cli.command.unwrap_or(Command::Run), cfg))
 }
@@ -49,6 +67,7 @@ async fn real_main(command: Command, cfg: SwpAuthConfig) -> anyhow::Result<()> {
             print!("{}", toml::to_string_pretty(&cfg)?);
             Ok(())
         }
+        Command::Health => anyhow::bail!("the health probe runs without the service"),
         Command::Run => {
             ums_tls::install_crypto_provider();
             let shutdown = ums_service::shutdown_signal();

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ums_broker::BrokerConfig;
 
 /// mimalloc rather than glibc's malloc: tokio allocates each task and each socket's readiness
@@ -36,6 +36,15 @@ struct Cli {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Probe the running broker (GET /metrics on metrics.listen): exit 0 when it answers, 1
+    /// otherwise. For container health checks.
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +57,16 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(Command::Health) = cli.command {
+        return ums_service::health::main(cfg.metrics_addr().and_then(|addr| {
+            let addr = addr.context("metrics.listen is empty: the health probe reads /metrics")?;
+            let path = "/metrics".into();
+            Ok(ums_service::health::Probe::new(
+                addr,
+                ums_service::health::Check::Http { path },
+            ))
+        }));
+    }
     let log = cfg.log.clone();
     ums_service::run_service(&log, real_main(cfg))
 }

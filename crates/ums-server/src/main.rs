@@ -35,6 +35,9 @@ enum Command {
     Migrate,
     /// Print the effective configuration as TOML and exit.
     Config,
+    /// Probe the running server's status (GET /api/v1/health on the admin port): exit 0 when
+    /// healthy, 1 otherwise. For container health checks.
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Health) = cli.command {
+        return ums_service::health::main(cfg.admin_addr().map(|addr| {
+            ums_service::health::Probe::new(
+                addr,
+                ums_service::health::Check::Https {
+                    path: "/api/v1/health".into(),
+                    ca_file: ums_server::tls_dir(&cfg.data_dir).join("ca.pem"),
+                    server_name: ums_service::health::server_name(&cfg.tls_names()),
+                },
+            )
+        }));
+    }
     if cli.log_json {
         cfg.log.format = ums_service::LogFormat::Json;
     }
@@ -90,6 +105,7 @@ async fn real_main(command: Command, cfg: ServerConfig) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Health => anyhow::bail!("the health probe runs without the service"),
         Command::Run => {
             let shutdown = ums_service::shutdown_signal();
             let device_addr = cfg.device_addr()?;
