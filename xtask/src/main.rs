@@ -5,9 +5,15 @@
 //! * `up`: builds the binaries and runs a local server.
 //! * `cluster`: a local HA network: PostgreSQL and two nodes of watchdog, server and broker.
 //! * `bench`: end-to-end benchmarks against release builds.
+//! * `images`: the container images, from the release binaries, with podman.
+//! * `deploy-test`: the compose `ha` stack and the Kubernetes manifests, for real.
 
 mod bench;
 mod cluster;
+mod deploy;
+mod images;
+mod kube;
+mod podman;
 mod test;
 mod up;
 mod util;
@@ -35,6 +41,12 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Run a benchmark against release builds.
     Bench(bench::BenchArgs),
+    /// Build the container images (localhost/ums-server, ums-broker, swp-auth, ums-postgres)
+    /// from the release binaries with podman, pulling nothing.
+    Images(images::ImagesArgs),
+    /// Build the images, run the compose `ha` stack with 1,000 devices and a stopped server,
+    /// validate the Kubernetes manifests and start the server pod with `podman kube play`.
+    DeployTest(deploy::DeployTestArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +60,8 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Cluster(args) => cluster::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Images(args) => images::run(args),
+        Command::DeployTest(args) => deploy::run(args),
     };
     match result {
         Ok(code) => code,
