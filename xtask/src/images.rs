@@ -389,9 +389,7 @@ fn copy_path(rootfs: &Path, path: &Path) -> anyhow::Result<()> {
             }
             return copy_path(rootfs, &resolved);
         }
-        if i + 1 < parts.len() {
-            std::fs::create_dir_all(&inside)?;
-        } else if meta.is_dir() {
+        if i + 1 < parts.len() || meta.is_dir() {
             std::fs::create_dir_all(&inside)?;
         } else if std::fs::symlink_metadata(&inside).is_err() {
             if let Some(parent) = inside.parent() {

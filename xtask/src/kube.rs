@@ -178,7 +178,10 @@ fn check_schema(
 /// The pod of the server StatefulSet as a stand-alone pod for `podman kube play`: the same
 /// image, security context, probes and mounts, but one server on the embedded database, on the
 /// host's network at `ip`, its volumes in directories under `state`.
-fn smoke_pod(statefulset: &Value, ip: &str, state: &Path) -> anyhow::Result<Value> {
+///
+/// The ConfigMap's variables are written out as `env` (podman 4.3 lets `envFrom` win over
+/// `env`, the reverse of Kubernetes), followed by the pod's own and the overrides.
+fn smoke_pod(statefulset: &Value, config: &Value, ip: &str, state: &Path) -> anyhow::Result<Value> {
     let template = &statefulset["spec"]["template"];
     let mut spec = template["spec"].clone();
     spec["hostNetwork"] = json!(true);
@@ -187,6 +190,10 @@ fn smoke_pod(statefulset: &Value, ip: &str, state: &Path) -> anyhow::Result<Valu
         .as_array_mut()
         .context("the StatefulSet's pod has no containers")?;
     let container = containers.first_mut().context("no container")?;
+    // On the host's network the container's ports are the host's: podman refuses mappings.
+    if let Some(c) = container.as_object_mut() {
+        c.remove("ports");
+    }
     let overrides = [
         ("UMS_CLUSTER__MODE", "single".to_owned()),
         ("UMS_DATABASE_URL", String::new()),
@@ -197,11 +204,18 @@ fn smoke_pod(statefulset: &Value, ip: &str, state: &Path) -> anyhow::Result<Valu
         ("UMS_ADMIN__LISTEN", format!("{ip}:8443")),
         ("UMS_CLUSTER__INTERNAL_LISTEN", format!("{ip}:61616")),
     ];
-    let mut env: Vec<Value> = container["env"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let from_config: Vec<Value> = config["data"]
+        .as_object()
+        .context("the ConfigMap has no data")?
+        .iter()
+        .map(|(k, v)| json!({ "name": k, "value": v }))
+        .collect();
+    if let Some(c) = container.as_object_mut() {
+        c.remove("envFrom");
+    }
+    let mut env: Vec<Value> = from_config
         .into_iter()
+        .chain(container["env"].as_array().cloned().unwrap_or_default())
         .filter(|e| overrides.iter().all(|(k, _)| e["name"] != *k))
         .collect();
     env.extend(
@@ -253,7 +267,11 @@ pub fn smoke(podman: &Podman, dir: &Path, ip: [u8; 4]) -> anyhow::Result<()> {
     if state.exists() {
         std::fs::remove_dir_all(&state)?;
     }
-    let pod = smoke_pod(&statefulset, &ip, &state)?;
+    let config = read_yaml(&dir.join("config.yaml"))?
+        .into_iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "ums-server-env")
+        .context("config.yaml has no ConfigMap ums-server-env")?;
+    let pod = smoke_pod(&statefulset, &config, &ip, &state)?;
     let uid = statefulset["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
         .as_u64()
         .context("the server pod names no runAsUser")?;
@@ -268,10 +286,7 @@ pub fn smoke(podman: &Podman, dir: &Path, ip: [u8; 4]) -> anyhow::Result<()> {
     std::fs::write(&file, serde_yaml::to_string(&pod)?)?;
 
     let mut play = podman.cmd();
-    play.args(["kube", "play", "--configmap"])
-        .arg(dir.join("config.yaml"))
-        .arg(&file)
-        .stdin(Stdio::null());
+    play.args(["kube", "play"]).arg(&file).stdin(Stdio::null());
     step!("{}", util::render(&play));
     let out = play.output().context("run podman kube play")?;
     let guard = KubeDown {

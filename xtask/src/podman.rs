@@ -147,18 +147,20 @@ fn have(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Podman and runc from the Debian packages.
+/// Podman, runc and catatonit (the pause process of `podman kube play` pods) from the Debian
+/// packages.
 fn ensure_debian_packages() -> anyhow::Result<()> {
-    if have("podman") && have("runc") {
-        step!("podman and runc found");
+    let all = || have("podman") && have("runc") && have("catatonit");
+    if all() {
+        step!("podman, runc and catatonit found");
         return Ok(());
     }
     if !nix::unistd::geteuid().is_root() {
         bail!(
-            "podman and runc are needed for the deployment tests; install them (e.g. `sudo apt-get install podman runc`)"
+            "podman, runc and catatonit are needed for the deployment tests; install them (e.g. `sudo apt-get install podman runc catatonit`)"
         );
     }
-    step!("podman or runc not found; installing them with apt-get");
+    step!("podman, runc or catatonit not found; installing them with apt-get");
     util::run(
         Command::new("apt-get")
             .arg("update")
@@ -172,12 +174,13 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
                 "--no-install-recommends",
                 "podman",
                 "runc",
+                "catatonit",
                 "uidmap",
             ])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    if !(have("podman") && have("runc")) {
-        bail!("podman and runc were installed but do not run");
+    if !all() {
+        bail!("podman, runc and catatonit were installed but do not run");
     }
     Ok(())
 }

@@ -58,6 +58,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let deploy = crate::deploy::run(crate::deploy::DeployTestArgs {
         no_build: false,
         devices: 1000,
+        only: None,
     });
     if let Err(e) = &deploy {
         eprintln!("xtask: deployment tests failed: {e:#}");
