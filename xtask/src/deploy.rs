@@ -68,6 +68,8 @@ const fn addr(last: u8, port: u16) -> SocketAddr {
 /// Runs `cargo xtask deploy-test`.
 pub fn run(args: DeployTestArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    // PostgreSQL's image is staged from the machine's packages.
+    crate::test::ensure_postgres()?;
     let podman = Podman::ensure()?;
     if !args.no_build {
         let t = Instant::now();

@@ -75,7 +75,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Makes sure the PostgreSQL server binaries are installed.
-fn ensure_postgres() -> anyhow::Result<()> {
+pub(crate) fn ensure_postgres() -> anyhow::Result<()> {
     if let Some(dir) = ums_testkit::pg_bin_dir() {
         step!("postgresql binaries found in {}", dir.display());
         return Ok(());
