@@ -125,6 +125,9 @@ pub fn build_all(podman: &Podman, tag: &str) -> anyhow::Result<Vec<Image>> {
 fn build(podman: &Podman, name: &str, ctx: &Path, tag: &str) -> anyhow::Result<Image> {
     let reference = format!("localhost/{name}:{tag}");
     let versioned = format!("localhost/{name}:{}", env!("CARGO_PKG_VERSION"));
+    let previous = podman
+        .output(&["image", "inspect", "--format", "{{.Id}}", &reference])
+        .ok();
     // The docker format keeps HEALTHCHECK, which the OCI image format has no field for.
     let mut cmd = podman.cmd();
     cmd.args(["build", "--quiet", "--format", "docker", "--tag"])
@@ -148,6 +151,12 @@ fn build(podman: &Podman, name: &str, ctx: &Path, tag: &str) -> anyhow::Result<I
         .trim()
         .parse()
         .context("image size")?;
+    // The image this build replaced, now without a tag: removed, so rebuilds do not pile up.
+    // Podman refuses while a container still uses it, which is fine.
+    let current = podman.output(&["image", "inspect", "--format", "{{.Id}}", &reference])?;
+    if let Some(old) = previous.filter(|old| old.trim() != current.trim()) {
+        let _ = podman.output(&["rmi", old.trim()]);
+    }
     Ok(Image {
         name: name.to_owned(),
         reference,
