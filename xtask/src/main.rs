@@ -6,10 +6,16 @@
 //! * `network`: a local HA network: PostgreSQL and two nodes of watchdog, server and broker.
 //! * `bench`: end-to-end benchmarks against release builds.
 //! * `fuzz`: the libFuzzer targets of every parser fed from outside.
+//! * `images`: the container images, from the release binaries, with podman.
+//! * `deploy-test`: the compose `ha` stack and the Kubernetes manifests, for real.
 
 mod bench;
+mod deploy;
 mod fuzz;
+mod images;
+mod kube;
 mod network;
+mod podman;
 mod test;
 mod up;
 mod util;
@@ -40,6 +46,12 @@ enum Command {
     /// Run the libFuzzer targets (cargo-fuzz on the stable toolchain) and merge new inputs into
     /// the corpus in fuzz/corpus.
     Fuzz(fuzz::FuzzArgs),
+    /// Build the container images (localhost/ums-server, ums-broker, swp-auth, ums-postgres)
+    /// from the release binaries with podman, pulling nothing.
+    Images(images::ImagesArgs),
+    /// Build the images, run the compose `ha` stack with 1,000 devices and a stopped server,
+    /// validate the Kubernetes manifests and start the server pod with `podman kube play`.
+    DeployTest(deploy::DeployTestArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +66,8 @@ fn main() -> ExitCode {
         Command::Network(args) => network::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Images(args) => images::run(args),
+        Command::DeployTest(args) => deploy::run(args),
     };
     match result {
         Ok(code) => code,

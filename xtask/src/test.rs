@@ -1,4 +1,5 @@
-//! `cargo xtask test`: set up what the tests need, then run every test.
+//! `cargo xtask test`: set up what the tests need, then run every test: nextest, then the
+//! deployment tests of `cargo xtask deploy-test`.
 
 use std::process::{Command, ExitCode, Stdio};
 
@@ -50,16 +51,31 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
 
     step!("stopping postgresql");
     drop(pg);
-    if status.success() {
-        step!("all tests passed");
-    } else {
-        step!("tests failed ({status})");
+
+    // The container deployments: images from the release binaries, the compose ha stack with
+    // devices, the Kubernetes manifests. Run whatever nextest said, so every failure shows.
+    step!("deployment tests (cargo xtask deploy-test)");
+    let deploy = crate::deploy::run(crate::deploy::DeployTestArgs {
+        no_build: false,
+        devices: 1000,
+        only: None,
+    });
+    if let Err(e) = &deploy {
+        eprintln!("xtask: deployment tests failed: {e:#}");
     }
-    Ok(util::exit_code(status))
+    match (status.success(), deploy.is_ok()) {
+        (true, true) => step!("all tests passed"),
+        (false, _) => step!("tests failed ({status})"),
+        (true, false) => step!("tests passed, deployment tests failed"),
+    }
+    if !status.success() {
+        return Ok(util::exit_code(status));
+    }
+    deploy
 }
 
 /// Makes sure the PostgreSQL server binaries are installed.
-fn ensure_postgres() -> anyhow::Result<()> {
+pub(crate) fn ensure_postgres() -> anyhow::Result<()> {
     if let Some(dir) = ums_testkit::pg_bin_dir() {
         step!("postgresql binaries found in {}", dir.display());
         return Ok(());

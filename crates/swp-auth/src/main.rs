@@ -29,6 +29,9 @@ enum Command {
     Run,
     /// Print the effective configuration as TOML and exit.
     Config,
+    /// Probe the running service over mutual TLS with its own identity: exit 0 when it
+    /// answers, 1 otherwise. For container health checks.
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -39,14 +42,23 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if matches!(command, Command::Health) {
+        return ums_service::health::main(Ok(ums_service::health::Probe::new(
+            cfg.listen,
+            ums_service::health::Check::MutualTlsH2 {
+                identity_dir: cfg.network.identity_dir.clone(),
+                server_name: ums_service::health::server_name(&cfg.network.names),
+            },
+        )));
+    }
     let log = cfg.log.clone();
     ums_service::run_service(&log, real_main(command, cfg))
 }
 
 async fn real_main(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
-        // Printed (or refused) by `config_for_main` before the runtime starts.
-        Command::Config => Ok(()),
+        // Printed (or refused) by `config_for_main`, or probed, before the runtime starts.
+        Command::Config | Command::Health => Ok(()),
         Command::Run => {
             ums_tls::install_crypto_provider();
             let shutdown = ums_service::shutdown_signal();

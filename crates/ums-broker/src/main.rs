@@ -43,6 +43,9 @@ enum Command {
     Run,
     /// Print the effective configuration as TOML and exit.
     Config,
+    /// Probe the running broker (GET /metrics on metrics.listen): exit 0 when it answers, 1
+    /// otherwise. For container health checks.
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,19 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(Command::Health) = cli.command {
+        return ums_service::health::main(match cfg.metrics_listen {
+            Some(addr) => Ok(ums_service::health::Probe::new(
+                addr,
+                ums_service::health::Check::Http {
+                    path: "/metrics".into(),
+                },
+            )),
+            None => Err(anyhow::anyhow!(
+                "metrics.listen is empty: the health probe reads /metrics"
+            )),
+        });
+    }
     let log = cfg.log.clone();
     ums_service::run_service(&log, real_main(cfg))
 }

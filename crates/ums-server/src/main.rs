@@ -35,6 +35,9 @@ enum Command {
     Migrate,
     /// Print the effective configuration as TOML and exit.
     Config,
+    /// Probe the running server's status (GET /api/v1/health on the admin port): exit 0 when
+    /// healthy, 1 otherwise. For container health checks.
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,16 @@ fn main() -> ExitCode {
             Ok(c) => c,
             Err(code) => return code,
         };
+    if matches!(command, Command::Health) {
+        return ums_service::health::main(Ok(ums_service::health::Probe::new(
+            cfg.admin.listen,
+            ums_service::health::Check::Https {
+                path: "/api/v1/health".into(),
+                ca_file: ums_server::tls_dir(&cfg.data_dir).join("ca.pem"),
+                server_name: ums_service::health::server_name(&cfg.tls_names),
+            },
+        )));
+    }
     if cli.log_json {
         cfg.log.format = ums_service::LogFormat::Json;
     }
@@ -55,8 +68,8 @@ fn main() -> ExitCode {
 
 async fn real_main(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
-        // Printed (or refused) by `config_for_main` before the runtime starts.
-        Command::Config => Ok(()),
+        // Printed (or refused) by `config_for_main`, or probed, before the runtime starts.
+        Command::Config | Command::Health => Ok(()),
         Command::Migrate => {
             let url = &cfg.database_url;
             let (_, outcome) = ums_db::Db::open(url)

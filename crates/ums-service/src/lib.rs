@@ -1,6 +1,7 @@
 //! Plumbing every service of the suite shares: configuration loading, logging, the shutdown
 //! signal, and serving an HTTP router (gRPC and JSON alike) over TLS.
 
+pub mod health;
 pub mod proxy;
 mod serve;
 
