@@ -373,6 +373,9 @@ fn wait_until(
     step!("waiting for {what}");
     let deadline = Instant::now() + Duration::from_secs(90);
     while !ready() {
+        if util::interrupted() {
+            bail!("interrupted while waiting for {what}");
+        }
         if let Some((n, status)) = watchdogs.exited() {
             bail!(
                 "the watchdog of node {n} exited ({status}); see {}",

@@ -125,6 +125,7 @@ where
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     use std::process::ExitCode;
+    unblock_stop_signals();
     if let Err(e) = init_logging(log) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
@@ -152,6 +153,22 @@ where
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Unblocks SIGINT and SIGTERM in the calling thread, and so in the threads it starts later.
+///
+/// A blocked signal is inherited across `exec` (a launcher that blocks SIGINT to outlive its
+/// children's Ctrl-C, for one): left blocked, Ctrl-C or a SIGTERM would never reach the
+/// service and it could not stop gracefully. [`run_service`] calls it before the runtime starts
+/// its threads.
+pub fn unblock_stop_signals() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    if let Err(e) = signals.thread_unblock() {
+        eprintln!("warning: could not unblock SIGINT and SIGTERM: {e}");
     }
 }
 

@@ -1,0 +1,84 @@
+//! The README's own commands, as a new user runs them: `cargo xtask up` and Ctrl-C.
+
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use ums_testkit::{bin_path, free_port, wait_for_tcp};
+
+/// A child that leads its own process group; the whole group is killed on drop.
+struct Group(Child);
+
+impl Group {
+    fn pgid(&self) -> Pid {
+        Pid::from_raw(self.0.id() as i32)
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = killpg(self.pgid(), Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// `cargo xtask up` runs `target/debug/xtask up` (cargo execs it), which builds and then runs
+/// the server in the foreground. Ctrl-C sends SIGINT to the foreground process group: the
+/// server must stop gracefully and xtask exit with it, leaving no process behind.
+#[test]
+fn ctrl_c_stops_cargo_xtask_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let admin_port = free_port();
+    let log = dir.path().join("up.log");
+    let log_file = std::fs::File::create(&log).expect("log");
+    let mut cmd = Command::new(bin_path("xtask"));
+    cmd.arg("up")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        // The binaries are built already; the build step is a no-op.
+        .env("CARGO", "true")
+        .env("UMS_DEVICE__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("UMS_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
+        .env(
+            "UMS_NETWORK__INTERNAL_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env_remove("UMS_DATABASE_URL")
+        .env_remove("UMS_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("log"))
+        .stderr(log_file)
+        // Its own group, as a shell gives a foreground job.
+        .process_group(0);
+    let mut up = Group(cmd.spawn().expect("spawn xtask up"));
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let addr = ([127, 0, 0, 1], admin_port).into();
+    if let Err(e) = wait_for_tcp(addr, Duration::from_secs(60)) {
+        panic!("the server did not start ({e}):\n{}", text());
+    }
+
+    killpg(up.pgid(), Signal::SIGINT).expect("SIGINT to the group");
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = up.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(20),
+            "xtask up still runs 20 s after Ctrl-C:\n{}",
+            text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = text();
+    assert!(status.success(), "xtask up exited with {status}:\n{log}");
+    assert!(log.contains("received SIGINT"), "{log}");
+    assert_eq!(
+        killpg(up.pgid(), None),
+        Err(Errno::ESRCH),
+        "a process of the group is left:\n{log}"
+    );
+}
