@@ -1,4 +1,5 @@
-//! The README's own commands, as a new user runs them: `cargo xtask up` and Ctrl-C.
+//! The README's own commands, as a new user runs them: `cargo xtask up` and Ctrl-C, and the
+//! README itself.
 
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
@@ -76,9 +77,43 @@ fn ctrl_c_stops_cargo_xtask_up() {
     let log = text();
     assert!(status.success(), "xtask up exited with {status}:\n{log}");
     assert!(log.contains("received SIGINT"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour escapes in a log file:\n{log}"
+    );
     assert_eq!(
         killpg(up.pgid(), None),
         Err(Errno::ESRCH),
         "a process of the group is left:\n{log}"
     );
+}
+
+/// Every code block of the README and ARCHITECTURE is closed: an opening fence may name a
+/// language, the closing one is bare, and none is left open at the end.
+#[test]
+fn every_code_fence_of_the_docs_is_closed() {
+    for doc in ["README.md", "ARCHITECTURE.md"] {
+        let text = std::fs::read_to_string(ums_testkit::workspace_root().join(doc)).expect(doc);
+        let mut open: Option<usize> = None;
+        for (i, line) in text.lines().enumerate() {
+            let Some(info) = line.trim_start().strip_prefix("```") else {
+                continue;
+            };
+            open = match open {
+                None => Some(i + 1),
+                Some(start) => {
+                    assert!(
+                        info.trim().is_empty(),
+                        "{doc}:{}: a fence that names a language closes the block opened on line {start}: is a fence missing?",
+                        i + 1
+                    );
+                    None
+                }
+            };
+        }
+        assert_eq!(
+            open, None,
+            "{doc}: the code block opened on this line is never closed"
+        );
+    }
 }
