@@ -1,5 +1,5 @@
-//! The README's own commands, as a new user runs them: `cargo xtask up` and Ctrl-C, and the
-//! README itself.
+//! The README's own commands, as a new user runs them: `cargo xtask up` and Ctrl-C, the JSON
+//! API with curl, and the README itself.
 
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
@@ -9,6 +9,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use ums_testkit::{bin_path, free_port, wait_for_tcp};
+
+use crate::harness::Server;
 
 /// A child that leads its own process group; the whole group is killed on drop.
 struct Group(Child);
@@ -116,4 +118,88 @@ fn every_code_fence_of_the_docs_is_closed() {
             "{doc}: the code block opened on this line is never closed"
         );
     }
+}
+
+/// One HTTP/1.1 request over TLS, as curl sends it: the status and the body of the answer.
+async fn https(addr: &str, ca_pem: &[u8], request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    ums_tls::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = String::from_utf8_lossy(ca_pem);
+    for cert in ums_tls::parse_certs(&pem).expect("ca") {
+        roots.add(cert).expect("root");
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("tls handshake");
+    tls.write_all(request.as_bytes()).await.expect("request");
+    let mut answer = Vec::new();
+    // The server closes after the answer (`connection: close`); a TLS close without
+    // close_notify still leaves the whole answer read.
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an http answer");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head}"));
+    (status, body.to_owned())
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+}
+
+fn post(path: &str, token: Option<&str>, body: &str) -> String {
+    let auth = token.map_or_else(String::new, |t| format!("authorization: Bearer {t}\r\n"));
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{auth}content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The README's curl commands: log in, take the token from the answer, list devices; the
+/// health probe; and a 404, not an empty 200, for a path the admin port does not serve.
+#[tokio::test]
+async fn the_json_api_as_the_readme_shows_it() {
+    let server = Server::start(None);
+    let addr = server.admin_addr();
+    let ca = server.ca_pem();
+    let login = serde_json::json!({"username": "admin", "password": server.admin_password()});
+    let (status, body) = https(&addr, &ca, &post("/api/v1/Login", None, &login.to_string())).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let token = answer["token"].as_str().expect("a token").to_owned();
+
+    let (status, body) = https(&addr, &ca, &post("/api/v1/ListDevices", Some(&token), "{}")).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(answer["total"], 0, "{body}");
+
+    let (status, body) = https(&addr, &ca, &get("/api/v1/health")).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(answer["status"], "ok", "{body}");
+
+    for path in ["/", "/api/v1/nothing/here", "/metrics"] {
+        let (status, body) = https(&addr, &ca, &get(path)).await;
+        assert_eq!(status, 404, "GET {path}: {body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(answer["code"], "not_found", "GET {path}: {body}");
+    }
+    let (status, body) = https(
+        &addr,
+        &ca,
+        &post("/api/v1/NoSuchMethod", Some(&token), "{}"),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
 }
