@@ -1,6 +1,7 @@
 //! The README's own commands, as a new user runs them: `cargo xtask up` and Ctrl-C, the JSON
-//! API with curl, and the README itself.
+//! API with curl, the simulator `cargo xtask network` prints, and the README itself.
 
+use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use ums_testkit::{bin_path, free_port, wait_for_tcp};
 
-use crate::harness::Server;
+use crate::harness::{Broker, HA_ENV, Server, eventually, text};
 
 /// A child that leads its own process group; the whole group is killed on drop.
 struct Group(Child);
@@ -202,4 +203,80 @@ async fn the_json_api_as_the_readme_shows_it() {
     )
     .await;
     assert_eq!(status, 404, "{body}");
+}
+
+/// The layout of `cargo xtask network`: a server on 127.0.0.1 and one on 127.0.0.2, each with
+/// the names it is configured with there (its own address, and both brokers' in
+/// `device.names`), on one PostgreSQL; a broker on 127.0.0.2 in front of both, without the
+/// per-address rate limit (every simulated device comes from one address). The command it
+/// prints, `ums-devsim --addr https://127.0.0.2:30001 --ca ... --devices 1000`, must see no
+/// error: whichever server the broker picks, its certificate names the broker's address.
+/// Then again with one server stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_cargo_xtask_network_prints_succeeds_through_a_broker() {
+    let url = ums_testkit::shared_database("e2e_readme_network").expect("postgres");
+    let node = |n: u8| Ipv4Addr::new(127, 0, 0, n);
+    let names = format!("{},{}", node(1), node(2));
+    let server = |n: u8, token: Option<&str>| {
+        let data = tempfile::tempdir().expect("data dir");
+        if let Some(token) = token {
+            let dir = data.path().join("data");
+            std::fs::create_dir_all(&dir).expect("data dir");
+            std::fs::write(dir.join("network-token"), format!("{token}\n")).expect("token");
+        }
+        let ip = node(n).to_string();
+        let mut env: Vec<(&str, &str)> = HA_ENV.to_vec();
+        env.extend([
+            ("UMS_TLS__NAMES", ip.as_str()),
+            ("UMS_NETWORK__ADVERTISE_HOST", ip.as_str()),
+            ("UMS_DEVICE__NAMES", names.as_str()),
+        ]);
+        Server::start_on(node(n), data, Some(&url), &env)
+    };
+    let mut a = server(1, None);
+    let b = server(2, Some(&a.token()));
+    let broker = Broker::start_on(
+        node(2),
+        &[a.device_addr(), b.device_addr()],
+        &[("UMS_RATE__PER_SECOND", "0")],
+    );
+    let ca = a.ca_path();
+    let devsim = || {
+        let out = Command::new(bin_path("ums-devsim"))
+            .args(["--addr", &broker.device_url, "--ca"])
+            .arg(&ca)
+            .args(["--devices", "1000"])
+            .output()
+            .expect("run ums-devsim");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && stdout.contains("errors     0\n"),
+            "{}\nbroker log:\n{}",
+            text(&out),
+            broker.log_text()
+        );
+    };
+
+    devsim();
+    for s in [&a, &b] {
+        let series = format!(
+            "ums_broker_connections_total{{server=\"{}\"}}",
+            s.device_addr()
+        );
+        assert!(
+            broker.metric(&series).unwrap_or(0.0) > 0.0,
+            "no device reached {}:\n{}",
+            s.device_addr(),
+            broker.metrics()
+        );
+    }
+
+    a.child.stop();
+    let up = format!("ums_broker_server_up{{server=\"{}\"}}", a.device_addr());
+    let left = eventually(Duration::from_secs(10), || async {
+        (broker.metric(&up) == Some(0.0)).then_some(())
+    })
+    .await;
+    assert!(left.is_some(), "{}", broker.metrics());
+    devsim();
 }
