@@ -1,5 +1,6 @@
 //! The README's own commands, as a new user runs them: `cargo xtask up` and Ctrl-C, the JSON
-//! API with curl, the simulator `cargo xtask network` prints, and the README itself.
+//! API with curl, the simulator `cargo xtask network` prints, a device picking up new settings,
+//! and the README itself.
 
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt as _;
@@ -279,4 +280,75 @@ async fn the_simulator_cargo_xtask_network_prints_succeeds_through_a_broker() {
     .await;
     assert!(left.is_some(), "{}", broker.metrics());
     devsim();
+}
+
+/// "Run it": a device watched with `ums-devsim --watch-ms` picks up a profile assigned to it,
+/// and `umsctl devices show` tells that it is online and applies the current revision.
+#[test]
+fn a_watched_device_picks_up_new_settings_and_devices_show_says_so() {
+    use std::io::BufRead as _;
+    let server = Server::start(None);
+    let ctl = server.umsctl();
+    let mut watch = ums_testkit::ChildGuard::new(
+        Command::new(bin_path("ums-devsim"))
+            .args(["--addr", &server.device_url, "--ca"])
+            .arg(server.ca_path())
+            .args(["--watch-ms", "200", "--prefix", "watched-1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run ums-devsim --watch-ms"),
+    );
+    let (tx, events) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = watch.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(event) = serde_json::from_str(&line) {
+                let _ = tx.send(event);
+            }
+        }
+    });
+    let next = |kind: &str| loop {
+        let event = events
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no {kind} event from ums-devsim --watch-ms"));
+        if event["event"] == kind {
+            break event;
+        }
+        assert_ne!(event["event"], "error", "{event}");
+    };
+    let ready = next("ready");
+    let id = ready["device_id"].as_i64().expect("device id").to_string();
+
+    ctl.ok(&["profiles", "create", "watched", "display.monitors=2"]);
+    let profile = ctl.json(&["profiles", "list"])["profiles"][0]["id"]
+        .as_i64()
+        .expect("profile id")
+        .to_string();
+    ctl.ok(&["assign", &profile, "--device", &id]);
+    let changed = next("settings_changed");
+    let revision = changed["revision"].as_u64().expect("revision");
+    assert!(changed["settings"].as_u64() >= Some(1), "{changed}");
+
+    // The device reports the revision it applies at its next check-in, 200 ms later.
+    let shown = (0..100)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            ctl.json(&["devices", "show", &id])
+        })
+        .find(|d| d["applied_revision"] == revision)
+        .expect("the applied revision reaches the server");
+    assert_eq!(shown["settings_revision"], revision, "{shown}");
+    assert_eq!(shown["online"], true, "{shown}");
+    let text = ctl.ok(&["devices", "show", &id]);
+    assert!(text.contains(&format!("{revision} (current)")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("online:") && l.ends_with("yes")),
+        "{text}"
+    );
 }

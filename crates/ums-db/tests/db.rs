@@ -149,6 +149,7 @@ async fn batched_storm_loses_nothing(backend: &str) {
                         firmware: "11.10.200".into(),
                         state: "idle".into(),
                         at: 1_000 + i,
+                        applied_revision: i,
                     })
                     .await?;
                 Ok::<_, DbError>((r, c))
@@ -170,6 +171,27 @@ async fn batched_storm_loses_nothing(backend: &str) {
             .iter()
             .all(|d| d.firmware == "11.10.200" && d.last_contact.is_some())
     );
+    // Each device's applied revision is the one it reported (unit-{i} reported i).
+    for d in &page.devices {
+        let i: i64 = d.unit_id["unit-".len()..].parse().expect("unit number");
+        assert_eq!(d.applied_revision, Some(i), "{}", d.unit_id);
+    }
+    // The single-item path records it too.
+    let first = &page.devices[0];
+    db.check_in(&CheckIn {
+        device_id: first.id,
+        firmware: "11.10.200".into(),
+        state: "idle".into(),
+        at: 5_000,
+        applied_revision: 77,
+    })
+    .await
+    .expect("check in alone");
+    let d = db.get_device(first.id).await.expect("device");
+    assert_eq!(
+        (d.applied_revision, d.last_contact),
+        (Some(77), Some(5_000))
+    );
     // A check-in of an unknown device is answered, not an error of the batch.
     let unknown = batcher
         .check_in(CheckIn {
@@ -177,6 +199,7 @@ async fn batched_storm_loses_nothing(backend: &str) {
             firmware: "x".into(),
             state: "idle".into(),
             at: 1,
+            applied_revision: 0,
         })
         .await
         .expect("unknown device");

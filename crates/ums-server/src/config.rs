@@ -126,6 +126,9 @@ pub struct DeviceConfig {
     /// Every device connection starts with a PROXY protocol v2 header from the broker
     /// (`proxy_protocol = true` there), which carries the device's address.
     pub proxy_protocol: bool,
+    /// A device whose last contact is at most this many seconds old shows as online: a few of
+    /// the intervals its check-ins come at (three at one minute by default).
+    pub online_within_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +173,7 @@ impl Default for DeviceConfig {
             max_handshakes: 512,
             session_cache: 100_000,
             proxy_protocol: false,
+            online_within_s: 180,
         }
     }
 }
@@ -247,6 +251,7 @@ impl ServerConfig {
             1,
         )?;
         at_least("device.session_cache", self.device.session_cache as u64, 1)?;
+        at_least("device.online_within_s", self.device.online_within_s, 1)?;
         let tls_names = if self.tls.names.is_empty() {
             default_names()
         } else {
@@ -315,6 +320,7 @@ impl ServerConfig {
                 max_handshakes: self.device.max_handshakes,
                 session_cache: self.device.session_cache,
                 proxy_protocol: self.device.proxy_protocol,
+                online_within: Duration::from_secs(self.device.online_within_s),
             },
             admin: AdminSettings {
                 listen: admin_listen,
@@ -363,6 +369,8 @@ pub struct DeviceSettings {
     pub max_handshakes: usize,
     pub session_cache: usize,
     pub proxy_protocol: bool,
+    /// A device contacted at most this long ago is online.
+    pub online_within: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -569,6 +577,7 @@ mod example_file {
         assert_eq!(cfg.data_dir, std::path::PathBuf::from("/var/lib/ums"));
         assert_eq!(cfg.swp.url, defaults.swp.url);
         assert_eq!(cfg.swp.timeout_ms, defaults.swp.timeout_ms);
+        assert_eq!(cfg.device.online_within_s, defaults.device.online_within_s);
         cfg.validate().expect("the example validates");
     }
 }

@@ -193,6 +193,7 @@ pub async fn run(
         device_port,
         admin_port,
         session: cfg.admin.session,
+        online_within: cfg.device.online_within,
     };
     let net = network::Network::new(
         prepared.process_id.clone(),

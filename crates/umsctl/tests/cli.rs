@@ -98,6 +98,23 @@ admin_service! {
         }))
     }
 
+    async fn get_device(
+        &self,
+        request: Request<GetDeviceRequest>,
+    ) -> Result<Response<Device>, Status> {
+        authorize(&request)?;
+        Ok(Response::new(Device {
+            id: request.get_ref().id,
+            unit_id: "00:11:22:33:44:04".into(),
+            name: "dev 4".into(),
+            last_contact_ms: 1_767_225_600_000,
+            settings_revision: 12,
+            applied_revision: 11,
+            online: true,
+            ..Device::default()
+        }))
+    }
+
     async fn explain_settings(
         &self,
         request: Request<ExplainSettingsRequest>,
@@ -144,7 +161,6 @@ admin_service! {
         list_admins(ListAdminsRequest) -> ListAdminsResponse;
         set_admin_password(SetAdminPasswordRequest) -> Empty;
         delete_admin(DeleteAdminRequest) -> Empty;
-        get_device(GetDeviceRequest) -> Device;
         update_device(UpdateDeviceRequest) -> Device;
         delete_device(DeleteDeviceRequest) -> Empty;
         reset_device_credential(ResetDeviceCredentialRequest) -> Empty;
@@ -330,6 +346,29 @@ fn logs_in_and_calls_the_admin_api() {
     let text = stdout(&out);
     assert!(text.contains("100 of 250 devices"), "{text}");
     assert!(text.contains("2026-01-01 00:00:00"), "{text}");
+
+    // A device's online state and the revision it applies, against the one it should.
+    let out = env.run(&["devices", "show", "4"], &[]);
+    let text = stdout(&out);
+    let line = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .to_owned()
+    };
+    assert_eq!(line("online"), "yes", "{text}");
+    assert_eq!(line("settings revision"), "12", "{text}");
+    assert!(
+        line("applied revision").starts_with("11 (not yet 12"),
+        "{text}"
+    );
+    let out = env.run(&["devices", "show", "4", "--json"], &[]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (json["applied_revision"].clone(), json["online"].clone()),
+        (11.into(), true.into())
+    );
 
     let out = env.run(&["settings", "explain", "4"], &[]);
     let text = stdout(&out);
