@@ -115,6 +115,21 @@ admin_service! {
         }))
     }
 
+    async fn delete_profile(
+        &self,
+        request: Request<DeleteProfileRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        authorize(&request)?;
+        let r = request.into_inner();
+        // Profile 5 is assigned; the others are not.
+        if r.id == 5 && !r.force {
+            return Err(Status::failed_precondition(
+                "profile 5 `base` is assigned to device 4, folder 3 \"lab\": unassign it first, or delete it with force",
+            ));
+        }
+        Ok(Response::new(Empty {}))
+    }
+
     async fn explain_settings(
         &self,
         request: Request<ExplainSettingsRequest>,
@@ -171,7 +186,6 @@ admin_service! {
         list_profiles(ListProfilesRequest) -> ListProfilesResponse;
         get_profile(GetProfileRequest) -> Profile;
         update_profile_params(UpdateProfileParamsRequest) -> Profile;
-        delete_profile(DeleteProfileRequest) -> Empty;
         list_parameters(ListParametersRequest) -> ListParametersResponse;
         assign(AssignRequest) -> Empty;
         unassign(AssignRequest) -> Empty;
@@ -369,6 +383,21 @@ fn logs_in_and_calls_the_admin_api() {
         (json["applied_revision"].clone(), json["online"].clone()),
         (11.into(), true.into())
     );
+
+    // A profile in use is refused, saying where it is assigned and how to delete it anyway.
+    let out = env.run(&["profiles", "rm", "5"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: profile 5 `base` is assigned to device 4, folder 3 \"lab\""),
+        "{err}"
+    );
+    assert!(err.contains("umsctl profiles rm 5 --force"), "{err}");
+    let out = env.run(&["profiles", "rm", "5", "--force"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "deleted profile 5\n");
+    let out = env.run(&["profiles", "rm", "6"], &[]);
+    assert_eq!(stdout(&out), "deleted profile 6\n");
 
     let out = env.run(&["settings", "explain", "4"], &[]);
     let text = stdout(&out);
