@@ -12,6 +12,7 @@
 mod m0001_initial;
 mod m0002_cluster;
 mod m0003_shared_workplace;
+mod m0004_applied_revision;
 
 use std::fmt;
 use std::str::FromStr;
@@ -79,6 +80,11 @@ pub fn migrations() -> &'static [Migration] {
             version: SchemaVersion::new(1, 2),
             name: "shared_workplace",
             statements: m0003_shared_workplace::statements,
+        },
+        Migration {
+            version: SchemaVersion::new(1, 3),
+            name: "applied_revision",
+            statements: m0004_applied_revision::statements,
         },
     ];
     ALL

@@ -1,5 +1,6 @@
 //! Starting a real server and driving it with the real command-line tools.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -32,15 +33,27 @@ impl Server {
         database_url: Option<&str>,
         env: &[(&str, &str)],
     ) -> Server {
+        Self::start_on(Ipv4Addr::LOCALHOST, data, database_url, env)
+    }
+
+    /// Starts a server whose ports listen on `ip` (a loopback address such as 127.0.0.2).
+    pub fn start_on(
+        ip: Ipv4Addr,
+        data: tempfile::TempDir,
+        database_url: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let device_port = free_port();
         let admin_port = free_port();
         let internal_port = free_port();
         let log = data.path().join("server.log");
         let mut cmd = server_command(data.path(), device_port, admin_port, database_url);
-        cmd.env(
-            "UMS_NETWORK__INTERNAL_LISTEN",
-            format!("127.0.0.1:{internal_port}"),
-        );
+        cmd.env("UMS_DEVICE__LISTEN", format!("{ip}:{device_port}"))
+            .env("UMS_ADMIN__LISTEN", format!("{ip}:{admin_port}"))
+            .env(
+                "UMS_NETWORK__INTERNAL_LISTEN",
+                format!("{ip}:{internal_port}"),
+            );
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -51,15 +64,15 @@ impl Server {
         let server = Server {
             child,
             data,
-            device_url: format!("https://127.0.0.1:{device_port}"),
-            admin_url: format!("https://127.0.0.1:{admin_port}"),
+            device_url: format!("https://{ip}:{device_port}"),
+            admin_url: format!("https://{ip}:{admin_port}"),
             log,
         };
         let started = Instant::now();
         let mut server = server;
         for port in [device_port, admin_port, internal_port] {
             loop {
-                if wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok() {
+                if wait_for_tcp((ip, port).into(), Duration::from_millis(200)).is_ok() {
                     break;
                 }
                 if let Ok(Some(status)) = server.child.0.try_wait() {
@@ -279,12 +292,12 @@ impl Server {
             .to_owned()
     }
 
-    /// `127.0.0.1:PORT` of the admin API.
+    /// `IP:PORT` of the admin API.
     pub fn admin_addr(&self) -> String {
         self.admin_url.trim_start_matches("https://").to_owned()
     }
 
-    /// `127.0.0.1:PORT` of the device API.
+    /// `IP:PORT` of the device API.
     pub fn device_addr(&self) -> String {
         self.device_url.trim_start_matches("https://").to_owned()
     }
@@ -295,8 +308,9 @@ pub struct Broker {
     pub child: ChildGuard,
     /// Holds the log; removed on drop.
     _dir: tempfile::TempDir,
-    /// `https://127.0.0.1:PORT`: what devices connect to.
+    /// `https://IP:PORT`: what devices connect to.
     pub device_url: String,
+    pub ip: Ipv4Addr,
     pub port: u16,
     pub metrics_port: u16,
     pub log: PathBuf,
@@ -306,15 +320,20 @@ impl Broker {
     /// Starts a broker on free loopback ports in front of `servers` (`host:port` each), with
     /// extra `UMS_` variables.
     pub fn start(servers: &[String], env: &[(&str, &str)]) -> Broker {
+        Self::start_on(Ipv4Addr::LOCALHOST, servers, env)
+    }
+
+    /// Starts a broker listening on `ip` (a loopback address such as 127.0.0.2).
+    pub fn start_on(ip: Ipv4Addr, servers: &[String], env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("broker dir");
         let port = free_port();
         let metrics_port = free_port();
         let log = dir.path().join("broker.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(bin_path("ums-broker"));
-        cmd.env("UMS_LISTEN", format!("127.0.0.1:{port}"))
+        cmd.env("UMS_LISTEN", format!("{ip}:{port}"))
             .env("UMS_SERVERS", servers.join(","))
-            .env("UMS_METRICS__LISTEN", format!("127.0.0.1:{metrics_port}"))
+            .env("UMS_METRICS__LISTEN", format!("{ip}:{metrics_port}"))
             .env("UMS_LOG__LEVEL", "info")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log"))
@@ -326,14 +345,15 @@ impl Broker {
         let mut broker = Broker {
             child,
             _dir: dir,
-            device_url: format!("https://127.0.0.1:{port}"),
+            device_url: format!("https://{ip}:{port}"),
+            ip,
             port,
             metrics_port,
             log,
         };
         let started = Instant::now();
         for p in [port, metrics_port] {
-            while wait_for_tcp(([127, 0, 0, 1], p).into(), Duration::from_millis(200)).is_err() {
+            while wait_for_tcp((ip, p).into(), Duration::from_millis(200)).is_err() {
                 if let Ok(Some(status)) = broker.child.0.try_wait() {
                     panic!("ums-broker exited ({status}):\n{}", broker.log_text());
                 }
@@ -354,8 +374,8 @@ impl Broker {
     /// The body of `GET /metrics`.
     pub fn metrics(&self) -> String {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
-            .expect("connect to metrics");
+        let mut s =
+            std::net::TcpStream::connect((self.ip, self.metrics_port)).expect("connect to metrics");
         s.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")

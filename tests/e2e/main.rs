@@ -8,6 +8,7 @@
 mod broker;
 mod harness;
 mod network;
+mod readme;
 mod server;
 mod swp;
 mod watchdog;

@@ -207,3 +207,47 @@ async fn a_newer_schema_is_refused_and_sigterm_stops_cleanly() {
         "{stderr}"
     );
 }
+
+/// `umsctl profiles rm` of a profile in use is refused by the server, naming where it is
+/// assigned; `--force` deletes it with its assignments, and the device's settings change.
+#[tokio::test]
+async fn a_profile_in_use_is_removed_only_with_force() {
+    let server = Server::start(None);
+    let ctl = server.umsctl();
+    let mut dev = server.device().await;
+    let device_id = dev
+        .register("00:00:00:00:rm:01", "rm")
+        .await
+        .expect("register")
+        .device_id
+        .to_string();
+    ctl.ok(&["folders", "create", "Berlin"]);
+    ctl.ok(&["profiles", "create", "rdp-base", "display.monitors=2"]);
+    ctl.ok(&["assign", "1", "--folder", "1"]);
+    ctl.ok(&["assign", "1", "--device", &device_id]);
+    let revision = ctl.json(&["devices", "show", &device_id])["settings_revision"].clone();
+
+    let err = ctl.fails(&["profiles", "rm", "1"]);
+    assert!(err.contains("profile 1 `rdp-base` is assigned to"), "{err}");
+    for place in [
+        format!("device {device_id}"),
+        "folder 1 \"Berlin\"".to_owned(),
+    ] {
+        assert!(err.contains(&place), "{place} missing: {err}");
+    }
+    assert!(err.contains("umsctl profiles rm 1 --force"), "{err}");
+    assert_eq!(ctl.json(&["profiles", "list"])["profiles"][0]["id"], 1);
+
+    assert_eq!(
+        ctl.ok(&["profiles", "rm", "1", "--force"]),
+        "deleted profile 1\n"
+    );
+    let left = ctl.json(&["assignments"]);
+    assert_eq!(
+        left["assignments"].as_array().map_or(0, Vec::len),
+        0,
+        "{left}"
+    );
+    let after = ctl.json(&["devices", "show", &device_id])["settings_revision"].clone();
+    assert_ne!(after, revision, "the device's settings changed");
+}

@@ -56,10 +56,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Ctrl-C reaches every process in the foreground group. Keep it pending
-    // here so the children exit and this process still cleans up after
-    // them; spawned children start with an empty signal mask.
-    util::block_interrupt();
+    // Ctrl-C reaches every process in the foreground group: the children stop by themselves,
+    // and this process outlives it to wait for them and clean up.
+    util::outlive_interrupt();
     let result = match cli.command {
         Command::Test(args) => test::run(args),
         Command::Up(args) => up::run(args),

@@ -76,6 +76,9 @@ database_url = {db}
 [device]
 listen = "{ip}:{DEVICE_PORT}"
 behind_broker = true
+# Devices reach the network through either broker, and each broker sends them to either
+# server: every server's certificate names both brokers' addresses.
+names = [{broker_names}]
 
 [admin]
 listen = "{ip}:{ADMIN_PORT}"
@@ -91,6 +94,11 @@ advertise_host = "{ip}"
             n = self.n,
             data = q(&self.server_dir()),
             db = toml_string(db_url),
+            broker_names = nodes
+                .iter()
+                .map(|o| format!("\"{}\"", o.ip))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         let all_devices: Vec<String> = nodes
             .iter()
@@ -101,6 +109,10 @@ advertise_host = "{ip}"
 listen = "{ip}:{BROKER_PORT}"
 servers = [{servers}]
 drain_timeout_s = 2
+
+[rate]
+# Every simulated device connects from one loopback address: no per-address rate limit.
+per_second = 0
 
 [metrics]
 listen = "{ip}:{METRICS_PORT}"
@@ -373,6 +385,9 @@ fn wait_until(
     step!("waiting for {what}");
     let deadline = Instant::now() + Duration::from_secs(90);
     while !ready() {
+        if util::interrupted() {
+            bail!("interrupted while waiting for {what}");
+        }
         if let Some((n, status)) = watchdogs.exited() {
             bail!(
                 "the watchdog of node {n} exited ({status}); see {}",
@@ -424,5 +439,49 @@ fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(path: &Path) -> toml::Table {
+        let text = std::fs::read_to_string(path).expect("config");
+        text.parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Each broker sends a device to either server, so a device that trusts one broker's
+    /// address must find it in every server's certificate; and the simulator's devices all
+    /// come from one address, which the broker's default rate limit would refuse.
+    #[test]
+    fn every_server_is_valid_for_every_broker_and_no_rate_limit_refuses_the_simulator() {
+        let dir = tempfile::tempdir().expect("dir");
+        let nodes = [Node::new(dir.path(), 1), Node::new(dir.path(), 2)];
+        for node in &nodes {
+            node.write_config(&nodes, "postgres://ums@127.0.0.1/ums", Path::new("/bin"))
+                .expect("write");
+        }
+        for node in &nodes {
+            let server = read(&node.dir.join("ums-server.toml"));
+            let names: Vec<&str> = server["device"]["names"]
+                .as_array()
+                .expect("device.names")
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect();
+            for other in &nodes {
+                let broker = read(&other.dir.join("ums-broker.toml"));
+                let listen = broker["listen"].as_str().expect("listen");
+                let host = listen.rsplit_once(':').expect("host:port").0;
+                assert!(
+                    names.contains(&host),
+                    "node {}'s server is not valid for broker {listen}: {names:?}",
+                    node.n
+                );
+                assert_eq!(broker["rate"]["per_second"].as_integer(), Some(0));
+            }
+        }
     }
 }

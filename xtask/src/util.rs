@@ -3,6 +3,8 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{SigSet, Signal};
@@ -15,13 +17,33 @@ macro_rules! step {
 }
 pub(crate) use step;
 
-/// Blocks SIGINT in this process; see `main`.
-pub fn block_interrupt() {
+/// Set by Ctrl-C (SIGINT), which the children of this process get as well.
+static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Lets this process outlive Ctrl-C, so it can wait for its children and clean up after them.
+///
+/// SIGINT is caught, not blocked or ignored: a blocked or ignored signal is inherited through
+/// `exec` (a server started from here would never hear Ctrl-C), a caught one is reset to its
+/// default action in every child. It is unblocked too, in case whoever started this process
+/// blocked it: children inherit the mask.
+pub fn outlive_interrupt() {
+    let flag = INTERRUPTED.get_or_init(Arc::default).clone();
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGINT, flag) {
+        eprintln!("xtask: warning: could not catch SIGINT: {e}");
+        return;
+    }
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
-    if let Err(e) = set.thread_block() {
-        eprintln!("xtask: warning: could not block SIGINT: {e}");
+    if let Err(e) = set.thread_unblock() {
+        eprintln!("xtask: warning: could not unblock SIGINT: {e}");
     }
+}
+
+/// Whether Ctrl-C was pressed since [`outlive_interrupt`].
+pub fn interrupted() -> bool {
+    INTERRUPTED
+        .get()
+        .is_some_and(|flag| flag.load(Ordering::Relaxed))
 }
 
 /// The workspace root.
@@ -129,5 +151,37 @@ pub fn exit_code(status: ExitStatus) -> ExitCode {
         (Some(code), _) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         (None, Some(sig)) => ExitCode::from(u8::try_from(128 + sig).unwrap_or(1)),
         (None, None) => ExitCode::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The signals set in one of the `Sig*:` masks of /proc/<pid>/status.
+    fn mask(status: &str, field: &str) -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
+    }
+
+    #[test]
+    fn children_get_sigint_with_its_default_action() {
+        // As if whoever started us had blocked SIGINT.
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGINT);
+        set.thread_block().expect("block SIGINT");
+        outlive_interrupt();
+        let out = Command::new("cat")
+            .arg("/proc/self/status")
+            .output()
+            .expect("run cat");
+        let status = String::from_utf8_lossy(&out.stdout);
+        let sigint = 1 << (Signal::SIGINT as u64 - 1);
+        assert_eq!(mask(&status, "SigBlk:") & sigint, 0, "blocked in the child");
+        assert_eq!(mask(&status, "SigIgn:") & sigint, 0, "ignored in the child");
+        assert!(!interrupted());
     }
 }

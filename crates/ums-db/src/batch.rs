@@ -159,32 +159,36 @@ async fn update_contacts<C: ConnectionTrait>(
     for c in checks {
         latest.insert(c.device_id, c);
     }
-    let mut values = Vec::with_capacity(latest.len() * 4);
+    const COLUMNS: usize = 5;
+    let mut values = Vec::with_capacity(latest.len() * COLUMNS);
     let mut rows = Vec::with_capacity(latest.len());
     for (i, c) in latest.values().enumerate() {
         let p = |k: usize| match backend {
             Backend::Sqlite => "?".to_owned(),
-            Backend::Postgres => format!("${}", i * 4 + k),
+            Backend::Postgres => format!("${}", i * COLUMNS + k),
         };
         let cast = |k: usize, ty: &str| match backend {
             Backend::Sqlite => p(k),
             Backend::Postgres => format!("{}::{ty}", p(k)),
         };
         rows.push(format!(
-            "({}, {}, {}, {})",
+            "({}, {}, {}, {}, {})",
             cast(1, "bigint"),
             cast(2, "text"),
             cast(3, "text"),
-            cast(4, "bigint")
+            cast(4, "bigint"),
+            cast(5, "bigint")
         ));
         values.push(c.device_id.into());
         values.push(c.firmware.clone().into());
         values.push(c.state.clone().into());
         values.push(c.at.into());
+        values.push(c.applied_revision.into());
     }
     let sql = format!(
-        "WITH v(id, firmware, state, at) AS (VALUES {}) \
-         UPDATE devices SET firmware = v.firmware, state = v.state, last_contact = v.at \
+        "WITH v(id, firmware, state, at, applied) AS (VALUES {}) \
+         UPDATE devices SET firmware = v.firmware, state = v.state, last_contact = v.at, \
+         applied_revision = v.applied \
          FROM v WHERE devices.id = v.id \
          RETURNING devices.id, devices.name, devices.folder_id, devices.rev, devices.next_job_at",
         rows.join(", ")

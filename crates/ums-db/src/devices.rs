@@ -46,6 +46,8 @@ pub struct CheckIn {
     pub firmware: String,
     pub state: String,
     pub at: i64,
+    /// The settings revision the device applies (its `known_revision`; 0: none).
+    pub applied_revision: i64,
 }
 
 /// Registers one device inside the caller's transaction. Idempotent per unit id: the same unit
@@ -149,6 +151,7 @@ pub(crate) async fn check_in_in<C: ConnectionTrait>(
             (Alias::new("last_contact"), c.at.into()),
             (Alias::new("firmware"), c.firmware.clone().into()),
             (Alias::new("state"), c.state.clone().into()),
+            (Alias::new("applied_revision"), c.applied_revision.into()),
         ])
         .and_where(Expr::col(Alias::new("id")).eq(c.device_id))
         .returning(

@@ -40,6 +40,9 @@ pub mod device {
         pub registered_at: i64,
         pub last_contact: Option<i64>,
         pub next_job_at: Option<i64>,
+        /// The settings revision the device reported applying at its last check-in; `None`
+        /// before its first check-in since schema 1.3.
+        pub applied_revision: Option<i64>,
     }
     no_relations!();
 }

@@ -251,15 +251,29 @@ impl Db {
     }
 
     /// Deletes a profile; the devices and folders it was assigned to take a new generation.
-    pub async fn delete_profile(&self, id: i64) -> Result<()> {
+    /// A profile still assigned (to devices, folders, or Shared Workplace users, groups and
+    /// OUs) is refused with [`DbError::Conflict`] naming where, unless `force` removes it with
+    /// its assignments.
+    pub async fn delete_profile(&self, id: i64, force: bool) -> Result<()> {
         let tx = self.write_tx().await?;
-        if profile::Entity::find_by_id(id).one(&tx).await?.is_none() {
+        let Some(p) = profile::Entity::find_by_id(id).one(&tx).await? else {
             return Err(DbError::NotFound(format!("profile {id}")));
-        }
+        };
         let targets = assignment::Entity::find()
             .filter(assignment::Column::ProfileId.eq(id))
+            .order_by_asc(assignment::Column::Id)
             .all(&tx)
             .await?;
+        if !force {
+            let places = profile_uses(&tx, id, &targets).await?;
+            if !places.is_empty() {
+                return Err(DbError::Conflict(format!(
+                    "profile {id} `{}` is assigned to {}: unassign it first, or delete it with force",
+                    p.name,
+                    listing(&places)
+                )));
+            }
+        }
         let rev = next_generation(&tx).await?;
         for a in &targets {
             stamp_target(&tx, a.device_id, a.folder_id, rev).await?;
@@ -491,4 +505,68 @@ async fn stamp_target<C: sea_orm::ConnectionTrait>(
             .await?;
     }
     Ok(())
+}
+
+/// Where a profile is assigned, each place as text: `device 4`, `folder 2 "Berlin"`,
+/// `user alice (directory corp)`.
+async fn profile_uses<C: sea_orm::ConnectionTrait>(
+    tx: &C,
+    profile_id: i64,
+    targets: &[assignment::Model],
+) -> Result<Vec<String>> {
+    use crate::entity::{swp_assignment, swp_directory, swp_principal};
+    let mut places = Vec::new();
+    for a in targets {
+        match (a.device_id, a.folder_id) {
+            (Some(d), _) => places.push(format!("device {d}")),
+            (None, Some(f)) => {
+                let name = folder::Entity::find_by_id(f)
+                    .one(tx)
+                    .await?
+                    .map(|f| f.name)
+                    .unwrap_or_default();
+                places.push(format!("folder {f} \"{name}\""));
+            }
+            (None, None) => {}
+        }
+    }
+    let users = swp_assignment::Entity::find()
+        .filter(swp_assignment::Column::ProfileId.eq(profile_id))
+        .order_by_asc(swp_assignment::Column::Id)
+        .all(tx)
+        .await?;
+    for a in users {
+        let Some(principal) = swp_principal::Entity::find_by_id(a.principal_id)
+            .one(tx)
+            .await?
+        else {
+            continue;
+        };
+        let directory = swp_directory::Entity::find_by_id(principal.directory_id)
+            .one(tx)
+            .await?
+            .map(|d| d.name)
+            .unwrap_or_default();
+        let kind = match principal.kind.as_str() {
+            "ou" => "OU",
+            kind => kind,
+        };
+        places.push(format!("{kind} {} (directory {directory})", principal.name));
+    }
+    Ok(places)
+}
+
+/// The first places of a list, and how many more there are.
+fn listing(places: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = places
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if places.len() > SHOWN {
+        text.push_str(&format!(" and {} more", places.len() - SHOWN));
+    }
+    text
 }

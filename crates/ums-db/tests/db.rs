@@ -21,6 +21,7 @@ both_backends!(
     failed_writes_leave_the_data_as_it_was,
     jobs_are_handed_out_once_and_reported_by_their_device,
     admin_accounts_and_sessions,
+    an_assigned_profile_is_deleted_only_with_force,
 );
 
 async fn open(url: &str) -> Db {
@@ -149,6 +150,7 @@ async fn batched_storm_loses_nothing(backend: &str) {
                         firmware: "11.10.200".into(),
                         state: "idle".into(),
                         at: 1_000 + i,
+                        applied_revision: i,
                     })
                     .await?;
                 Ok::<_, DbError>((r, c))
@@ -170,6 +172,27 @@ async fn batched_storm_loses_nothing(backend: &str) {
             .iter()
             .all(|d| d.firmware == "11.10.200" && d.last_contact.is_some())
     );
+    // Each device's applied revision is the one it reported (unit-{i} reported i).
+    for d in &page.devices {
+        let i: i64 = d.unit_id["unit-".len()..].parse().expect("unit number");
+        assert_eq!(d.applied_revision, Some(i), "{}", d.unit_id);
+    }
+    // The single-item path records it too.
+    let first = &page.devices[0];
+    db.check_in(&CheckIn {
+        device_id: first.id,
+        firmware: "11.10.200".into(),
+        state: "idle".into(),
+        at: 5_000,
+        applied_revision: 77,
+    })
+    .await
+    .expect("check in alone");
+    let d = db.get_device(first.id).await.expect("device");
+    assert_eq!(
+        (d.applied_revision, d.last_contact),
+        (Some(77), Some(5_000))
+    );
     // A check-in of an unknown device is answered, not an error of the batch.
     let unknown = batcher
         .check_in(CheckIn {
@@ -177,6 +200,7 @@ async fn batched_storm_loses_nothing(backend: &str) {
             firmware: "x".into(),
             state: "idle".into(),
             at: 1,
+            applied_revision: 0,
         })
         .await
         .expect("unknown device");
@@ -303,7 +327,9 @@ async fn settings_writes_stamp_what_they_change(backend: &str) {
             .expect("list")
             .is_empty()
     );
-    db.delete_profile(p.id).await.expect("delete profile");
+    db.delete_profile(p.id, false)
+        .await
+        .expect("delete an unassigned profile");
     assert!(matches!(
         db.get_profile(p.id).await,
         Err(DbError::NotFound(_))
@@ -471,5 +497,99 @@ async fn admin_accounts_and_sessions(backend: &str) {
             .expect("lookup")
             .is_none(),
         "password change ends sessions"
+    );
+}
+
+async fn an_assigned_profile_is_deleted_only_with_force(backend: &str) {
+    let (url, _dir) = fresh_url(backend);
+    let db = open(&url).await;
+    let dev = db
+        .register_device(&reg("D1", "s"))
+        .await
+        .expect("register")
+        .device_id;
+    let berlin = db.create_folder("Berlin", None).await.expect("folder");
+    let p = db
+        .create_profile(
+            "rdp-base",
+            "",
+            false,
+            &[("display.monitors".into(), "2".into())],
+        )
+        .await
+        .expect("profile");
+    let directory = db
+        .create_directory(&ums_db::swp::DirectoryInput {
+            name: "corp".into(),
+            domain: "corp.example.org".into(),
+            urls: vec!["ldaps://dc1.corp.example.org".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("directory");
+    for target in [
+        ObjectRef {
+            kind: ObjectKind::Device,
+            id: dev,
+        },
+        ObjectRef {
+            kind: ObjectKind::Folder,
+            id: berlin.id,
+        },
+    ] {
+        db.assign(p.id, target).await.expect("assign");
+    }
+    db.assign_principal(
+        p.id,
+        directory.id,
+        ums_db::swp::PrincipalKind::User,
+        "alice",
+    )
+    .await
+    .expect("assign to a user");
+
+    let err = db
+        .delete_profile(p.id, false)
+        .await
+        .expect_err("an assigned profile is refused");
+    let msg = err.to_string();
+    assert!(matches!(err, DbError::Conflict(_)), "{msg}");
+    for place in [
+        format!("device {dev}"),
+        format!("folder {} \"Berlin\"", berlin.id),
+        "user alice (directory corp)".to_owned(),
+    ] {
+        assert!(msg.contains(&place), "{place} missing: {msg}");
+    }
+    assert!(
+        db.get_profile(p.id).await.is_ok(),
+        "the refusal changed nothing"
+    );
+    assert_eq!(
+        db.list_assignments(Some(p.id), None)
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+
+    db.delete_profile(p.id, true)
+        .await
+        .expect("force deletes it anyway");
+    assert!(matches!(
+        db.get_profile(p.id).await,
+        Err(DbError::NotFound(_))
+    ));
+    assert!(
+        db.list_assignments(Some(p.id), None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        db.list_principal_assignments(Some(p.id))
+            .await
+            .expect("list")
+            .is_empty()
     );
 }

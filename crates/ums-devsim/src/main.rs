@@ -38,9 +38,11 @@ struct Args {
     /// Print the report as one JSON line on stdout, and no progress bar.
     #[arg(long)]
     json: bool,
-    /// Instead of a herd: one device (unit id PREFIX) registers, then checks in every MS
-    /// milliseconds until stopped, printing a JSON line with the time whenever its settings
-    /// changed. Measures how fast a change reaches a device.
+    /// Instead of a herd: one device (unit id PREFIX, default watch-0) registers, then checks
+    /// in every MS milliseconds until stopped, reporting the settings revision it applies;
+    /// whenever its settings changed it downloads them and prints a JSON line with the time,
+    /// the new revision and the number of settings. Shows a device picking up new settings,
+    /// and measures how fast a change reaches it.
     #[arg(long, value_name = "MS")]
     watch_ms: Option<u64>,
 }
@@ -96,8 +98,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// One device checking in every `ms`, printing `{"event": "settings_changed", "at_ms": ..,
-/// "revision": ..}` lines. Transient errors are printed as events too and the device goes on.
+/// One device checking in every `ms` with the revision it applies, downloading its settings
+/// when they changed and printing `{"event": "settings_changed", "at_ms": .., "revision": ..,
+/// "settings": ..}` lines. Transient errors are printed as events too and the device goes on.
 async fn watch(addr: &str, ca_pem: &[u8], unit: &str, ms: u64) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     let now_ms = || {
@@ -108,7 +111,8 @@ async fn watch(addr: &str, ca_pem: &[u8], unit: &str, ms: u64) -> anyhow::Result
     };
     let mut dev = ums_devsim::DeviceClient::connect(addr, ca_pem).await?;
     let reg = dev.register(unit, unit).await?;
-    let mut known = dev.check_in("idle", 0).await?.settings_revision;
+    dev.check_in("idle", 0).await?;
+    let mut known = dev.get_settings().await?.revision;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -121,12 +125,19 @@ async fn watch(addr: &str, ca_pem: &[u8], unit: &str, ms: u64) -> anyhow::Result
         tick.tick().await;
         match dev.check_in("idle", known).await {
             Ok(r) if r.settings_changed => {
-                known = r.settings_revision;
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"event": "settings_changed", "at_ms": now_ms(), "revision": known})
-                )?;
+                // When the device learnt of the change; the download follows.
+                let at_ms = now_ms();
+                let event = match dev.get_settings().await {
+                    Ok(s) => {
+                        known = s.revision;
+                        serde_json::json!({"event": "settings_changed", "at_ms": at_ms, "revision": known, "settings": s.settings.len()})
+                    }
+                    // `known` stays: the next check-in announces the change again.
+                    Err(e) => {
+                        serde_json::json!({"event": "error", "at_ms": now_ms(), "message": e.message()})
+                    }
+                };
+                writeln!(out, "{event}")?;
                 out.flush()?;
             }
             Ok(_) => {}

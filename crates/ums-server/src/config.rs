@@ -113,6 +113,12 @@ pub struct DeviceConfig {
     pub listen: String,
     /// The server shares its host with a broker, which takes port 30001.
     pub behind_broker: bool,
+    /// Further names and addresses devices reach this server by, added to its certificate:
+    /// behind brokers, the names devices use for the brokers (or the one name of the network
+    /// they resolve). A broker sends a device to any server, so every server behind the same
+    /// brokers lists the same names. Empty: none.
+    #[serde(deserialize_with = "ums_service::list_or_commas")]
+    pub names: Vec<String>,
     /// TLS handshakes in progress at once on the device port.
     pub max_handshakes: usize,
     /// TLS sessions remembered for resumption.
@@ -120,6 +126,9 @@ pub struct DeviceConfig {
     /// Every device connection starts with a PROXY protocol v2 header from the broker
     /// (`proxy_protocol = true` there), which carries the device's address.
     pub proxy_protocol: bool,
+    /// A device whose last contact is at most this many seconds old shows as online: a few of
+    /// the intervals its check-ins come at (three at one minute by default).
+    pub online_within_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,6 +145,7 @@ pub struct AdminConfig {
 pub struct TlsConfig {
     /// Names and addresses the server certificate is valid for. Empty: localhost, 127.0.0.1,
     /// ::1 and the host name.
+    #[serde(deserialize_with = "ums_service::list_or_commas")]
     pub names: Vec<String>,
 }
 
@@ -159,9 +169,11 @@ impl Default for DeviceConfig {
         Self {
             listen: String::new(),
             behind_broker: false,
+            names: Vec::new(),
             max_handshakes: 512,
             session_cache: 100_000,
             proxy_protocol: false,
+            online_within_s: 180,
         }
     }
 }
@@ -239,6 +251,7 @@ impl ServerConfig {
             1,
         )?;
         at_least("device.session_cache", self.device.session_cache as u64, 1)?;
+        at_least("device.online_within_s", self.device.online_within_s, 1)?;
         let tls_names = if self.tls.names.is_empty() {
             default_names()
         } else {
@@ -264,6 +277,17 @@ impl ServerConfig {
         let mut node_names = tls_names.clone();
         if !node_names.contains(&advertise_host) {
             node_names.push(advertise_host.clone());
+        }
+        if let Some(bad) = self.device.names.iter().find(|n| !valid_name(n)) {
+            anyhow::bail!("device.names: `{bad}` is not a host name or an address");
+        }
+        // The server certificate: this server's own names, then the names devices use for the
+        // brokers in front of it.
+        let mut tls_names = tls_names;
+        for name in &self.device.names {
+            if !tls_names.contains(name) {
+                tls_names.push(name.clone());
+            }
         }
         let swp = match self.swp.url.trim() {
             "" => None,
@@ -296,6 +320,7 @@ impl ServerConfig {
                 max_handshakes: self.device.max_handshakes,
                 session_cache: self.device.session_cache,
                 proxy_protocol: self.device.proxy_protocol,
+                online_within: Duration::from_secs(self.device.online_within_s),
             },
             admin: AdminSettings {
                 listen: admin_listen,
@@ -328,7 +353,8 @@ pub struct Config {
     pub device: DeviceSettings,
     pub admin: AdminSettings,
     pub network: NetworkSettings,
-    /// Names and addresses of the server certificate devices and administrators verify.
+    /// Names and addresses of the server certificate devices and administrators verify:
+    /// `tls.names`, then `device.names`.
     pub tls_names: Vec<String>,
     /// Names of the node certificate: `tls_names` and the advertised host.
     pub node_names: Vec<String>,
@@ -343,6 +369,8 @@ pub struct DeviceSettings {
     pub max_handshakes: usize,
     pub session_cache: usize,
     pub proxy_protocol: bool,
+    /// A device contacted at most this long ago is online.
+    pub online_within: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -490,6 +518,51 @@ mod tests {
 }
 
 #[cfg(test)]
+mod device_names {
+    use super::*;
+
+    /// Behind brokers, a device checks the certificate against the broker's name, whichever
+    /// server the broker picked: the names devices use for the brokers join every server's
+    /// certificate, but not its node certificate, nor decide its advertised address.
+    #[test]
+    fn the_names_of_the_brokers_join_the_server_certificate() {
+        let mut cfg = ServerConfig::default();
+        cfg.tls.names = vec!["127.0.0.1".into(), "localhost".into()];
+        cfg.network.advertise_host = "127.0.0.1".into();
+        cfg.device.names = vec![
+            "127.0.0.1".into(),
+            "127.0.0.2".into(),
+            "ums.example.org".into(),
+        ];
+        let v = cfg.validate().expect("valid");
+        assert_eq!(
+            v.tls_names,
+            ["127.0.0.1", "localhost", "127.0.0.2", "ums.example.org"]
+        );
+        assert_eq!(v.node_names, ["127.0.0.1", "localhost"]);
+        assert_eq!(v.network.advertise_host, "127.0.0.1");
+
+        cfg.device.names = vec!["not a name".into()];
+        let err = cfg.validate().expect_err("bad name");
+        assert!(err.to_string().contains("device.names"), "{err}");
+    }
+
+    /// `UMS_DEVICE__NAMES=a,b`, as every list of names can be given in the environment.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn names_from_the_environment_are_comma_separated() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("UMS_DEVICE__NAMES", "127.0.0.1,ums.example.org");
+            jail.set_env("UMS_TLS__NAMES", "10.0.0.5");
+            let cfg: ServerConfig = ums_service::load_config(None).expect("loads");
+            assert_eq!(cfg.device.names, ["127.0.0.1", "ums.example.org"]);
+            assert_eq!(cfg.tls.names, ["10.0.0.5"]);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
 mod example_file {
     /// The documented example configuration parses and equals the defaults it documents.
     #[test]
@@ -504,6 +577,7 @@ mod example_file {
         assert_eq!(cfg.data_dir, std::path::PathBuf::from("/var/lib/ums"));
         assert_eq!(cfg.swp.url, defaults.swp.url);
         assert_eq!(cfg.swp.timeout_ms, defaults.swp.timeout_ms);
+        assert_eq!(cfg.device.online_within_s, defaults.device.online_within_s);
         cfg.validate().expect("the example validates");
     }
 }

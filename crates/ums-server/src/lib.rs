@@ -193,6 +193,7 @@ pub async fn run(
         device_port,
         admin_port,
         session: cfg.admin.session,
+        online_within: cfg.device.online_within,
     };
     let net = network::Network::new(
         prepared.process_id.clone(),
@@ -250,7 +251,10 @@ pub async fn run(
             "ums.network.v1.JoinService",
         ])?)
         .into_axum_router()
-        .merge(api::json::router(admin));
+        .merge(api::json::router(admin))
+        // Replaces tonic's fallback, which answers every unknown path with a gRPC status in
+        // an HTTP 200.
+        .fallback(api::json::fallback);
     let internal_router = tonic::service::Routes::new(network_service())
         .add_service(reflection(&["ums.network.v1.NetworkService"])?)
         .into_axum_router();

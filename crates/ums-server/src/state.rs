@@ -48,6 +48,8 @@ pub struct ServerInfo {
     pub admin_port: u16,
     /// Lifetime of an administrator's session.
     pub session: std::time::Duration,
+    /// A device contacted at most this long ago is online.
+    pub online_within: std::time::Duration,
 }
 
 impl AppState {

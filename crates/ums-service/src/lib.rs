@@ -138,6 +138,7 @@ where
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     use std::process::ExitCode;
+    unblock_stop_signals();
     if let Err(e) = init_logging(log) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
@@ -165,6 +166,22 @@ where
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Unblocks SIGINT and SIGTERM in the calling thread, and so in the threads it starts later.
+///
+/// A blocked signal is inherited across `exec` (a launcher that blocks SIGINT to outlive its
+/// children's Ctrl-C, for one): left blocked, Ctrl-C or a SIGTERM would never reach the
+/// service and it could not stop gracefully. [`run_service`] calls it before the runtime starts
+/// its threads.
+pub fn unblock_stop_signals() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    if let Err(e) = signals.thread_unblock() {
+        eprintln!("warning: could not unblock SIGINT and SIGTERM: {e}");
     }
 }
 
@@ -221,14 +238,26 @@ pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(&cfg.level)
             .map_err(|e| anyhow::anyhow!("invalid log level `{}`: {e}", cfg.level))?,
     };
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_writer(std::io::stderr);
     match cfg.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     }
     .map_err(|e| anyhow::anyhow!("install logger: {e}"))
+}
+
+/// Whether log lines get colour escapes: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>). A file, a pipe or a journal gets
+/// plain text.
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// A future that resolves when the process receives SIGINT or SIGTERM.
@@ -302,6 +331,15 @@ mod tests {
     #[serde(default, deny_unknown_fields)]
     struct Strict {
         name: String,
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
     }
 
     #[test]

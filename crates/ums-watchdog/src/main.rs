@@ -53,15 +53,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // A blocked SIGINT or SIGTERM is inherited across exec (a launcher that blocks SIGINT to
-    // outlive its children's Ctrl-C, for one): unblock both, or Ctrl-C would never reach the
-    // watchdog and it could not stop its children in order. Threads inherit the mask.
-    let mut signals = nix::sys::signal::SigSet::empty();
-    signals.add(nix::sys::signal::Signal::SIGINT);
-    signals.add(nix::sys::signal::Signal::SIGTERM);
-    if let Err(e) = signals.thread_unblock() {
-        eprintln!("warning: could not unblock SIGINT and SIGTERM: {e}");
-    }
+    // Before anything else: a launcher may have left SIGINT or SIGTERM blocked, and without
+    // them the watchdog could not stop its children in order.
+    ums_service::unblock_stop_signals();
     let cli = Cli::parse();
     let printing = matches!(cli.command, Some(Command::Config));
     let cfg = match ums_service::config_for_main::<WatchdogConfig>(cli.config.as_deref(), printing)

@@ -224,10 +224,14 @@ pub enum ProfilesCommand {
         #[arg(value_name = "KEY", required = true)]
         keys: Vec<String>,
     },
-    /// Delete a profile.
+    /// Delete a profile. One still assigned (to devices, folders, users, groups or OUs) is
+    /// refused, naming where; --force deletes it anyway, with its assignments.
     Rm {
         /// Profile id.
         id: i64,
+        /// Delete it even while it is assigned.
+        #[arg(long)]
+        force: bool,
     },
 }
 

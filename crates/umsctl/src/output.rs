@@ -231,11 +231,25 @@ pub fn device(d: &Device) -> String {
             d.folder_id
                 .map_or_else(|| "(top level)".to_owned(), |id| id.to_string()),
         ),
+        ("online", if d.online { "yes" } else { "no" }.to_owned()),
         ("last contact", time(d.last_contact_ms)),
         ("registered", time(d.registered_at_ms)),
         ("settings revision", d.settings_revision.to_string()),
+        ("applied revision", applied(d)),
     ];
     fields(&rows)
+}
+
+/// The revision the device reported applying, against the one it should.
+fn applied(d: &Device) -> String {
+    match d.applied_revision {
+        0 => "- (none reported yet)".to_owned(),
+        r if r == d.settings_revision => format!("{r} (current)"),
+        r => format!(
+            "{r} (not yet {}: the device reports it at its next check-in after downloading)",
+            d.settings_revision
+        ),
+    }
 }
 
 fn fields(rows: &[(&str, String)]) -> String {
@@ -488,6 +502,31 @@ mod tests {
         assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(time(1_767_225_599_999), "2025-12-31 23:59:59");
         assert_eq!(time(-1000), "1969-12-31 23:59:59");
+    }
+
+    #[test]
+    fn shows_whether_the_device_applies_its_settings() {
+        let d = |applied_revision, online| Device {
+            id: 7,
+            settings_revision: 12,
+            applied_revision,
+            online,
+            ..Device::default()
+        };
+        let field = |text: &str, key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}:")))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| panic!("no {key} in {text}"))
+        };
+        let text = device(&d(12, true));
+        assert_eq!(field(&text, "online"), "yes");
+        assert_eq!(field(&text, "applied revision"), "12 (current)");
+        let text = device(&d(11, false));
+        assert_eq!(field(&text, "online"), "no");
+        assert!(field(&text, "applied revision").starts_with("11 (not yet 12"));
+        let text = device(&d(0, false));
+        assert_eq!(field(&text, "applied revision"), "- (none reported yet)");
     }
 
     #[test]

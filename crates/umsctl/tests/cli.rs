@@ -98,6 +98,38 @@ admin_service! {
         }))
     }
 
+    async fn get_device(
+        &self,
+        request: Request<GetDeviceRequest>,
+    ) -> Result<Response<Device>, Status> {
+        authorize(&request)?;
+        Ok(Response::new(Device {
+            id: request.get_ref().id,
+            unit_id: "00:11:22:33:44:04".into(),
+            name: "dev 4".into(),
+            last_contact_ms: 1_767_225_600_000,
+            settings_revision: 12,
+            applied_revision: 11,
+            online: true,
+            ..Device::default()
+        }))
+    }
+
+    async fn delete_profile(
+        &self,
+        request: Request<DeleteProfileRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        authorize(&request)?;
+        let r = request.into_inner();
+        // Profile 5 is assigned; the others are not.
+        if r.id == 5 && !r.force {
+            return Err(Status::failed_precondition(
+                "profile 5 `base` is assigned to device 4, folder 3 \"lab\": unassign it first, or delete it with force",
+            ));
+        }
+        Ok(Response::new(Empty {}))
+    }
+
     async fn explain_settings(
         &self,
         request: Request<ExplainSettingsRequest>,
@@ -144,7 +176,6 @@ admin_service! {
         list_admins(ListAdminsRequest) -> ListAdminsResponse;
         set_admin_password(SetAdminPasswordRequest) -> Empty;
         delete_admin(DeleteAdminRequest) -> Empty;
-        get_device(GetDeviceRequest) -> Device;
         update_device(UpdateDeviceRequest) -> Device;
         delete_device(DeleteDeviceRequest) -> Empty;
         reset_device_credential(ResetDeviceCredentialRequest) -> Empty;
@@ -155,7 +186,6 @@ admin_service! {
         list_profiles(ListProfilesRequest) -> ListProfilesResponse;
         get_profile(GetProfileRequest) -> Profile;
         update_profile_params(UpdateProfileParamsRequest) -> Profile;
-        delete_profile(DeleteProfileRequest) -> Empty;
         list_parameters(ListParametersRequest) -> ListParametersResponse;
         assign(AssignRequest) -> Empty;
         unassign(AssignRequest) -> Empty;
@@ -330,6 +360,44 @@ fn logs_in_and_calls_the_admin_api() {
     let text = stdout(&out);
     assert!(text.contains("100 of 250 devices"), "{text}");
     assert!(text.contains("2026-01-01 00:00:00"), "{text}");
+
+    // A device's online state and the revision it applies, against the one it should.
+    let out = env.run(&["devices", "show", "4"], &[]);
+    let text = stdout(&out);
+    let line = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .to_owned()
+    };
+    assert_eq!(line("online"), "yes", "{text}");
+    assert_eq!(line("settings revision"), "12", "{text}");
+    assert!(
+        line("applied revision").starts_with("11 (not yet 12"),
+        "{text}"
+    );
+    let out = env.run(&["devices", "show", "4", "--json"], &[]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (json["applied_revision"].clone(), json["online"].clone()),
+        (11.into(), true.into())
+    );
+
+    // A profile in use is refused, saying where it is assigned and how to delete it anyway.
+    let out = env.run(&["profiles", "rm", "5"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: profile 5 `base` is assigned to device 4, folder 3 \"lab\""),
+        "{err}"
+    );
+    assert!(err.contains("umsctl profiles rm 5 --force"), "{err}");
+    let out = env.run(&["profiles", "rm", "5", "--force"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "deleted profile 5\n");
+    let out = env.run(&["profiles", "rm", "6"], &[]);
+    assert_eq!(stdout(&out), "deleted profile 6\n");
 
     let out = env.run(&["settings", "explain", "4"], &[]);
     let text = stdout(&out);

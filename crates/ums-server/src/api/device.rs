@@ -149,6 +149,9 @@ impl DeviceApi {
     ) -> Result<pb::CheckInResponse, ApiError> {
         let state = &self.state;
         let now = ums_db::now_ms();
+        // Revisions come from a database counter: one past i64 was never handed out.
+        let applied_revision = i64::try_from(r.known_revision)
+            .map_err(|_| ApiError::Invalid("known_revision is not a settings revision".into()))?;
         let row = state
             .batcher
             .check_in(CheckIn {
@@ -156,6 +159,7 @@ impl DeviceApi {
                 firmware: short_field("firmware", &r.firmware)?,
                 state: short_field("state", &r.state)?,
                 at: now,
+                applied_revision,
             })
             .await?
             .ok_or_else(|| ApiError::NotFound("device no longer exists".into()))?;

@@ -3,9 +3,12 @@
 //! `authorization: Bearer <token>`. The methods and their handlers are the gRPC ones (the table
 //! in [`crate::api::admin`]), so both APIs always offer the same operations with the same checks.
 //!
+//! `GET /api/v1/health` answers without a session, for probes; any other path is a 404
+//! ([`fallback`]).
+//!
 //! ```text
-//! curl --cacert data/tls/ca.pem https://localhost:8443/api/v1/Login \
-//!      -d '{"username":"admin","password":"..."}'
+//! TOKEN=$(curl -s --cacert data/tls/ca.pem https://localhost:8443/api/v1/Login \
+//!      -d '{"username":"admin","password":"..."}' | jq -r .token)
 //! curl --cacert data/tls/ca.pem -H "authorization: Bearer $TOKEN" \
 //!      https://localhost:8443/api/v1/ListDevices -d '{}'
 //! ```
@@ -42,6 +45,32 @@ async fn health(State(api): State<Arc<AdminApi>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "database": api.state.backend().as_str(),
     }))
+    .into_response()
+}
+
+/// What the admin port answers on a path it does not serve: a gRPC call gets gRPC's
+/// `Unimplemented`, as from any gRPC server; anything else (a probe, a browser, curl) gets
+/// HTTP 404 with a JSON body, never a 200 with an empty body.
+pub async fn fallback(request: axum::extract::Request) -> Response {
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let (parts, ()) = tonic::Status::unimplemented("")
+            .into_http::<()>()
+            .into_parts();
+        return Response::from_parts(parts, axum::body::Body::empty());
+    }
+    JsonError {
+        status: http::StatusCode::NOT_FOUND,
+        code: "not_found",
+        message: format!(
+            "no such path `{}`: the JSON API is POST /api/v1/<Method>, and GET /api/v1/health for probes",
+            request.uri().path()
+        ),
+    }
     .into_response()
 }
 

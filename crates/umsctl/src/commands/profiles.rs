@@ -4,7 +4,7 @@ use ums_proto::admin::v1 as pb;
 
 use super::show;
 use crate::cli::ProfilesCommand;
-use crate::client::{Admin, ok};
+use crate::client::{Admin, CallError, ok};
 use crate::output;
 
 fn params(pairs: Vec<(String, String)>) -> Vec<pb::Param> {
@@ -73,8 +73,21 @@ pub async fn run(json: bool, admin: &mut Admin, command: ProfilesCommand) -> any
                 .await)?;
             show(json, &profile, output::profile)
         }
-        ProfilesCommand::Rm { id } => {
-            let empty = ok(admin.delete_profile(pb::DeleteProfileRequest { id }).await)?;
+        ProfilesCommand::Rm { id, force } => {
+            let empty = match admin
+                .delete_profile(pb::DeleteProfileRequest { id, force })
+                .await
+            {
+                // Still assigned: the server says where.
+                Err(status) if status.code() == tonic::Code::FailedPrecondition && !force => {
+                    return Err(CallError(format!(
+                        "{}\n`umsctl profiles rm {id} --force` deletes it anyway, with its assignments",
+                        status.message()
+                    ))
+                    .into());
+                }
+                result => ok(result)?,
+            };
             show(json, &empty, |_| format!("deleted profile {id}"))
         }
     }

@@ -8,6 +8,13 @@ use super::{AdminApi, Caller};
 use crate::error::ApiError;
 use crate::settings::{DeviceView, revision};
 
+/// Whether a device last contacted at `last_contact` (ms) is online at `now`: contacted at
+/// most `within` before.
+fn online(last_contact: Option<i64>, now: i64, within: std::time::Duration) -> bool {
+    let within = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+    last_contact.is_some_and(|at| now.saturating_sub(at) <= within)
+}
+
 fn device_pb(api: &AdminApi, d: ums_db::devices::Device) -> pb::Device {
     let model = api.state.settings();
     let settings_revision = revision(
@@ -29,6 +36,15 @@ fn device_pb(api: &AdminApi, d: ums_db::devices::Device) -> pb::Device {
         last_contact_ms: d.last_contact.unwrap_or(0),
         registered_at_ms: d.registered_at,
         settings_revision,
+        applied_revision: d
+            .applied_revision
+            .and_then(|r| u64::try_from(r).ok())
+            .unwrap_or(0),
+        online: online(
+            d.last_contact,
+            ums_db::now_ms(),
+            api.state.info.online_within,
+        ),
     }
 }
 
@@ -116,4 +132,21 @@ pub async fn reset_credential(
     api.state.db.reset_device_credential(r.id).await?;
     api.state.forget_device_everywhere(r.id).await;
     Ok(pb::Empty {})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn online_means_contacted_within_the_window() {
+        let within = Duration::from_secs(180);
+        let now = 1_000_000_000;
+        assert!(super::online(Some(now), now, within));
+        assert!(super::online(Some(now - 180_000), now, within));
+        assert!(!super::online(Some(now - 180_001), now, within));
+        assert!(!super::online(None, now, within), "never contacted");
+        // A contact stamped by a server whose clock is slightly ahead.
+        assert!(super::online(Some(now + 500), now, within));
+    }
 }

@@ -167,7 +167,7 @@ pub async fn delete_profile(
     _: Caller,
     r: pb::DeleteProfileRequest,
 ) -> Result<pb::Empty, ApiError> {
-    api.state.db.delete_profile(r.id).await?;
+    api.state.db.delete_profile(r.id, r.force).await?;
     api.state.settings_written().await?;
     Ok(pb::Empty {})
 }
