@@ -153,11 +153,14 @@ async fn remote_probe(
         ums_network::internal_channel(&state.network.identity, &addr).map_err(|e| e.to_string())?;
     let mut req = tonic::Request::new(cpb::ProbeRequest {});
     req.set_timeout(PROBE_TIMEOUT * 3);
-    NetworkServiceClient::new(channel)
-        .probe(req)
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|s| s.message().to_owned())
+    tokio::time::timeout(
+        PROBE_TIMEOUT * 3,
+        NetworkServiceClient::new(channel).probe(req),
+    )
+    .await
+    .map_err(|_| format!("no answer from {addr} within {:?}", PROBE_TIMEOUT * 3))?
+    .map(|r| r.into_inner())
+    .map_err(|s| s.message().to_owned())
 }
 
 /// Waits until the server `p` saw the probe event `id`; the time from publication.
@@ -172,11 +175,14 @@ async fn event_arrival(
         ums_network::internal_channel(&state.network.identity, &addr).map_err(|e| e.to_string())?;
     let mut client = NetworkServiceClient::new(channel);
     loop {
-        let seen = client
-            .event_seen(cpb::EventSeenRequest {
-                probe_id: id.to_owned(),
-            })
+        // Each question is bounded, so a server that hangs cannot hold the check.
+        let mut req = tonic::Request::new(cpb::EventSeenRequest {
+            probe_id: id.to_owned(),
+        });
+        req.set_timeout(PROBE_TIMEOUT);
+        let seen = tokio::time::timeout(PROBE_TIMEOUT, client.event_seen(req))
             .await
+            .map_err(|_| format!("no answer from {addr} within {PROBE_TIMEOUT:?}"))?
             .map_err(|s| s.message().to_owned())?
             .into_inner()
             .seen;
