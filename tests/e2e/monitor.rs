@@ -217,6 +217,32 @@ async fn the_network_check_names_a_stopped_broker_a_skewed_clock_a_lost_file_and
             "a handshake through {broker}'s device port"
         );
     }
+    // What a check costs on this network, and what it measured.
+    let started = std::time::Instant::now();
+    let (timed, _, _) = check(&ctl, None);
+    let took = started.elapsed();
+    let times = |prefix: &str| -> Vec<f64> {
+        let mut v: Vec<f64> = rows(&timed)
+            .iter()
+            .filter(|r| {
+                r["section"] == "messaging"
+                    && r["checked"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .starts_with(prefix)
+            })
+            .filter_map(|r| r["rtt_us"].as_i64())
+            .filter(|us| *us > 0)
+            .map(|us| us as f64 / 1000.0)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    println!(
+        "network check of 3 servers and 2 brokers: {took:?} (umsctl included); round trips ms {:?}; event arrival ms {:?}",
+        times("server "),
+        times("event ")
+    );
     let table = ctl.ok(&["network", "check"]);
     assert!(table.contains("all checks passed"), "{table}");
     assert!(
