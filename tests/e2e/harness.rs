@@ -209,6 +209,27 @@ impl Umsctl {
             .unwrap_or_else(|e| panic!("umsctl {args:?}: not JSON ({e}): {out}"))
     }
 
+    /// Runs `umsctl ARGS` whatever its outcome.
+    pub fn raw(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run umsctl")
+    }
+
+    /// Runs `umsctl ARGS` with extra environment variables, expecting success; returns stdout.
+    pub fn with_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let mut cmd = self.command();
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run umsctl");
+        assert!(
+            out.status.success(),
+            "umsctl {args:?} failed: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs `umsctl ARGS`, expecting failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.command().args(args).output().expect("run umsctl");
@@ -396,6 +417,29 @@ impl Broker {
     }
 }
 
+/// The body of `GET /metrics` on `127.0.0.1:port`.
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// The value of one sample in a `/metrics` body, such as `ums_server_logins_total{...}`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (s, v) = l.rsplit_once(' ')?;
+        (s == series).then(|| v.parse().ok()).flatten()
+    })
+}
+
 /// A running `ums-watchdog` process with its configuration written to its own directory.
 pub struct Watchdog {
     pub child: ChildGuard,
@@ -438,6 +482,11 @@ impl Watchdog {
 impl Umsctl {
     /// `umsctl` logged in to `admin_url` as the first administrator, its config in `dir`.
     pub fn login(dir: &Path, admin_url: &str, ca: &Path, password: &str) -> Umsctl {
+        Self::login_as(dir, admin_url, ca, "admin", password)
+    }
+
+    /// `umsctl` logged in to `admin_url` as `user`, its config in `dir`.
+    pub fn login_as(dir: &Path, admin_url: &str, ca: &Path, user: &str, password: &str) -> Umsctl {
         let ctl = Umsctl {
             config: dir.join("umsctl.toml"),
         };
@@ -445,7 +494,7 @@ impl Umsctl {
             .command()
             .args(["init", "--server", admin_url, "--ca"])
             .arg(ca)
-            .args(["--user", "admin"])
+            .args(["--user", user])
             .env("UMS_PASSWORD", password)
             .output()
             .expect("umsctl init");

@@ -7,6 +7,7 @@
 
 mod broker;
 mod harness;
+mod monitor;
 mod network;
 mod readme;
 mod server;

@@ -19,7 +19,8 @@ pub struct SwpAuth {
 }
 
 impl SwpAuth {
-    pub fn start(server_data: &Path, port: u16, dir: &Path) -> SwpAuth {
+    /// Starts swp-auth on `port`, serving `/metrics` on `metrics_port`.
+    pub fn start(server_data: &Path, port: u16, metrics_port: u16, dir: &Path) -> SwpAuth {
         ums_tls::install_crypto_provider();
         let tls = server_data.join("data/tls");
         let (ca, _) = ums_tls::CertAuthority::load_or_create(&tls, "UMS device communication CA")
@@ -38,6 +39,7 @@ impl SwpAuth {
         let child = Command::new(bin_path("swp-auth"))
             .env("UMS_NETWORK__IDENTITY_DIR", &identity_dir)
             .env("UMS_INTERNAL__LISTEN", format!("127.0.0.1:{port}"))
+            .env("UMS_METRICS__LISTEN", format!("127.0.0.1:{metrics_port}"))
             .env("UMS_LOG__LEVEL", "info")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log"))
@@ -67,13 +69,18 @@ impl SwpAuth {
     }
 }
 
-/// A server on the embedded database whose `[swp] url` points at `swp_port`.
-fn start_server(swp_port: u16) -> Server {
+/// A server on the embedded database whose `[swp] url` points at `swp_port`, serving
+/// `/metrics` on `metrics_port`.
+fn start_server(swp_port: u16, metrics_port: u16) -> Server {
     let url = format!("https://127.0.0.1:{swp_port}");
+    let metrics = format!("127.0.0.1:{metrics_port}");
     Server::start_with(
         tempfile::tempdir().expect("data dir"),
         None,
-        &[("UMS_SWP__URL", url.as_str())],
+        &[
+            ("UMS_SWP__URL", url.as_str()),
+            ("UMS_METRICS__LISTEN", metrics.as_str()),
+        ],
     )
 }
 
@@ -100,9 +107,10 @@ fn profile(ctl: &crate::harness::Umsctl, name: &str, params: &[&str]) -> String 
 async fn umsctl_sets_up_a_shared_workplace_login() {
     let slapd = Slapd::start(&TestDirectory::sample()).expect("slapd");
     let swp_port = free_port();
-    let server = start_server(swp_port);
+    let (server_metrics, swp_metrics) = (free_port(), free_port());
+    let server = start_server(swp_port, server_metrics);
     let work = tempfile::tempdir().expect("work dir");
-    let swp = SwpAuth::start(server.data.path(), swp_port, work.path());
+    let swp = SwpAuth::start(server.data.path(), swp_port, swp_metrics, work.path());
     let ctl = server.umsctl();
 
     // The directory, as an administrator adds it.
@@ -170,6 +178,75 @@ async fn umsctl_sets_up_a_shared_workplace_login() {
     assert_eq!(get("audio.volume"), Some("80"), "user beats device: {s:?}");
     assert_eq!(get("display.monitors"), Some("2"), "{s:?}");
     assert_eq!(get("network.proxy"), Some("http://proxy:3128"), "{s:?}");
+
+    // Both services counted the login.
+    let wrong = device
+        .login("alice@ad.example.org", "not-her-password")
+        .await;
+    assert!(wrong.is_err(), "a wrong password is refused");
+    let m = crate::harness::scrape(swp_metrics);
+    let sample = |m: &str, s: &str| crate::harness::sample(m, s);
+    assert_eq!(
+        sample(
+            &m,
+            "ums_swp_auth_requests_total{method=\"authenticate\",outcome=\"ok\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "ums_swp_auth_requests_total{method=\"authenticate\",outcome=\"wrong_credentials\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "ums_swp_auth_request_duration_seconds_count{method=\"authenticate\"}"
+        ),
+        Some(2.0),
+        "{m}"
+    );
+    let m = crate::harness::scrape(server_metrics);
+    assert_eq!(
+        sample(&m, "ums_server_logins_total{kind=\"swp\",outcome=\"ok\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "ums_server_logins_total{kind=\"swp\",outcome=\"failed\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "ums_server_logins_total{kind=\"admin\",outcome=\"ok\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "ums_server_requests_total{api=\"device\",method=\"DeviceService/Login\",status=\"ok\"}"
+        ) == Some(1.0),
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "ums_server_requests_total{api=\"device\",method=\"DeviceService/Login\",status=\"unauthenticated\"}"
+        ) == Some(1.0),
+        "{m}"
+    );
+    assert!(
+        sample(&m, "ums_server_checkin_batch_size_count").is_some_and(|n| n >= 1.0),
+        "registrations go through the batch writer: {m}"
+    );
 
     // What the administrator reads.
     let text = ctl.ok(&["settings", "explain", &id_s, "--user", "alice"]);

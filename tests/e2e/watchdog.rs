@@ -50,6 +50,8 @@ struct Node {
     net: Network,
     device_port: u16,
     broker_port: Option<u16>,
+    /// Where the watchdog serves `/metrics`.
+    metrics_port: u16,
 }
 
 impl Node {
@@ -61,11 +63,15 @@ impl Node {
             .save(&d.join("watchdog/identity"))
             .expect("save the watchdog identity");
         let (internal, device_port, admin_port) = (free_port(), free_port(), free_port());
+        let metrics_port = free_port();
         let q = |p: &Path| format!("{:?}", p.display().to_string());
         let mut config = format!(
             r#"
 data_dir = {data}
 internal_listen = "127.0.0.1:{internal}"
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
 
 [network]
 id = "watchdog-e2e"
@@ -118,6 +124,7 @@ UMS_DRAIN_TIMEOUT_S = "2"
             net,
             device_port,
             broker_port,
+            metrics_port,
         }
     }
 
@@ -253,6 +260,21 @@ async fn a_server_killed_with_sigkill_is_back_through_its_watchdog_within_two_se
         back < Duration::from_secs(2),
         "the server took {back:?} to be back:\n{}",
         node.wd.log_text()
+    );
+    // The watchdog's metrics show the restart and the server up again.
+    let metrics = crate::harness::scrape(node.metrics_port);
+    assert_eq!(
+        crate::harness::sample(
+            &metrics,
+            "ums_watchdog_child_restarts_total{process=\"server-e2e\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        crate::harness::sample(&metrics, "ums_watchdog_child_up{process=\"server-e2e\"}"),
+        Some(1.0),
+        "{metrics}"
     );
 
     let exit = node.terminate(Duration::from_secs(20));

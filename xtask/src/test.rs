@@ -24,6 +24,7 @@ pub struct TestArgs {
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     ensure_postgres()?;
     ensure_slapd()?;
+    ensure_chromium()?;
     ensure_nextest()?;
 
     step!("starting postgresql for the test run");
@@ -143,6 +144,35 @@ fn ensure_slapd() -> anyhow::Result<()> {
     let path =
         ums_testkit::ldap::slapd_path().context("slapd was installed but is still not found")?;
     step!("slapd installed at {}", path.display());
+    Ok(())
+}
+
+/// Makes sure headless Chromium is installed: the end-to-end test of the network check renders
+/// its HTML report with it.
+fn ensure_chromium() -> anyhow::Result<()> {
+    if let Some(path) = ums_testkit::chromium_path() {
+        step!("chromium found at {}", path.display());
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "chromium not found; install the `chromium` package (e.g. `sudo apt-get install chromium`)"
+        );
+    }
+    step!("chromium not found; installing the `chromium` package with apt-get");
+    util::run(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "chromium"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let path =
+        ums_testkit::chromium_path().context("chromium was installed but is still not found")?;
+    step!("chromium installed at {}", path.display());
     Ok(())
 }
 

@@ -28,6 +28,7 @@ pub struct SwpAuthConfig {
     pub pool: PoolConfig,
     pub limits: LimitConfig,
     pub log: LogConfig,
+    pub metrics: ums_service::metrics::MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +60,7 @@ impl Default for SwpAuthConfig {
             pool: PoolConfig::default(),
             limits: LimitConfig::default(),
             log: LogConfig::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -98,6 +100,8 @@ pub struct Config {
     pub pool: PoolOptions,
     pub limits: LimitConfig,
     pub log: LogConfig,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl SwpAuthConfig {
@@ -131,6 +135,7 @@ impl SwpAuthConfig {
             },
             limits: self.limits.clone(),
             log: self.log.clone(),
+            metrics_listen: self.metrics.validate()?,
         })
     }
 }

@@ -66,6 +66,12 @@ async fn real_main(command: Command, cfg: Config) -> anyhow::Result<()> {
             let identity = swp_auth::identity(&cfg).await?;
             let internal = ums_service::listen(addr)
                 .with_context(|| format!("listen for servers on {addr}"))?;
+            let metrics = match cfg.metrics_listen {
+                Some(a) => Some(
+                    ums_service::listen(a).with_context(|| format!("listen for metrics on {a}"))?,
+                ),
+                None => None,
+            };
             println!(
                 "swp-auth {} ({}/{})\n  servers: https://{} (mutual TLS)",
                 env!("CARGO_PKG_VERSION"),
@@ -73,7 +79,7 @@ async fn real_main(command: Command, cfg: Config) -> anyhow::Result<()> {
                 identity.id,
                 internal.local_addr()?
             );
-            swp_auth::run(&cfg, identity, Listeners { internal }, shutdown).await
+            swp_auth::run(&cfg, identity, Listeners { internal, metrics }, shutdown).await
         }
     }
 }

@@ -11,16 +11,72 @@ use ums_proto::swp::v1::swp_auth_service_server::{SwpAuthService, SwpAuthService
 use ums_service::{Peer, ServeOptions};
 use ums_tls::{ComponentKind, NodeIdentity};
 
-use crate::{Authenticator, Config, user_pb};
+use std::time::Instant;
+
+use ums_service::metrics::{CounterVec, HistogramVec, LATENCY_BUCKETS};
+
+use crate::{AuthError, Authenticator, Config, user_pb};
 
 /// The sockets `swp-auth` serves on.
 pub struct Listeners {
     pub internal: TcpListener,
+    /// Plain HTTP for `/metrics`, when configured.
+    pub metrics: Option<TcpListener>,
 }
 
 /// The service behind the internal port.
 pub struct SwpAuthApi {
     pub auth: Arc<Authenticator>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What `/metrics` shows: calls by method and outcome, and their latency.
+pub struct Metrics {
+    pub requests: CounterVec,
+    pub seconds: HistogramVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: CounterVec::new(
+                "ums_swp_auth_requests_total",
+                "Calls from servers by method (authenticate, lookup) and outcome (ok, or the gRPC code name of the refusal).",
+                &["method", "outcome"],
+            ),
+            seconds: HistogramVec::new(
+                "ums_swp_auth_request_duration_seconds",
+                "Time to answer a call, directory included.",
+                &["method"],
+                LATENCY_BUCKETS,
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    fn record<T>(&self, method: &str, start: Instant, out: &Result<T, AuthError>) {
+        let outcome = match out {
+            Ok(_) => "ok",
+            Err(AuthError::WrongCredentials) => "wrong_credentials",
+            Err(AuthError::Refused(_)) => "refused",
+            Err(AuthError::Invalid(_)) => "invalid",
+            Err(AuthError::NotFound(_)) => "not_found",
+            Err(AuthError::Unavailable(_)) => "unavailable",
+            Err(AuthError::Config(_)) => "config",
+            Err(AuthError::RateLimited(_)) => "rate_limited",
+        };
+        self.requests.inc(&[method, outcome]);
+        self.seconds
+            .observe(&[method], start.elapsed().as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.requests.render(&mut out);
+        self.seconds.render(&mut out);
+        out
+    }
 }
 
 /// Only servers may ask: a broker or watchdog of the same network has no business with user
@@ -49,7 +105,10 @@ impl SwpAuthService for SwpAuthApi {
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         require_server(&request)?;
         let r = request.into_inner();
-        let user = self.auth.authenticate(&r).await?;
+        let start = Instant::now();
+        let out = self.auth.authenticate(&r).await;
+        self.metrics.record("authenticate", start, &out);
+        let user = out?;
         tracing::debug!(user = %user.login, device_id = r.device_id, "user authenticated");
         Ok(Response::new(user_pb(user)))
     }
@@ -59,7 +118,10 @@ impl SwpAuthService for SwpAuthApi {
         request: Request<pb::LookupUserRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         require_server(&request)?;
-        let user = self.auth.lookup(&request.into_inner()).await?;
+        let start = Instant::now();
+        let out = self.auth.lookup(&request.into_inner()).await;
+        self.metrics.record("lookup", start, &out);
+        let user = out?;
         Ok(Response::new(user_pb(user)))
     }
 }
@@ -80,9 +142,17 @@ pub async fn run(
         );
     }
     let tls = identity.mtls_server_config(&[b"h2"])?;
+    let metrics = Arc::new(Metrics::default());
     let api = SwpAuthApi {
         auth: Authenticator::new(cfg),
+        metrics: metrics.clone(),
     };
+    let (stop_metrics, stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(l) = listeners.metrics {
+        ums_service::metrics::spawn(l, Arc::new(move || metrics.render()), async move {
+            let _ = stopped.await;
+        });
+    }
     let router = tonic::service::Routes::new(SwpAuthServiceServer::new(api)).into_axum_router();
     ums_service::serve_tls(
         "internal",
@@ -93,6 +163,7 @@ pub async fn run(
         shutdown,
     )
     .await;
+    let _ = stop_metrics.send(());
     tracing::info!("stopped");
     Ok(())
 }

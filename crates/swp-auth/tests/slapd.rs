@@ -341,7 +341,10 @@ async fn only_servers_may_call_over_mutual_tls() {
         swp_auth::run(
             &cfg,
             own,
-            swp_auth::Listeners { internal: listener },
+            swp_auth::Listeners {
+                internal: listener,
+                metrics: None,
+            },
             async move {
                 let _ = stopped.await;
             },

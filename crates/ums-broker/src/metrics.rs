@@ -17,19 +17,7 @@ pub struct BrokerCounters {
     pub no_server: AtomicU64,
 }
 
-/// Escapes a label value: backslash, double quote and newline.
-fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use ums_service::metrics::escape;
 
 fn family(
     out: &mut String,
@@ -130,26 +118,8 @@ pub async fn serve(
     counters: Arc<BrokerCounters>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::http::header;
-    use axum::routing::get;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let body = render(&servers, &counters);
-            async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    body,
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let body: ums_service::metrics::Render = Arc::new(move || render(&servers, &counters));
+    ums_service::metrics::serve(listener, body, shutdown).await
 }
 
 #[cfg(test)]

@@ -78,8 +78,14 @@ async fn follow_one(
             _ = beat.tick() => {
                 let mut p = me.clone();
                 p.clock_ms = now_ms();
+                // What this broker sees of its servers, for the network check.
+                let known_servers = set
+                    .snapshot()
+                    .iter()
+                    .map(|b| pb::KnownServer { address: b.label().to_owned(), up: b.is_up() })
+                    .collect();
                 client
-                    .heartbeat(pb::HeartbeatRequest { process: Some(p), supervised: vec![] })
+                    .heartbeat(pb::HeartbeatRequest { process: Some(p), supervised: vec![], known_servers })
                     .await
                     .context("heartbeat")?;
             }

@@ -31,8 +31,14 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the writer task on the current tokio runtime.
     pub fn start(db: Db) -> Self {
+        Self::start_observed(db, None)
+    }
+
+    /// Like [`Batcher::start`], calling `observe` with the number of ops of every committed
+    /// batch (for a metric of batch sizes).
+    pub fn start_observed(db: Db, observe: Option<BatchObserver>) -> Self {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
-        tokio::spawn(run(db, rx));
+        tokio::spawn(run(db, rx, observe));
         Self { tx }
     }
 
@@ -55,10 +61,18 @@ impl Batcher {
     }
 }
 
-async fn run(db: Db, mut rx: mpsc::Receiver<Op>) {
+/// Told the size of every committed batch.
+pub type BatchObserver = std::sync::Arc<dyn Fn(usize) + Send + Sync>;
+
+async fn run(db: Db, mut rx: mpsc::Receiver<Op>, observe: Option<BatchObserver>) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
-        if let Err(e) = commit_batch(&db, &mut ops).await {
+        let n = ops.len();
+        let result = commit_batch(&db, &mut ops).await;
+        if let Some(f) = &observe {
+            f(if result.is_ok() { n } else { 1 });
+        }
+        if let Err(e) = result {
             if ops.len() > 1 {
                 tracing::warn!(items = ops.len(), error = %e, "batch failed, retrying items one by one");
             }

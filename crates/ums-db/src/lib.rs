@@ -6,6 +6,7 @@
 //! of devices at 08:00 would otherwise pay one commit each.
 
 pub mod admins;
+pub mod audit;
 pub mod batch;
 pub mod devices;
 mod entity;
@@ -189,10 +190,44 @@ impl Db {
         Ok(())
     }
 
+    /// The connection pool now: connections open, idle among them, and the most it opens.
+    pub fn pool_stats(&self) -> PoolStats {
+        let (size, idle, max) = match self.backend {
+            Backend::Sqlite => {
+                let p = self.conn.get_sqlite_connection_pool();
+                (p.size(), p.num_idle(), p.options().get_max_connections())
+            }
+            Backend::Postgres => {
+                let p = self.conn.get_postgres_connection_pool();
+                (p.size(), p.num_idle(), p.options().get_max_connections())
+            }
+        };
+        PoolStats {
+            open: size,
+            idle: idle as u32,
+            max,
+        }
+    }
+
+    /// Times one round trip to the database (`SELECT` of its clock).
+    pub async fn ping(&self) -> Result<Duration> {
+        let start = std::time::Instant::now();
+        self.db_now().await?;
+        Ok(start.elapsed())
+    }
+
     /// Closes the pool.
     pub async fn close(self) -> Result<()> {
         Ok(self.conn.close().await?)
     }
+}
+
+/// Connections of the pool, from [`Db::pool_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
 }
 
 /// Takes the next settings generation: every settings change stamps the objects it touches

@@ -15,6 +15,8 @@ both_backends!(
     a_lease_has_one_holder_and_a_new_fence_per_holder,
     a_fenced_sweep_of_a_lost_lease_changes_nothing,
     files_are_recorded_replaced_and_deleted_with_a_revision,
+    the_audit_log_lists_changes_newest_first_with_filters,
+    heartbeats_keep_the_reported_config_hash,
 );
 
 async fn open(url: &str) -> Db {
@@ -249,4 +251,119 @@ async fn files_are_recorded_replaced_and_deleted_with_a_revision(backend: &str) 
     assert_eq!(db.list_files(true).await.expect("all").len(), 2);
     let (_, rev2) = db.change_counters().await.expect("counters");
     assert!(rev2 > rev1);
+}
+
+async fn the_audit_log_lists_changes_newest_first_with_filters(backend: &str) {
+    use ums_db::audit::{AuditFilter, NewAuditEntry};
+    let (url, _dir) = fresh_url(backend);
+    let db = open(&url).await;
+    let entry = |admin: &str, action: &str, target: &str| NewAuditEntry {
+        admin: admin.into(),
+        action: action.into(),
+        target: target.into(),
+        detail: "{}".into(),
+        source: "127.0.0.1:5000".into(),
+    };
+    let first = db
+        .insert_audit(&entry("alice", "CreateProfile", "profile 1"))
+        .await
+        .expect("insert");
+    db.insert_audit(&entry("bob", "UpdateProfileParams", "profile 1"))
+        .await
+        .expect("insert");
+    db.insert_audit(&entry("alice", "DeleteDevice", "device 100%"))
+        .await
+        .expect("insert");
+    let all = db.list_audit(&AuditFilter::default()).await.expect("list");
+    let actions: Vec<&str> = all.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["DeleteDevice", "UpdateProfileParams", "CreateProfile"],
+        "newest first"
+    );
+    assert_eq!(all[2].id, first);
+    assert_eq!(all[2].source, "127.0.0.1:5000");
+    let by = |f: AuditFilter| {
+        let db = db.clone();
+        async move {
+            db.list_audit(&f)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|r| format!("{} {}", r.admin, r.action))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        by(AuditFilter {
+            admin: Some("alice".into()),
+            ..Default::default()
+        })
+        .await,
+        ["alice DeleteDevice", "alice CreateProfile"]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            target_contains: Some("profile 1".into()),
+            action: Some("UpdateProfileParams".into()),
+            ..Default::default()
+        })
+        .await,
+        ["bob UpdateProfileParams"]
+    );
+    // `%` in the filter is a literal character, not a wildcard.
+    assert_eq!(
+        by(AuditFilter {
+            target_contains: Some("0%".into()),
+            ..Default::default()
+        })
+        .await,
+        ["alice DeleteDevice"]
+    );
+    assert!(
+        by(AuditFilter {
+            since: Some(all[0].at + 1),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        by(AuditFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+}
+
+async fn heartbeats_keep_the_reported_config_hash(backend: &str) {
+    let (url, _dir) = fresh_url(backend);
+    let db = open(&url).await;
+    let mut p = ProcessRow {
+        id: "server-a".into(),
+        kind: "server".into(),
+        status: "running".into(),
+        mode: "normal".into(),
+        config_hash: Some("abc".into()),
+        ..Default::default()
+    };
+    db.heartbeat(&p).await.expect("beat");
+    assert_eq!(
+        db.list_processes().await.expect("list").0[0]
+            .config_hash
+            .as_deref(),
+        Some("abc")
+    );
+    // A heartbeat without a hash (a watchdog reporting its child) keeps the known one.
+    p.config_hash = None;
+    db.heartbeat(&p).await.expect("beat");
+    assert_eq!(
+        db.list_processes().await.expect("list").0[0]
+            .config_hash
+            .as_deref(),
+        Some("abc")
+    );
 }

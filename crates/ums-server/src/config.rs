@@ -33,6 +33,7 @@ pub struct ServerConfig {
     pub network: NetworkConfig,
     pub log: LogConfig,
     pub swp: SwpConfig,
+    pub metrics: ums_service::metrics::MetricsConfig,
 }
 
 /// Shared Workplace: where the login service runs.
@@ -88,6 +89,9 @@ pub struct NetworkConfig {
     pub lease_ms: u64,
     /// Interval of the change-counter poll that backs up database notifications.
     pub poll_ms: u64,
+    /// For tests only, honoured by debug builds (a release build refuses it): shifts the clock
+    /// this server reports in its heartbeat by this many ms, to show a skewed clock.
+    pub test_clock_offset_ms: i64,
 }
 
 impl Default for NetworkConfig {
@@ -101,6 +105,7 @@ impl Default for NetworkConfig {
             silent_after_ms: 5000,
             lease_ms: 5000,
             poll_ms: 1000,
+            test_clock_offset_ms: 0,
         }
     }
 }
@@ -160,6 +165,7 @@ impl Default for ServerConfig {
             network: NetworkConfig::default(),
             log: LogConfig::default(),
             swp: SwpConfig::default(),
+            metrics: ums_service::metrics::MetricsConfig::default(),
         }
     }
 }
@@ -307,6 +313,12 @@ impl ServerConfig {
                 })
             }
         };
+        if net.test_clock_offset_ms != 0 && !cfg!(debug_assertions) {
+            anyhow::bail!(
+                "network.test_clock_offset_ms is for tests and works in debug builds only: remove it"
+            );
+        }
+        let metrics_listen = self.metrics.validate()?;
         let token_file = if net.token_file.as_os_str().is_empty() {
             self.data_dir.join("network-token")
         } else {
@@ -335,12 +347,42 @@ impl ServerConfig {
                 silent_after: Duration::from_millis(net.silent_after_ms),
                 lease: Duration::from_millis(net.lease_ms),
                 poll: Duration::from_millis(net.poll_ms),
+                test_clock_offset_ms: net.test_clock_offset_ms,
+                config_hash: self.cluster_hash(),
             },
+            metrics_listen,
             tls_names,
             node_names,
             swp,
             log: self.log.clone(),
         })
+    }
+}
+
+impl ServerConfig {
+    /// A hash of the settings every server of a network must share (timings of the network,
+    /// device and session rules, the names devices use for the brokers, whether swp-auth is
+    /// configured), reported in the heartbeat so the network check finds a server configured
+    /// differently. Ports, paths and this host's own names are left out: they differ by design.
+    pub fn cluster_hash(&self) -> String {
+        use sha2::Digest;
+        let n = &self.network;
+        let mut names = self.device.names.clone();
+        names.sort();
+        let text = format!(
+            "mode={:?}\nheartbeat_ms={}\nsilent_after_ms={}\nlease_ms={}\npoll_ms={}\nonline_within_s={}\nsession_hours={}\nproxy_protocol={}\ndevice.names={}\nswp={}\n",
+            n.mode,
+            n.heartbeat_ms,
+            n.silent_after_ms,
+            n.lease_ms,
+            n.poll_ms,
+            self.device.online_within_s,
+            self.admin.session_hours,
+            self.device.proxy_protocol,
+            names.join(","),
+            !self.swp.url.trim().is_empty(),
+        );
+        hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
     }
 }
 
@@ -361,6 +403,8 @@ pub struct Config {
     /// Shared Workplace logins through swp-auth, when configured.
     pub swp: Option<SwpSettings>,
     pub log: LogConfig,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -391,6 +435,10 @@ pub struct NetworkSettings {
     pub silent_after: Duration,
     pub lease: Duration,
     pub poll: Duration,
+    /// Added to the clock this server reports (tests only; 0 otherwise).
+    pub test_clock_offset_ms: i64,
+    /// [`ServerConfig::cluster_hash`].
+    pub config_hash: String,
 }
 
 #[derive(Debug, Clone)]
@@ -446,6 +494,40 @@ fn parse_addr(key: &str, value: &str) -> anyhow::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cluster_hash_changes_with_shared_settings_only() {
+        let base = ServerConfig::default();
+        let mut other_port = base.clone();
+        other_port.admin.listen = "0.0.0.0:9443".into();
+        other_port.data_dir = "/elsewhere".into();
+        other_port.tls.names = vec!["node2".into()];
+        assert_eq!(base.cluster_hash(), other_port.cluster_hash());
+        let mut other_timing = base.clone();
+        other_timing.network.silent_after_ms = 9000;
+        assert_ne!(base.cluster_hash(), other_timing.cluster_hash());
+        let mut other_names = base.clone();
+        other_names.device.names = vec!["ums.example".into()];
+        assert_ne!(base.cluster_hash(), other_names.cluster_hash());
+        assert_eq!(base.cluster_hash().len(), 16);
+    }
+
+    #[test]
+    fn metrics_listen_is_parsed_or_off() {
+        let mut cfg = ServerConfig::default();
+        assert_eq!(cfg.validate().expect("valid").metrics_listen, None);
+        cfg.metrics.listen = "127.0.0.1:9101".into();
+        assert_eq!(
+            cfg.validate()
+                .expect("valid")
+                .metrics_listen
+                .map(|a| a.port()),
+            Some(9101)
+        );
+        cfg.metrics.listen = "9101".into();
+        let err = cfg.validate().expect_err("bad");
+        assert!(err.to_string().contains("metrics.listen"), "{err}");
+    }
 
     #[test]
     fn port_rule_of_the_device_api() {

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 /// The layers, bottom first. A module may import from a lower layer or from its own module.
 const LAYERS: &[&[&str]] = &[
-    &["config", "error"],
+    &["config", "error", "metrics"],
     &["secrets"],
     &["settings"],
     &["clients"],
-    &["network", "files"],
+    &["network", "files", "audit"],
     &["state"],
     &["tasks"],
     &["api"],

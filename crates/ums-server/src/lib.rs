@@ -7,20 +7,24 @@
 //! The modules are layers, each importing only from those before it in this list (a test,
 //! `layers.rs`, checks it):
 //!
-//! 1. [`config`], [`error`]: the validated configuration; the one error type and its status.
+//! 1. [`config`], [`error`], [`metrics`]: the validated configuration; the one error type and
+//!    its status; the metric families.
 //! 2. [`secrets`]: random tokens, password hashing, the hashes stored for secrets.
 //! 3. [`settings`]: the settings layering of a device and of a user on a device.
 //! 4. [`clients`]: swp-auth and the watchdogs, as this server calls them.
-//! 5. [`network`], [`files`]: this server's place in the HA network; its file store.
+//! 5. [`network`], [`files`], [`audit`]: this server's place in the HA network; its file
+//!    store; the audit log of administrators' changes.
 //! 6. [`state`]: [`state::AppState`], what the APIs and tasks share.
 //! 7. [`tasks`]: heartbeat and scheduler, events, replication.
 //! 8. [`api`]: admin (gRPC and JSON), device, network and join services.
 
 pub mod api;
+pub mod audit;
 pub mod clients;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod metrics;
 pub mod network;
 pub mod secrets;
 pub mod settings;
@@ -171,6 +175,8 @@ pub struct Listeners {
     pub admin: TcpListener,
     /// The internal port (mutual TLS), when the server has one.
     pub internal: Option<TcpListener>,
+    /// Plain HTTP for `/metrics`, when configured.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Serves the device and admin APIs until `shutdown` resolves, then drains connections in
@@ -227,37 +233,50 @@ pub async fn run(
         state: state.clone(),
     })
     .max_decoding_message_size(MAX_DEVICE_MESSAGE);
-    let device_router = tonic::service::Routes::new(device_svc)
-        .add_service(reflection(&["ums.device.v1.DeviceService"])?)
-        .into_axum_router();
+    let device_router = api::counted(
+        tonic::service::Routes::new(device_svc)
+            .add_service(reflection(&["ums.device.v1.DeviceService"])?)
+            .into_axum_router(),
+        &state,
+        "device",
+    );
 
     let admin = Arc::new(api::admin::AdminApi {
         state: state.clone(),
         logins: api::admin::login_guard::LoginGuard::default(),
+        check_cache: api::admin::check::Cache::default(),
     });
     let network_service = || {
         NetworkServiceServer::new(api::network::NetworkApi {
             state: state.clone(),
         })
     };
-    let admin_router = tonic::service::Routes::new(AdminServiceServer::from_arc(admin.clone()))
-        .add_service(network_service())
-        .add_service(JoinServiceServer::new(api::join::JoinApi {
-            state: state.clone(),
-        }))
-        .add_service(reflection(&[
-            "ums.admin.v1.AdminService",
-            "ums.network.v1.NetworkService",
-            "ums.network.v1.JoinService",
-        ])?)
-        .into_axum_router()
-        .merge(api::json::router(admin))
-        // Replaces tonic's fallback, which answers every unknown path with a gRPC status in
-        // an HTTP 200.
-        .fallback(api::json::fallback);
-    let internal_router = tonic::service::Routes::new(network_service())
-        .add_service(reflection(&["ums.network.v1.NetworkService"])?)
-        .into_axum_router();
+    let admin_router = api::counted(
+        tonic::service::Routes::new(AdminServiceServer::from_arc(admin.clone()))
+            .add_service(network_service())
+            .add_service(JoinServiceServer::new(api::join::JoinApi {
+                state: state.clone(),
+            }))
+            .add_service(reflection(&[
+                "ums.admin.v1.AdminService",
+                "ums.network.v1.NetworkService",
+                "ums.network.v1.JoinService",
+            ])?)
+            .into_axum_router()
+            .merge(api::json::router(admin))
+            // Replaces tonic's fallback, which answers every unknown path with a gRPC status in
+            // an HTTP 200.
+            .fallback(api::json::fallback),
+        &state,
+        "admin",
+    );
+    let internal_router = api::counted(
+        tonic::service::Routes::new(network_service())
+            .add_service(reflection(&["ums.network.v1.NetworkService"])?)
+            .into_axum_router(),
+        &state,
+        "internal",
+    );
 
     let (stop_tx, _) = tokio::sync::watch::channel(false);
     let stopped = |rx| network::stopped(rx);
@@ -292,6 +311,14 @@ pub async fn run(
             ServeOptions::default(),
             stopped(stop_tx.subscribe()),
         )));
+    }
+    if let Some(listener) = listeners.metrics {
+        let render_state = state.clone();
+        servers.push(ums_service::metrics::spawn(
+            listener,
+            Arc::new(move || render_state.render_metrics()),
+            stopped(stop_tx.subscribe()),
+        ));
     }
     let tasks = tasks::spawn(&state, &stop_tx);
     shutdown.await;

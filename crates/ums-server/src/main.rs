@@ -117,6 +117,13 @@ async fn real_main(command: Command, cfg: Config) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
+            let metrics = match cfg.metrics_listen {
+                Some(addr) => Some(
+                    ums_service::listen(addr)
+                        .with_context(|| format!("listen for metrics on {addr}"))?,
+                ),
+                None => None,
+            };
             print_first_start(&prepared);
             println!(
                 "ums-server {} ({}) on {} database\n  devices:        {}\n  administrators: https://{} (gRPC and JSON under /api/v1/)\n  network:        {} (mutual TLS)\n  CA certificate: {}\n  network token:  {}",
@@ -139,6 +146,7 @@ async fn real_main(command: Command, cfg: Config) -> anyhow::Result<()> {
                     device,
                     admin,
                     internal,
+                    metrics,
                 },
                 shutdown,
             )

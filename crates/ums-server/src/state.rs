@@ -12,6 +12,7 @@ use ums_db::{Backend, Db};
 use crate::clients::swp::SwpClient;
 use crate::error::ApiError;
 use crate::files::FileStore;
+use crate::metrics::ServerMetrics;
 use crate::network::Network;
 use crate::settings::DeviceRow;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub files: FileStore,
     /// Shared Workplace: the connection to swp-auth.
     pub swp: SwpClient,
+    /// What `/metrics` shows.
+    pub metrics: Arc<ServerMetrics>,
 }
 
 /// What the server says about itself.
@@ -65,8 +68,14 @@ impl AppState {
         for w in &model.warnings {
             tracing::warn!(warning = %w, "settings model");
         }
+        let metrics = Arc::new(ServerMetrics::default());
+        let observer = {
+            let metrics = metrics.clone();
+            Arc::new(move |n: usize| metrics.checkin_batch.observe(&[], n as f64))
+        };
         Ok(Arc::new(Self {
-            batcher: Batcher::start(db.clone()),
+            batcher: Batcher::start_observed(db.clone(), Some(observer)),
+            metrics,
             db,
             settings: RwLock::new(Arc::new(model)),
             reload: tokio::sync::Mutex::new(()),
@@ -78,6 +87,32 @@ impl AppState {
             files,
             swp,
         }))
+    }
+
+    /// Every metric of the server in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.metrics.render_into(&mut out);
+        let pool = self.db.pool_stats();
+        ums_service::metrics::gauge(
+            &mut out,
+            "ums_server_db_pool_connections",
+            "Database connections of the pool: open, idle among them, and the most it opens.",
+            "state",
+            &[
+                ("open", f64::from(pool.open)),
+                ("idle", f64::from(pool.idle)),
+                ("max", f64::from(pool.max)),
+            ],
+        );
+        ums_service::metrics::gauge(
+            &mut out,
+            "ums_server_scheduler",
+            "1 while this server runs the network-wide scheduler.",
+            "",
+            &[("", f64::from(u8::from(self.network.is_scheduler())))],
+        );
+        out
     }
 
     pub fn backend(&self) -> Backend {

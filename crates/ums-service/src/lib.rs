@@ -2,6 +2,7 @@
 //! signal, and serving an HTTP router (gRPC and JSON alike) over TLS.
 
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 mod serve;
 

@@ -77,6 +77,20 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// The headless browser the HTML reports are rendered with (Debian's `chromium`), if installed.
+pub fn chromium_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in ["chromium", "chromium-browser"] {
+        for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
 /// Owns a child process and stops it on drop: SIGTERM, up to 5 s of grace, then SIGKILL.
 #[derive(Debug)]
 pub struct ChildGuard(pub Child);

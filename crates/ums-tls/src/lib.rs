@@ -21,7 +21,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 mod network;
 pub use network::{
     ComponentKind, NODE_CERT_DAYS, NetworkToken, NodeIdentity, ca_fingerprint, der_fingerprint,
-    generate_node_key, open, peer_component, seal, verify_node_cert,
+    generate_node_key, not_after_ms, open, peer_component, pem_not_after_ms, seal,
+    verify_node_cert,
 };
 
 /// Errors of certificate handling.

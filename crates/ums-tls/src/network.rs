@@ -415,6 +415,18 @@ pub fn generate_node_key() -> Result<(String, String), TlsError> {
     Ok((key.serialize_pem(), key.public_key_pem()))
 }
 
+/// When a certificate (DER) stops being valid, in ms since the epoch.
+pub fn not_after_ms(cert_der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    Some(cert.validity().not_after.timestamp().saturating_mul(1000))
+}
+
+/// When the first certificate of `pem` stops being valid, in ms since the epoch.
+pub fn pem_not_after_ms(pem: &str) -> Option<i64> {
+    let certs = parse_certs(pem).ok()?;
+    not_after_ms(certs.first()?)
+}
+
 /// Checks that `cert_pem` is signed by `ca_pem` and currently valid, for a component that got
 /// its certificate back from a join.
 pub fn verify_node_cert(ca_pem: &str, cert_pem: &str) -> Result<(), String> {

@@ -33,6 +33,7 @@ pub struct WatchdogConfig {
     pub broker: ChildConfig,
     pub restart: RestartConfig,
     pub log: LogConfig,
+    pub metrics: ums_service::metrics::MetricsConfig,
 }
 
 /// One supervised process.
@@ -107,6 +108,7 @@ impl Default for WatchdogConfig {
             broker: ChildConfig::new(ComponentKind::Broker),
             restart: RestartConfig::default(),
             log: LogConfig::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -175,6 +177,8 @@ pub struct Config {
     pub children: Vec<Child>,
     pub restart: RestartConfig,
     pub log: LogConfig,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One enabled child.
@@ -243,6 +247,7 @@ impl WatchdogConfig {
             children,
             restart: self.restart.clone(),
             log: self.log.clone(),
+            metrics_listen: self.metrics.validate()?,
         })
     }
 }

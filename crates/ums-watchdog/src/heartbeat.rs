@@ -74,6 +74,7 @@ impl Reporter {
                     .watchdog_info(if leaving { "stopped" } else { "running" }),
             ),
             supervised: self.node.children_info(),
+            known_servers: vec![],
         };
         let start = self.next.load(Ordering::Relaxed);
         let mut errors = Vec::new();

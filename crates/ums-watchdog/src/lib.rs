@@ -127,6 +127,59 @@ impl Node {
         }
     }
 
+    /// The children's state in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        use ums_service::metrics::gauge;
+        let states: Vec<(String, supervisor::ChildState)> = self
+            .children
+            .iter()
+            .map(|c| (c.id.clone(), c.state()))
+            .collect();
+        let mut out = String::new();
+        let up: Vec<(&str, f64)> = states
+            .iter()
+            .map(|(id, s)| {
+                (
+                    id.as_str(),
+                    f64::from(u8::from(s.phase == supervisor::Phase::Running)),
+                )
+            })
+            .collect();
+        gauge(
+            &mut out,
+            "ums_watchdog_child_up",
+            "1 while the supervised process runs.",
+            "process",
+            &up,
+        );
+        let restarts: Vec<(&str, f64)> = states
+            .iter()
+            .map(|(id, s)| (id.as_str(), s.restarts as f64))
+            .collect();
+        // A count since the watchdog started, written as a gauge family of counter values.
+        let name = "ums_watchdog_child_restarts_total";
+        out.push_str(&format!(
+            "# HELP {name} Restarts of the supervised process after a crash, since the watchdog started.\n# TYPE {name} counter\n"
+        ));
+        for (id, v) in restarts {
+            out.push_str(&format!(
+                "{name}{{process=\"{}\"}} {v}\n",
+                ums_service::metrics::escape(id)
+            ));
+        }
+        gauge(
+            &mut out,
+            "ums_watchdog_child_started_at_seconds",
+            "When the supervised process was last started (unix seconds; 0 while none runs).",
+            "process",
+            &states
+                .iter()
+                .map(|(id, s)| (id.as_str(), s.started_at_ms as f64 / 1000.0))
+                .collect::<Vec<_>>(),
+        );
+        out
+    }
+
     fn status_line(&self) -> String {
         let parts: Vec<String> = self
             .children
@@ -212,6 +265,17 @@ impl Watchdog {
 
     pub fn node(&self) -> &Arc<Node> {
         &self.node
+    }
+
+    /// Serves `/metrics` on `listener` (plain HTTP) until the watchdog stops.
+    pub fn serve_metrics(&self, listener: TcpListener) {
+        let node = self.node.clone();
+        let mut stop = self.stop.subscribe();
+        ums_service::metrics::spawn(
+            listener,
+            Arc::new(move || node.render_metrics()),
+            async move { stopped(&mut stop).await },
+        );
     }
 
     /// Tells systemd when the children have started, waits for `shutdown`, then stops the

@@ -83,7 +83,17 @@ async fn real_main(cfg: Config, killed: Arc<AtomicU8>) -> anyhow::Result<()> {
         cfg.network.id,
         internal.local_addr()?
     );
-    let outcome = ums_watchdog::run(cfg, internal, shutdown).await?;
+    let metrics = match cfg.metrics_listen {
+        Some(a) => {
+            Some(ums_service::listen(a).with_context(|| format!("listen for metrics on {a}"))?)
+        }
+        None => None,
+    };
+    let watchdog = ums_watchdog::Watchdog::start(cfg, internal)?;
+    if let Some(l) = metrics {
+        watchdog.serve_metrics(l);
+    }
+    let outcome = watchdog.run_until(shutdown).await;
     if outcome == StopOutcome::Killed {
         killed.store(1, Ordering::Relaxed);
     }

@@ -109,6 +109,8 @@ pub enum Command {
     /// Shared Workplace: directories, profiles for users, groups and OUs, device licences.
     #[command(subcommand)]
     Swp(crate::commands::swp::SwpCommand),
+    /// The audit log: administrators' changes (who, when, what, from where), newest first.
+    Audit(crate::commands::audit::AuditArgs),
 }
 
 /// `devices` subcommands.

@@ -15,8 +15,8 @@ use clap::Parser as _;
 use crate::cli::{Cli, Command};
 use crate::client::Admin;
 use crate::commands::{
-    admins, assignments, devices, files, folders, jobs, login, network, profiles, settings, swp,
-    token,
+    admins, assignments, audit, devices, files, folders, jobs, login, network, profiles, settings,
+    swp, token,
 };
 use crate::context::Context;
 
@@ -78,5 +78,6 @@ async fn dispatch(ctx: &Context, admin: &mut Admin, command: Command) -> anyhow:
         Command::Files(command) => files::run(json, admin, command).await,
         Command::Settings(command) => settings::run(json, admin, command).await,
         Command::Swp(command) => swp::run(json, admin, command).await,
+        Command::Audit(args) => audit::run(json, admin, args).await,
     }
 }

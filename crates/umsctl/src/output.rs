@@ -10,6 +10,31 @@ use ums_proto::admin::v1::{
     Profile,
 };
 
+/// A spinner with `message` on standard error while a long call runs, on a terminal only
+/// (hidden when standard error is not one).
+pub fn spinner(message: &str) -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
+/// A bar of `total` bytes on standard error, on a terminal only.
+pub fn byte_bar(total: u64, message: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message.to_owned());
+    bar
+}
+
 /// A table with the given header.
 pub fn table<const N: usize>(header: [&str; N]) -> Table {
     let mut table = Table::new();

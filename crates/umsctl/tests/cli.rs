@@ -200,6 +200,8 @@ admin_service! {
         unassign_user(AssignUserRequest) -> Empty;
         list_user_assignments(ListUserAssignmentsRequest) -> ListUserAssignmentsResponse;
         set_shared_workplace(SetSharedWorkplaceRequest) -> SharedWorkplaceState;
+        network_check(NetworkCheckRequest) -> NetworkCheckReport;
+        list_audit(ListAuditRequest) -> ListAuditResponse;
 }
 
 /// Starts the fake admin API on its own runtime thread; returns its URL and CA PEM.

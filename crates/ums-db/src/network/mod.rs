@@ -27,7 +27,7 @@ use crate::{Backend, Db, DbError, Result};
 
 impl Db {
     /// Builds a statement from SQL written with `$1, $2, …` placeholders, for either backend.
-    fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
+    pub(crate) fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
         match self.backend {
             Backend::Postgres => Statement::from_sql_and_values(DbBackend::Postgres, sql, values),
             // SQLite reads `?1` as parameter 1.

@@ -438,9 +438,10 @@ impl DeviceService for DeviceApi {
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
         let id = authenticate(&self.state, &request).await?;
-        Ok(Response::new(
-            DeviceApi::login(self, id, request.into_inner()).await?,
-        ))
+        let answer = DeviceApi::login(self, id, request.into_inner()).await;
+        let outcome = if answer.is_ok() { "ok" } else { "failed" };
+        self.state.metrics.logins.inc(&["swp", outcome]);
+        Ok(Response::new(answer?))
     }
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Reply<pb::GetSettingsResponse> {

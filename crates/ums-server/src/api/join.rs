@@ -18,7 +18,10 @@ pub struct JoinApi {
 }
 
 fn peer_addr<T>(req: &Request<T>) -> String {
-    req.remote_addr()
+    req.extensions()
+        .get::<ums_service::ClientAddr>()
+        .map(|a| a.0)
+        .or_else(|| req.remote_addr())
         .map(|a| a.to_string())
         .unwrap_or_else(|| "an unknown address".into())
 }
@@ -33,6 +36,10 @@ impl JoinApi {
             ));
         }
         if !ca_hash.eq_ignore_ascii_case(ours) {
+            // Counted, so the network check names it, not only logged.
+            let kind_label = ComponentKind::parse(kind).map_or("unknown", |k| k.as_str());
+            self.state.network.count_token_mismatch(kind_label, from);
+            self.state.metrics.token_mismatches.inc(&[kind_label]);
             tracing::warn!(
                 component = %kind, from = %from, token_ca = %ca_hash, network_ca = %ours,
                 "{TOKEN_MISMATCH}: a component presented the token of another network"
@@ -101,6 +108,8 @@ impl JoinApi {
             acc | eq
         });
         if !matched {
+            self.state.network.count_token_mismatch(kind.as_str(), from);
+            self.state.metrics.token_mismatches.inc(&[kind.as_str()]);
             tracing::warn!(
                 component = %kind, id = %req.id, from = %from,
                 "{TOKEN_MISMATCH}: a component presented a wrong or expired token secret"

@@ -94,6 +94,7 @@ impl IntoResponse for JsonError {
 /// Decodes the body as `Req`, calls `f` with the headers as metadata, and encodes the answer.
 pub async fn call<Req, Resp, F, Fut>(
     metadata: MetadataMap,
+    extensions: tonic::Extensions,
     body: &[u8],
     f: F,
 ) -> Result<serde_json::Value, JsonError>
@@ -113,7 +114,7 @@ where
         code: "invalid_argument",
         message: format!("invalid JSON request: {e}"),
     })?;
-    let request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), msg);
+    let request = tonic::Request::from_parts(metadata, extensions, msg);
     let answer = f(request).await.map_err(|status| JsonError {
         status: http_status(status.code()),
         code: code_name(status.code()),
@@ -129,11 +130,22 @@ where
 async fn dispatch(
     State(api): State<Arc<AdminApi>>,
     Path(method): Path<String>,
+    client: Option<axum::Extension<ums_service::ClientAddr>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // The client's address reaches the handlers as it does over gRPC (for the audit log).
+    let mut extensions = tonic::Extensions::default();
+    if let Some(axum::Extension(addr)) = client {
+        extensions.insert(addr);
+    }
     match api
-        .dispatch_json(&method, MetadataMap::from_headers(headers), &body)
+        .dispatch_json(
+            &method,
+            MetadataMap::from_headers(headers),
+            extensions,
+            &body,
+        )
         .await
     {
         Some(Ok(value)) => Json(value).into_response(),

@@ -7,3 +7,82 @@ pub mod device;
 pub mod join;
 pub mod json;
 pub mod network;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::state::AppState;
+
+/// Counts every request of `router` in the server's metrics: by port (`api`), method and
+/// status, and its latency up to the response's headers (the whole call for unary gRPC).
+pub fn counted(router: axum::Router, state: &Arc<AppState>, api: &'static str) -> axum::Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        (state.clone(), api),
+        count,
+    ))
+}
+
+async fn count(
+    State((state, api)): State<(Arc<AppState>, &'static str)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let start = std::time::Instant::now();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let grpc = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(crate::metrics::grpc_code_name);
+    let is_grpc = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    let http_status = response.status();
+    let status = match grpc {
+        Some(code) => code.to_owned(),
+        // A gRPC answer with a body carries its status in the trailers: ok unless it fails
+        // later in the stream.
+        None if is_grpc && http_status.is_success() => "ok".to_owned(),
+        None => http_status.as_u16().to_string(),
+    };
+    // Only methods the port serves become label values: an unknown path from a client is one
+    // series, not one per path.
+    let unknown = http_status == http::StatusCode::NOT_FOUND || grpc == Some("unimplemented");
+    let method = if unknown { "unknown" } else { method_of(&path) };
+    let m = &state.metrics;
+    m.requests.inc(&[api, method, &status]);
+    m.request_seconds
+        .observe(&[api, method], start.elapsed().as_secs_f64());
+    response
+}
+
+/// `/ums.admin.v1.AdminService/Login` → `AdminService/Login`; `/api/v1/Login` → `Login`.
+fn method_of(path: &str) -> &str {
+    if let Some(m) = path.strip_prefix("/api/v1/") {
+        return m;
+    }
+    let p = path.trim_start_matches('/');
+    match p.split_once('/') {
+        Some((service, _)) => &p[service.rfind('.').map_or(0, |i| i + 1)..],
+        None => p,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn methods_are_named_without_their_package() {
+        assert_eq!(
+            super::method_of("/ums.admin.v1.AdminService/Login"),
+            "AdminService/Login"
+        );
+        assert_eq!(super::method_of("/api/v1/ListDevices"), "ListDevices");
+        assert_eq!(super::method_of("/metrics"), "metrics");
+    }
+}

@@ -102,6 +102,30 @@ impl NetworkService for NetworkApi {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn probe(
+        &self,
+        request: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeResponse>, Status> {
+        let peer = peer(&request)?;
+        if peer.kind != ComponentKind::Server {
+            return Err(ApiError::Denied("only servers run the network check".into()).into());
+        }
+        Ok(Response::new(
+            crate::api::admin::check::local_probe(&self.state).await?,
+        ))
+    }
+
+    async fn event_seen(
+        &self,
+        request: Request<pb::EventSeenRequest>,
+    ) -> Result<Response<pb::EventSeenResponse>, Status> {
+        peer(&request)?;
+        let id = &request.get_ref().probe_id;
+        Ok(Response::new(pb::EventSeenResponse {
+            seen: self.state.network.probe_seen(id),
+        }))
+    }
+
     type ReadFileStream = BoxStream<pb::FileChunk>;
 
     async fn read_file(

@@ -2,6 +2,7 @@
 //! identity: `swp-auth` for Shared Workplace logins, the watchdogs for stopping and starting
 //! processes. Their answers come back as [`crate::error::ApiError`]s naming who gave them.
 
+pub mod probe;
 pub mod swp;
 pub mod watchdog;
 

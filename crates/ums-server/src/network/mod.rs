@@ -12,9 +12,10 @@
 pub mod bootstrap;
 pub mod registry;
 
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -52,16 +53,36 @@ pub enum Event {
     FilesChanged { origin: String },
     /// Reconnect to the database (after the shared schema changed).
     Reconnect { origin: String },
+    /// The network check's probe: every server notes that it arrived (see
+    /// [`Network::probe_seen`]). `sent_at_ms` is the sender's clock.
+    Probe {
+        origin: String,
+        id: String,
+        sent_at_ms: i64,
+    },
 }
 
 impl Event {
+    /// The event's name, as in its JSON form.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::SettingsChanged { .. } => "settings_changed",
+            Event::DeviceForgotten { .. } => "device_forgotten",
+            Event::ProcessesChanged { .. } => "processes_changed",
+            Event::FilesChanged { .. } => "files_changed",
+            Event::Reconnect { .. } => "reconnect",
+            Event::Probe { .. } => "probe",
+        }
+    }
+
     pub fn origin(&self) -> &str {
         match self {
             Event::SettingsChanged { origin }
             | Event::DeviceForgotten { origin, .. }
             | Event::ProcessesChanged { origin }
             | Event::FilesChanged { origin }
-            | Event::Reconnect { origin } => origin,
+            | Event::Reconnect { origin }
+            | Event::Probe { origin, .. } => origin,
         }
     }
 }
@@ -83,7 +104,19 @@ pub struct Network {
     events: broadcast::Sender<Event>,
     ports: std::sync::OnceLock<(u16, u16, u16)>,
     started_at_ms: i64,
+    /// Join attempts with another network's token: how many, and the last one (who, when).
+    token_mismatches: Mutex<(u64, String, i64)>,
+    /// What each broker last reported of its servers, by broker id.
+    broker_views: Mutex<HashMap<String, pb::BrokerView>>,
+    /// Ids of the probe events that arrived, newest last.
+    probes_seen: Mutex<VecDeque<String>>,
+    /// Files the replicator found missing from this server's disk and copied again, newest
+    /// last.
+    restored_files: Mutex<VecDeque<pb::BadFile>>,
 }
+
+/// Probe events remembered.
+const PROBES_KEPT: usize = 64;
 
 impl Network {
     pub fn new(
@@ -107,6 +140,10 @@ impl Network {
             events: broadcast::channel(1024).0,
             ports: std::sync::OnceLock::new(),
             started_at_ms: ums_db::now_ms(),
+            token_mismatches: Mutex::new((0, String::new(), 0)),
+            broker_views: Mutex::new(HashMap::new()),
+            probes_seen: Mutex::new(VecDeque::new()),
+            restored_files: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -218,6 +255,116 @@ impl Network {
     /// Records the fence of the scheduler lease (0: not held); returns the previous one.
     pub fn set_scheduler_fence(&self, fence: i64) -> i64 {
         self.scheduler_fence.swap(fence, Ordering::Relaxed)
+    }
+
+    /// Counts a join attempt refused for another network's token.
+    pub fn count_token_mismatch(&self, kind: &str, from: &str) {
+        let mut m = self
+            .token_mismatches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.0 += 1;
+        m.1 = format!("a {kind} from {from}");
+        m.2 = ums_db::now_ms();
+    }
+
+    /// Join attempts refused for another network's token since start, and the last of them:
+    /// who, and when (ms since the epoch).
+    pub fn token_mismatches(&self) -> (u64, String, i64) {
+        self.token_mismatches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records what a broker reports of its servers.
+    pub fn set_broker_view(&self, broker_id: &str, servers: Vec<pb::KnownServer>) {
+        let view = pb::BrokerView {
+            broker_id: broker_id.to_owned(),
+            servers,
+            at_ms: ums_db::now_ms(),
+        };
+        self.broker_views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(broker_id.to_owned(), view);
+    }
+
+    /// What brokers reported to this server of their servers.
+    pub fn broker_views(&self) -> Vec<pb::BrokerView> {
+        let mut v: Vec<_> = self
+            .broker_views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.broker_id.cmp(&b.broker_id));
+        v
+    }
+
+    /// Notes a file that was recorded as present here but was missing from the disk.
+    pub fn note_restored_file(&self, path: &str, sha256: &str) {
+        let mut r = self
+            .restored_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if r.len() >= PROBES_KEPT {
+            r.pop_front();
+        }
+        r.push_back(pb::BadFile {
+            path: path.to_owned(),
+            sha256: sha256.to_owned(),
+            problem: "restored".into(),
+            at_ms: ums_db::now_ms(),
+        });
+    }
+
+    /// Files found missing from the disk and copied again within the last `within_ms`.
+    pub fn restored_files(&self, within_ms: i64) -> Vec<pb::BadFile> {
+        let since = ums_db::now_ms() - within_ms;
+        self.restored_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|f| f.at_ms >= since)
+            .cloned()
+            .collect()
+    }
+
+    /// Notes that the probe event `id` arrived.
+    pub fn note_probe(&self, id: &str) {
+        let mut seen = self.probes_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= PROBES_KEPT {
+            seen.pop_front();
+        }
+        seen.push_back(id.to_owned());
+    }
+
+    /// Whether the probe event `id` arrived.
+    pub fn probe_seen(&self, id: &str) -> bool {
+        self.probes_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|s| s == id)
+    }
+
+    /// Publishes a probe event; returns its id.
+    pub async fn publish_probe(&self, db: &Db) -> String {
+        let id = format!("{}-{}", self.process_id, rand::random::<u64>());
+        let event = Event::Probe {
+            origin: self.process_id.clone(),
+            id: id.clone(),
+            sent_at_ms: ums_db::now_ms(),
+        };
+        self.publish(db, event).await;
+        id
+    }
+
+    /// This server's clock as it reports it (shifted by the test offset of debug builds).
+    pub fn reported_clock_ms(&self) -> i64 {
+        ums_db::now_ms() + self.config.test_clock_offset_ms
     }
 
     /// Replaces the list of running servers; watchers see only a change.

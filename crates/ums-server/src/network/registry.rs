@@ -25,12 +25,13 @@ impl Network {
             status: "running".into(),
             mode: "normal".into(),
             last_heartbeat: 0,
-            clock_ms: ums_db::now_ms(),
+            clock_ms: self.reported_clock_ms(),
             clock_offset_ms: 0,
             cert_fingerprint: self.identity.fingerprint(),
             supervisor_id: None,
             pid: i64::from(std::process::id()),
             started_at: self.started_at_ms,
+            config_hash: Some(self.config.config_hash.clone()),
         }
     }
 
@@ -68,6 +69,7 @@ impl Network {
                     pid: r.pid as u32,
                     started_at_ms: r.started_at,
                     clock_skewed: false,
+                    config_hash: r.config_hash.unwrap_or_default(),
                 }
             })
             .collect();
@@ -90,6 +92,9 @@ impl Network {
                 "a {} certificate for {} cannot report for {} {}",
                 peer.kind, peer.id, process.kind, process.id
             )));
+        }
+        if peer.kind == ComponentKind::Broker {
+            self.set_broker_view(&peer.id, req.known_servers.clone());
         }
         let before = db.list_processes().await?.0;
         let mut rows = vec![row_from_info(&process, &peer.fingerprint, None)];
@@ -169,6 +174,7 @@ fn row_from_info(p: &pb::ProcessInfo, fingerprint: &str, supervisor: Option<&str
             .or_else(|| (!p.supervisor_id.is_empty()).then(|| p.supervisor_id.clone())),
         pid: p.pid.into(),
         started_at: p.started_at_ms,
+        config_hash: (!p.config_hash.is_empty()).then(|| p.config_hash.clone()),
     }
 }
 

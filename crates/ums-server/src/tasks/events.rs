@@ -53,6 +53,7 @@ pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
         tokio::select! {
             () = &mut stopping => break,
             Some(event) = remote_rx.recv() => {
+                state.metrics.events.inc(&[event.kind()]);
                 apply(&state, &event).await;
                 network.deliver(event);
             }
@@ -83,6 +84,11 @@ async fn apply(state: &AppState, event: &Event) {
         Event::ProcessesChanged { .. } | Event::FilesChanged { .. } => {}
         Event::Reconnect { .. } => {
             tracing::info!("asked to reconnect to the database");
+        }
+        Event::Probe { id, sent_at_ms, .. } => {
+            state.network.note_probe(id);
+            let lag = (ums_db::now_ms() - sent_at_ms).max(0) as f64 / 1000.0;
+            state.metrics.event_lag.observe(&[], lag);
         }
     }
 }

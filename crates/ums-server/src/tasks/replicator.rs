@@ -62,6 +62,7 @@ async fn replicate_once(state: &AppState) -> anyhow::Result<bool> {
         .map(|f| f.sha256.as_str())
         .collect();
     let mut complete = true;
+    let mut lacking = 0usize;
     for f in files.iter().filter(|f| f.deleted) {
         let mine = replicas
             .iter()
@@ -84,6 +85,12 @@ async fn replicate_once(state: &AppState) -> anyhow::Result<bool> {
                 db.set_replica(f.id, me, "present", "").await?;
             }
             continue;
+        }
+        if status == Some("present") {
+            // Recorded as here, gone from the disk: copied again below, and reported by the
+            // network check so the cause (a hand, a failing disk) is looked into.
+            tracing::warn!(file = %f.path, sha256 = %f.sha256, "a replicated file is missing from the disk; copying it again");
+            network.note_restored_file(&f.path, &f.sha256);
         }
         if peers.is_none() {
             peers = Some(network.processes(db).await?);
@@ -131,8 +138,10 @@ async fn replicate_once(state: &AppState) -> anyhow::Result<bool> {
             tracing::info!(file = %f.path, sha256 = %f.sha256, size = f.size, "file replicated");
         } else {
             complete = false;
+            lacking += 1;
             db.set_replica(f.id, me, "failed", &last_error).await?;
         }
     }
+    state.metrics.set_replication_backlog(lacking);
     Ok(complete)
 }

@@ -319,6 +319,7 @@ impl TestServer {
                         .internal_listen
                         .map(ums_service::listen)
                         .transpose()?,
+                    metrics: cfg.metrics_listen.map(ums_service::listen).transpose()?,
                 };
                 let started = Started {
                     device: listeners.device.local_addr()?,
@@ -481,7 +482,10 @@ impl SwpAuth {
             swp_auth::run(
                 &cfg,
                 identity,
-                swp_auth::Listeners { internal },
+                swp_auth::Listeners {
+                    internal,
+                    metrics: None,
+                },
                 signalled(shutdown),
             )
             .await

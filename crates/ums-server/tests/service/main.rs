@@ -7,6 +7,7 @@
 //! lines' own output) is tested end to end in `tests/e2e`.
 
 mod harness;
+mod monitor;
 mod network;
 mod server;
 mod swp;

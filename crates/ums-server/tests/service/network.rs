@@ -89,6 +89,7 @@ async fn another_networks_token_is_refused_on_both_sides() {
                 ..Default::default()
             }),
             supervised: vec![],
+            known_servers: vec![],
         })
         .await
         .expect("heartbeat over mutual TLS");
@@ -101,6 +102,7 @@ async fn another_networks_token_is_refused_on_both_sides() {
                 ..Default::default()
             }),
             supervised: vec![],
+            known_servers: vec![],
         })
         .await
         .expect_err("impersonation");
@@ -121,6 +123,7 @@ async fn another_networks_token_is_refused_on_both_sides() {
                 ..Default::default()
             }),
             supervised: vec![],
+            known_servers: vec![],
         })
         .await
         .expect("heartbeat");

@@ -77,6 +77,8 @@ pub async fn run(json: bool, admin: &mut Admin, command: FilesCommand) -> anyhow
                 .await
                 .with_context(|| format!("open {}", file.display()))?;
             let (tx, rx) = tokio::sync::mpsc::channel::<pb::UploadFileChunk>(4);
+            let bar = crate::output::byte_bar(size, &format!("uploading {}", file.display()));
+            let progress = bar.clone();
             let reader = tokio::spawn(async move {
                 let mut first = Some((path, size, sha256));
                 loop {
@@ -96,11 +98,14 @@ pub async fn run(json: bool, admin: &mut Admin, command: FilesCommand) -> anyhow
                     if tx.send(chunk).await.is_err() || n == 0 {
                         break;
                     }
+                    progress.inc(n as u64);
                 }
                 Ok::<_, std::io::Error>(())
             });
             let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-            let info = ok(admin.upload_file(stream).await)?;
+            let info = ok(admin.upload_file(stream).await);
+            bar.finish_and_clear();
+            let info = info?;
             reader.await??;
             show(json, &info, |f| {
                 format!(

@@ -2,6 +2,8 @@
 
 pub mod admins;
 pub mod assignments;
+pub mod audit;
+pub mod check;
 pub mod devices;
 pub mod files;
 pub mod folders;

@@ -20,6 +20,18 @@ pub enum NetworkCommand {
     Stop { id: String },
     /// Ask a process's watchdog to start it again.
     Start { id: String },
+    /// Check the whole network from the server: messaging between every pair of components,
+    /// files on every server, device ports, certificates, clocks, tokens, versions, database,
+    /// registry and configuration. Every failed check names its likely cause and fix. Exits 1
+    /// when a check failed. A report less than a minute old is shown again unless --fresh.
+    Check {
+        /// Run the checks again instead of showing a report less than a minute old.
+        #[arg(long)]
+        fresh: bool,
+        /// Also write the report as a self-contained HTML page to this file.
+        #[arg(long, value_name = "FILE")]
+        html: Option<std::path::PathBuf>,
+    },
 }
 
 fn processes_table(ps: &[ProcessInfo]) -> String {
@@ -93,6 +105,9 @@ pub async fn run(json: bool, admin: &mut Admin, command: NetworkCommand) -> anyh
         NetworkCommand::Start { id } => {
             let p = ok(admin.start_process(pb::ProcessRequest { id }).await)?;
             show(json, &p, |p| format!("{} is {}", p.id, p.status))
+        }
+        NetworkCommand::Check { fresh, html } => {
+            super::check::run(json, admin, fresh, html.as_deref()).await
         }
     }
 }

@@ -79,10 +79,12 @@ pub async fn login(
     let valid = verify_password(r.password, hash).await;
     let Some(admin) = admin.filter(|_| valid) else {
         api.logins.failed(&r.username, now);
+        api.state.metrics.logins.inc(&["admin", "failed"]);
         tracing::info!(user = %r.username, "failed administrator login");
         return Err(wrong());
     };
     api.logins.succeeded(&r.username);
+    api.state.metrics.logins.inc(&["admin", "ok"]);
     let token = random_token(48);
     let session_ms = i64::try_from(api.state.info.session.as_millis()).unwrap_or(i64::MAX / 4);
     let expires_at_ms = ums_db::now_ms() + session_ms;

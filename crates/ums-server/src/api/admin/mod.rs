@@ -7,6 +7,8 @@
 //! below and return `Result<_, ApiError>`; the table turns that into a gRPC status in one place.
 
 pub mod accounts;
+pub mod audit;
+pub mod check;
 pub mod devices;
 pub mod files;
 pub mod jobs;
@@ -36,11 +38,14 @@ pub const PERMISSIONS: &[&str] = &[
     "network:read",
     "network:write",
     "files:write",
+    "audit:read",
 ];
 
 pub struct AdminApi {
     pub state: Arc<AppState>,
     pub logins: login_guard::LoginGuard,
+    /// The last network check's report.
+    pub check_cache: check::Cache,
 }
 
 /// The administrator behind a call (empty for the one call made before logging in).
@@ -67,6 +72,21 @@ impl Caller {
             permissions: Vec::new(),
         }
     }
+}
+
+/// Whether a call of the admin API changes something and goes to the audit log: every call
+/// that needs a `...:write` permission, and a password change.
+fn audited(auth: &str, method: &str) -> bool {
+    auth.contains(":write") || method == "SetAdminPassword"
+}
+
+/// The client's address for the audit log.
+pub(crate) fn client_addr<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<ums_service::ClientAddr>()
+        .map(|a| a.0.to_string())
+        .or_else(|| req.remote_addr().map(|a| a.to_string()))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 pub(crate) fn split_permissions(s: &str) -> Vec<String> {
@@ -122,20 +142,41 @@ impl AdminApi {
 macro_rules! admin_service {
     (
         json { $($jname:literal: $jauth:tt $jmethod:ident($jreq:ty) -> $jresp:ty => $jhandler:path;)* }
-        grpc_only { $($auth:tt $method:ident($req:ty) -> $resp:ty => $handler:path;)* }
+        grpc_only { $($name:literal: $auth:tt $method:ident($req:ty) -> $resp:ty => $handler:path;)* }
     ) => {
         #[tonic::async_trait]
         impl AdminService for AdminApi {
             $(
                 async fn $jmethod(&self, request: Request<$jreq>) -> Result<Response<$jresp>, Status> {
                     let caller = admin_service!(@auth self, request, $jauth);
-                    Ok(Response::new($jhandler(self, caller, request.into_inner()).await?))
+                    // A change is recorded in the audit log once it succeeded.
+                    let audit = audited(stringify!($jauth), $jname).then(|| {
+                        (
+                            caller.username.clone(),
+                            client_addr(&request),
+                            crate::audit::What::from_request($jname, request.get_ref()),
+                        )
+                    });
+                    let answer = $jhandler(self, caller, request.into_inner()).await?;
+                    if let Some((who, from, what)) = audit {
+                        let what = what.with_answer(&answer);
+                        crate::audit::record(&self.state.db, &who, what, &from).await;
+                    }
+                    Ok(Response::new(answer))
                 }
             )*
             $(
                 async fn $method(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
                     let caller = admin_service!(@auth self, request, $auth);
-                    Ok(Response::new($handler(self, caller, request.into_inner()).await?))
+                    // A streamed request is described by what it produced.
+                    let audit = audited(stringify!($auth), $name)
+                        .then(|| (caller.username.clone(), client_addr(&request)));
+                    let answer = $handler(self, caller, request.into_inner()).await?;
+                    if let Some((who, from)) = audit {
+                        let what = crate::audit::What::from_request($name, &answer);
+                        crate::audit::record(&self.state.db, &who, what, &from).await;
+                    }
+                    Ok(Response::new(answer))
                 }
             )*
         }
@@ -146,10 +187,11 @@ macro_rules! admin_service {
                 &self,
                 name: &str,
                 metadata: tonic::metadata::MetadataMap,
+                extensions: tonic::Extensions,
                 body: &[u8],
             ) -> Option<Result<serde_json::Value, crate::api::json::JsonError>> {
                 match name {
-                    $( $jname => Some(crate::api::json::call(metadata, body, |r| self.$jmethod(r)).await), )*
+                    $( $jname => Some(crate::api::json::call(metadata, extensions, body, |r| self.$jmethod(r)).await), )*
                     _ => None,
                 }
             }
@@ -202,6 +244,9 @@ admin_service! {
         "ExportToken": "network:write" export_token(pb::ExportTokenRequest) -> pb::TokenResponse => network::export_token;
         "RotateToken": "network:write" rotate_token(pb::RotateTokenRequest) -> pb::TokenResponse => network::rotate_token;
 
+        "NetworkCheck": "network:read" network_check(pb::NetworkCheckRequest) -> pb::NetworkCheckReport => check::network_check;
+        "ListAudit": "audit:read" list_audit(pb::ListAuditRequest) -> pb::ListAuditResponse => audit::list;
+
         "ListFiles": "devices:read" list_files(pb::ListFilesRequest) -> pb::ListFilesResponse => files::list;
         "DeleteFile": "files:write" delete_file(pb::FileRequest) -> pb::Empty => files::delete;
 
@@ -215,6 +260,6 @@ admin_service! {
         "SetSharedWorkplace": "devices:write" set_shared_workplace(pb::SetSharedWorkplaceRequest) -> pb::SharedWorkplaceState => swp::set_shared_workplace;
     }
     grpc_only {
-        "files:write" upload_file(tonic::Streaming<pb::UploadFileChunk>) -> pb::FileInfo => files::upload;
+        "UploadFile": "files:write" upload_file(tonic::Streaming<pb::UploadFileChunk>) -> pb::FileInfo => files::upload;
     }
 }
