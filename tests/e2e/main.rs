@@ -11,4 +11,5 @@ mod network;
 mod readme;
 mod server;
 mod swp;
+mod upgrade;
 mod watchdog;

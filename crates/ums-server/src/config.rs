@@ -88,6 +88,9 @@ pub struct NetworkConfig {
     pub lease_ms: u64,
     /// Interval of the change-counter poll that backs up database notifications.
     pub poll_ms: u64,
+    /// On SIGTERM, how long the server keeps serving while it shows as "stopping", so brokers
+    /// move new connections to the other servers before it closes its ports. 0: stop at once.
+    pub drain_ms: u64,
 }
 
 impl Default for NetworkConfig {
@@ -101,6 +104,7 @@ impl Default for NetworkConfig {
             silent_after_ms: 5000,
             lease_ms: 5000,
             poll_ms: 1000,
+            drain_ms: 2000,
         }
     }
 }
@@ -335,6 +339,7 @@ impl ServerConfig {
                 silent_after: Duration::from_millis(net.silent_after_ms),
                 lease: Duration::from_millis(net.lease_ms),
                 poll: Duration::from_millis(net.poll_ms),
+                drain: Duration::from_millis(net.drain_ms),
             },
             tls_names,
             node_names,
@@ -391,6 +396,8 @@ pub struct NetworkSettings {
     pub silent_after: Duration,
     pub lease: Duration,
     pub poll: Duration,
+    /// See [`NetworkConfig::drain_ms`].
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone)]

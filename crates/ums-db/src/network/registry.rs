@@ -25,6 +25,9 @@ pub struct ProcessRow {
     pub supervisor_id: Option<String>,
     pub pid: i64,
     pub started_at: i64,
+    /// The schema versions the process runs on, `min..=max` (any expansion beyond `max` too).
+    pub schema_min: Option<String>,
+    pub schema_max: Option<String>,
 }
 
 impl Db {
@@ -37,8 +40,8 @@ impl Db {
             .execute_raw(self.stmt(
                 "INSERT INTO processes (id, kind, host, version, schema_version, device_port, admin_port, \
                  internal_port, status, mode, last_heartbeat, clock_ms, clock_offset_ms, cert_fingerprint, \
-                 supervisor_id, pid, started_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 supervisor_id, pid, started_at, schema_min, schema_max) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
                  ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, host = excluded.host, \
                  version = excluded.version, schema_version = excluded.schema_version, \
                  device_port = excluded.device_port, admin_port = excluded.admin_port, \
@@ -46,7 +49,8 @@ impl Db {
                  last_heartbeat = excluded.last_heartbeat, clock_ms = excluded.clock_ms, \
                  clock_offset_ms = excluded.clock_offset_ms, cert_fingerprint = excluded.cert_fingerprint, \
                  supervisor_id = COALESCE(excluded.supervisor_id, processes.supervisor_id), \
-                 pid = excluded.pid, started_at = excluded.started_at",
+                 pid = excluded.pid, started_at = excluded.started_at, \
+                 schema_min = excluded.schema_min, schema_max = excluded.schema_max",
                 vec![
                     p.id.clone().into(),
                     p.kind.clone().into(),
@@ -65,6 +69,8 @@ impl Db {
                     p.supervisor_id.clone().into(),
                     p.pid.into(),
                     p.started_at.into(),
+                    p.schema_min.clone().into(),
+                    p.schema_max.clone().into(),
                 ],
             ))
             .await?;
@@ -105,7 +111,7 @@ impl Db {
             .query_all_raw(self.stmt(
                 "SELECT id, kind, host, version, schema_version, device_port, admin_port, internal_port, \
                  status, mode, last_heartbeat, clock_ms, clock_offset_ms, cert_fingerprint, supervisor_id, \
-                 pid, started_at FROM processes ORDER BY kind, id",
+                 pid, started_at, schema_min, schema_max FROM processes ORDER BY kind, id",
                 vec![],
             ))
             .await?;
@@ -143,5 +149,7 @@ fn process_row(r: &QueryResult) -> Result<ProcessRow> {
         supervisor_id: r.try_get("", "supervisor_id")?,
         pid: r.try_get("", "pid")?,
         started_at: r.try_get("", "started_at")?,
+        schema_min: r.try_get("", "schema_min")?,
+        schema_max: r.try_get("", "schema_max")?,
     })
 }
