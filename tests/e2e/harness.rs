@@ -14,6 +14,9 @@ pub struct Server {
     pub device_url: String,
     pub admin_url: String,
     pub log: PathBuf,
+    pub ip: Ipv4Addr,
+    /// Device, admin and internal port.
+    pub ports: (u16, u16, u16),
 }
 
 impl Server {
@@ -43,9 +46,35 @@ impl Server {
         database_url: Option<&str>,
         env: &[(&str, &str)],
     ) -> Server {
-        let device_port = free_port();
-        let admin_port = free_port();
-        let internal_port = free_port();
+        let ports = (free_port(), free_port(), free_port());
+        Self::start_on_ports(ip, data, database_url, env, ports)
+    }
+
+    /// Stops this server (SIGTERM, as an administrator would) and starts it again on the same
+    /// data directory and ports with `env`: a restart on another binary, as an upgrade does.
+    pub fn restart(self, database_url: Option<&str>, env: &[(&str, &str)]) -> Server {
+        let Server {
+            mut child,
+            data,
+            ip,
+            ports,
+            ..
+        } = self;
+        child.stop();
+        let log = data.path().join("server.log");
+        let before = std::fs::read_to_string(&log).unwrap_or_default();
+        std::fs::write(data.path().join("server.log.1"), before).expect("keep the log");
+        Self::start_on_ports(ip, data, database_url, env, ports)
+    }
+
+    fn start_on_ports(
+        ip: Ipv4Addr,
+        data: tempfile::TempDir,
+        database_url: Option<&str>,
+        env: &[(&str, &str)],
+        ports: (u16, u16, u16),
+    ) -> Server {
+        let (device_port, admin_port, internal_port) = ports;
         let log = data.path().join("server.log");
         let mut cmd = server_command(data.path(), device_port, admin_port, database_url);
         cmd.env("UMS_DEVICE__LISTEN", format!("{ip}:{device_port}"))
@@ -67,6 +96,8 @@ impl Server {
             device_url: format!("https://{ip}:{device_port}"),
             admin_url: format!("https://{ip}:{admin_port}"),
             log,
+            ip,
+            ports,
         };
         let started = Instant::now();
         let mut server = server;

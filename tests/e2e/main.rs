@@ -12,4 +12,5 @@ mod network;
 mod readme;
 mod server;
 mod swp;
+mod upgrade;
 mod watchdog;

@@ -25,7 +25,10 @@ use sea_orm::{
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
-pub use ums_migrations::{MigrateError, Outcome as MigrateOutcome, SchemaVersion};
+pub use ums_migrations::{
+    HistoryEntry, MigrateError, Outcome as MigrateOutcome, Pending, Phase, RunOptions,
+    SchemaVersion,
+};
 
 /// Errors of the database layer. The messages are meant for administrators and devices.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,11 @@ pub enum DbError {
     /// The batch writer stopped (the server is shutting down).
     #[error("database writer is not running")]
     WriterGone,
+}
+
+/// The schema facts of this build that the server reports (version range, binary name).
+pub mod schema {
+    pub use ums_migrations::{binary_version, latest, migrations, supported_range};
 }
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
@@ -146,6 +154,11 @@ impl Db {
         Ok((db, outcome))
     }
 
+    /// Applies the pending migrations `opts` allows (see [`ums_migrations::run_with`]).
+    pub async fn migrate(&self, opts: &RunOptions) -> Result<MigrateOutcome> {
+        Ok(ums_migrations::run_with(&self.conn, opts).await?)
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -214,6 +227,33 @@ impl Db {
         let start = std::time::Instant::now();
         self.db_now().await?;
         Ok(start.elapsed())
+    }
+
+    /// Records a step of a newer release as its binary would (schema version and history
+    /// row). For tests of the compatibility check.
+    #[doc(hidden)]
+    pub async fn debug_record_step(&self, v: SchemaVersion, phase: Phase) -> Result<()> {
+        self.debug_set_schema_version(v).await?;
+        use sea_orm::sea_query::{Alias, Query};
+        let stmt = Query::insert()
+            .into_table(Alias::new("schema_history"))
+            .columns([
+                Alias::new("version"),
+                Alias::new("applied_at"),
+                Alias::new("name"),
+                Alias::new("phase"),
+                Alias::new("binary_version"),
+            ])
+            .values_panic([
+                v.to_string().into(),
+                now_ms().into(),
+                "newer_release_step".into(),
+                phase.as_str().into(),
+                "newer".into(),
+            ])
+            .to_owned();
+        self.conn.execute(&stmt).await?;
+        Ok(())
     }
 
     /// Closes the pool.

@@ -15,6 +15,8 @@ fn fresh_url(backend: &str) -> (String, Option<tempfile::TempDir>) {
 both_backends!(
     migrates_once_and_refuses_a_newer_schema,
     concurrent_opens_migrate_once,
+    an_older_binary_runs_on_an_expanded_schema_only,
+    contract_steps_wait_and_each_step_is_recorded,
     registration_is_idempotent_and_guards_the_credential,
     batched_storm_loses_nothing,
     settings_writes_stamp_what_they_change,
@@ -72,6 +74,88 @@ async fn migrates_once_and_refuses_a_newer_schema(backend: &str) {
         msg.contains(&newer.to_string()) && msg.contains(&ums_migrations::latest().to_string()),
         "{msg}"
     );
+}
+
+/// A newer release expanded the schema: this build still opens it (a server restarted mid-way
+/// through a rolling upgrade comes back); once a contract step is recorded it is refused,
+/// naming the versions and the step.
+async fn an_older_binary_runs_on_an_expanded_schema_only(backend: &str) {
+    let (url, _dir) = fresh_url(backend);
+    let known = ums_migrations::latest();
+    let (db, _) = Db::open(&url).await.expect("first open");
+    let expanded = SchemaVersion::new(known.major, known.minor + 1);
+    db.debug_record_step(expanded, ums_db::Phase::Expand)
+        .await
+        .expect("record expand");
+    db.close().await.expect("close");
+
+    let (db, outcome) = Db::open(&url).await.expect("an expanded schema opens");
+    assert!(outcome.ahead, "{outcome:?}");
+    assert_eq!(outcome.to, expanded);
+    assert!(outcome.applied.is_empty());
+    assert_eq!(
+        db.schema_version().await.expect("version"),
+        Some(expanded),
+        "never downgraded"
+    );
+    let contracted = SchemaVersion::new(known.major, known.minor + 2);
+    db.debug_record_step(contracted, ums_db::Phase::Contract)
+        .await
+        .expect("record contract");
+    db.close().await.expect("close");
+
+    let err = Db::open(&url)
+        .await
+        .expect_err("a contracted schema is refused");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, DbError::Migrate(MigrateError::NewerSchema { .. })),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&contracted.to_string())
+            && msg.contains(&known.to_string())
+            && msg.contains("contract"),
+        "{msg}"
+    );
+}
+
+/// With contract steps held back nothing beyond the first one runs; the history records each
+/// applied step with its phase, binary and process.
+async fn contract_steps_wait_and_each_step_is_recorded(backend: &str) {
+    let (url, _dir) = fresh_url(backend);
+    let db = Db::connect(&url).await.expect("connect");
+    let opts = ums_db::RunOptions {
+        contract: false,
+        binary_version: "9.9.9".into(),
+        applied_by: "server/test".into(),
+        stop_at_major: false,
+    };
+    let outcome = db.migrate(&opts).await.expect("migrate");
+    // The released steps are all expand steps: everything applies.
+    assert_eq!(outcome.to, ums_migrations::latest());
+    assert!(outcome.pending.is_empty(), "{outcome:?}");
+    let history = db.schema_history().await.expect("history");
+    assert_eq!(history.len(), ums_migrations::migrations().len());
+    assert!(
+        history
+            .iter()
+            .all(|h| h.phase == Some(ums_db::Phase::Expand) && h.name.is_some()),
+        "{history:?}"
+    );
+    let last = history.last().expect("a step");
+    assert_eq!(last.binary_version.as_deref(), Some("9.9.9"));
+    assert_eq!(last.applied_by.as_deref(), Some("server/test"));
+    db.log_update_step("server/test", "migrate", "1.3 -> 1.4", true)
+        .await
+        .expect("log");
+    let log = db.update_log(10).await.expect("log");
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (log[0].step.as_str(), log[0].outcome.as_str()),
+        ("migrate", "ok")
+    );
+    assert!(db.last_update_step("backup").await.expect("last").is_none());
 }
 
 async fn concurrent_opens_migrate_once(backend: &str) {

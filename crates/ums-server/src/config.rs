@@ -92,6 +92,9 @@ pub struct NetworkConfig {
     /// For tests only, honoured by debug builds (a release build refuses it): shifts the clock
     /// this server reports in its heartbeat by this many ms, to show a skewed clock.
     pub test_clock_offset_ms: i64,
+    /// On SIGTERM, how long the server keeps serving while it shows as "stopping", so brokers
+    /// move new connections to the other servers before it closes its ports. 0: stop at once.
+    pub drain_ms: u64,
 }
 
 impl Default for NetworkConfig {
@@ -106,6 +109,7 @@ impl Default for NetworkConfig {
             lease_ms: 5000,
             poll_ms: 1000,
             test_clock_offset_ms: 0,
+            drain_ms: 2000,
         }
     }
 }
@@ -349,6 +353,7 @@ impl ServerConfig {
                 poll: Duration::from_millis(net.poll_ms),
                 test_clock_offset_ms: net.test_clock_offset_ms,
                 config_hash: self.cluster_hash(),
+                drain: Duration::from_millis(net.drain_ms),
             },
             metrics_listen,
             tls_names,
@@ -439,6 +444,8 @@ pub struct NetworkSettings {
     pub test_clock_offset_ms: i64,
     /// [`ServerConfig::cluster_hash`].
     pub config_hash: String,
+    /// See [`NetworkConfig::drain_ms`].
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone)]

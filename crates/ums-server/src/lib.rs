@@ -95,15 +95,28 @@ pub async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
         .with_context(|| format!("restrict data directory {}", data_dir.display()))?;
 
     let url = &cfg.database_url;
-    let (db, migrated) = Db::open(url)
+    let db = Db::connect(url)
         .await
         .with_context(|| format!("open database {}", ums_db::redact(url)))?;
+    let process_id = network::bootstrap::process_id(data_dir)?;
+    let migrated =
+        network::update::migrate_at_start(&db, &process_id, cfg.network.silent_after).await?;
     if !migrated.applied.is_empty() {
         tracing::info!(
             from = %migrated.from.map(|v| v.to_string()).unwrap_or_else(|| "empty".into()),
             to = %migrated.to,
             "database schema migrated"
         );
+    }
+    if migrated.ahead {
+        tracing::info!(
+            schema = %migrated.to,
+            known = %ums_db::schema::latest(),
+            "the database schema is newer than this server and only expanded beyond it: running on it"
+        );
+    }
+    for p in &migrated.pending {
+        tracing::info!(step = %network::update::pending_text(p), "schema step waits until no server needs the older schema");
     }
 
     // The network CA signs the certificates devices, administrators and components verify.
@@ -114,7 +127,6 @@ pub async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     let device_tls =
         ums_tls::server_config(&cert_pem, &key_pem, &[b"h2"], cfg.device.session_cache)?;
     let admin_tls = ums_tls::server_config(&cert_pem, &key_pem, &[b"h2", b"http/1.1"], 1024)?;
-    let process_id = network::bootstrap::process_id(data_dir)?;
     let identity = network::bootstrap::server_identity(
         ca,
         &data_dir.join("identity"),
@@ -208,6 +220,7 @@ pub async fn run(
         prepared.bootstrap,
     );
     net.set_ports(device_port, admin_port, internal_port);
+    net.set_pending(prepared.migrated.pending.clone());
     let files = files::FileStore::open(&cfg.data_dir)
         .with_context(|| format!("open the file store in {}", cfg.data_dir.display()))?;
     let swp = clients::swp::SwpClient::default();
@@ -322,6 +335,20 @@ pub async fn run(
     }
     let tasks = tasks::spawn(&state, &stop_tx);
     shutdown.await;
+    if cfg.network.mode == config::NetworkMode::Ha && !cfg.network.drain.is_zero() {
+        // Leave the brokers' rotation first: the registry shows "stopping", the other servers
+        // push their lists to the brokers, and devices already connected finish their calls.
+        state.network.set_stopping();
+        let schema = state.db.schema_version().await.ok().flatten();
+        let row = state
+            .network
+            .own_row(&schema.map(|v| v.to_string()).unwrap_or_default());
+        if state.db.heartbeat(&row).await.is_ok() {
+            state.network.processes_changed(&state.db).await;
+        }
+        tracing::info!(drain = ?cfg.network.drain, "stopping: draining before the ports close");
+        tokio::time::sleep(cfg.network.drain).await;
+    }
     tracing::info!("stopping: finishing requests in flight");
     let _ = stop_tx.send(true);
     for handle in servers {

@@ -7,14 +7,15 @@
 //!
 //! One file per concern: `identity` (the network CA and network tokens), `registry` (process
 //! rows, heartbeats, status), `leases` (leases with fencing tokens, the scheduler's sweep),
-//! `events` (NOTIFY/LISTEN and the change counters) and `files` (replicated file records and
-//! their replicas).
+//! `events` (NOTIFY/LISTEN and the change counters), `files` (replicated file records and
+//! their replicas) and `update` (the schema history and the update log).
 
 mod events;
 mod files;
 mod identity;
 mod leases;
 mod registry;
+mod update;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, Value};
 
@@ -22,6 +23,7 @@ pub use events::{EVENTS_CHANNEL, EventListener};
 pub use files::{FileRow, ReplicaRow};
 pub use identity::{NetworkCa, NewToken, TokenRow};
 pub use registry::ProcessRow;
+pub use update::UpdateLogRow;
 
 use crate::{Backend, Db, DbError, Result};
 

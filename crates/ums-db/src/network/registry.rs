@@ -27,6 +27,9 @@ pub struct ProcessRow {
     pub started_at: i64,
     /// Hash of the cluster-relevant settings the process reported (`None`: it reports none).
     pub config_hash: Option<String>,
+    /// The schema versions the process runs on, `min..=max` (any expansion beyond `max` too).
+    pub schema_min: Option<String>,
+    pub schema_max: Option<String>,
 }
 
 impl Db {
@@ -39,8 +42,8 @@ impl Db {
             .execute_raw(self.stmt(
                 "INSERT INTO processes (id, kind, host, version, schema_version, device_port, admin_port, \
                  internal_port, status, mode, last_heartbeat, clock_ms, clock_offset_ms, cert_fingerprint, \
-                 supervisor_id, pid, started_at, config_hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+                 supervisor_id, pid, started_at, config_hash, schema_min, schema_max) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
                  ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, host = excluded.host, \
                  version = excluded.version, schema_version = excluded.schema_version, \
                  device_port = excluded.device_port, admin_port = excluded.admin_port, \
@@ -49,7 +52,8 @@ impl Db {
                  clock_offset_ms = excluded.clock_offset_ms, cert_fingerprint = excluded.cert_fingerprint, \
                  supervisor_id = COALESCE(excluded.supervisor_id, processes.supervisor_id), \
                  pid = excluded.pid, started_at = excluded.started_at, \
-                 config_hash = COALESCE(excluded.config_hash, processes.config_hash)",
+                 config_hash = COALESCE(excluded.config_hash, processes.config_hash), \
+                 schema_min = excluded.schema_min, schema_max = excluded.schema_max",
                 vec![
                     p.id.clone().into(),
                     p.kind.clone().into(),
@@ -69,6 +73,8 @@ impl Db {
                     p.pid.into(),
                     p.started_at.into(),
                     p.config_hash.clone().into(),
+                    p.schema_min.clone().into(),
+                    p.schema_max.clone().into(),
                 ],
             ))
             .await?;
@@ -109,7 +115,7 @@ impl Db {
             .query_all_raw(self.stmt(
                 "SELECT id, kind, host, version, schema_version, device_port, admin_port, internal_port, \
                  status, mode, last_heartbeat, clock_ms, clock_offset_ms, cert_fingerprint, supervisor_id, \
-                 pid, started_at, config_hash FROM processes ORDER BY kind, id",
+                 pid, started_at, config_hash, schema_min, schema_max FROM processes ORDER BY kind, id",
                 vec![],
             ))
             .await?;
@@ -148,5 +154,7 @@ fn process_row(r: &QueryResult) -> Result<ProcessRow> {
         pid: r.try_get("", "pid")?,
         started_at: r.try_get("", "started_at")?,
         config_hash: r.try_get("", "config_hash")?,
+        schema_min: r.try_get("", "schema_min")?,
+        schema_max: r.try_get("", "schema_max")?,
     })
 }

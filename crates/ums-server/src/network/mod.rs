@@ -4,6 +4,7 @@
 //!   server and recovered with the token by the others.
 //! - **Registry** ([`registry`]): this server's own entry, the registry as administrators see
 //!   it, and heartbeats other components send.
+//! - **Updates** ([`update`]): what a start migrates, when contract steps may run, the mode.
 //! - **Messaging**: [`Network::publish`] sends an event to every server (PostgreSQL NOTIFY, and
 //!   this server's own subscribers at once). The tasks that apply events, write heartbeats and
 //!   hold the scheduler lease are in `crate::tasks`; they change this state through the setters
@@ -11,6 +12,7 @@
 
 pub mod bootstrap;
 pub mod registry;
+pub mod update;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -113,6 +115,15 @@ pub struct Network {
     /// Files the replicator found missing from this server's disk and copied again, newest
     /// last.
     restored_files: Mutex<VecDeque<pb::BadFile>>,
+    /// What this build reports: its version and the schema versions it runs on.
+    pub binary_version: String,
+    pub schema_range: (ums_db::SchemaVersion, ums_db::SchemaVersion),
+    /// Versions are mixed in the network, or steps are pending: `mode=update`.
+    update_mode: AtomicBool,
+    /// Draining before a stop: brokers take it out of rotation.
+    stopping: AtomicBool,
+    /// Steps this build knows that wait (contract steps until no older server is left).
+    pending: std::sync::Mutex<Vec<ums_db::Pending>>,
 }
 
 /// Probe events remembered.
@@ -144,7 +155,46 @@ impl Network {
             broker_views: Mutex::new(HashMap::new()),
             probes_seen: Mutex::new(VecDeque::new()),
             restored_files: Mutex::new(VecDeque::new()),
+            binary_version: update::binary_version(),
+            schema_range: update::schema_range(),
+            update_mode: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            pending: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Whether the network is being updated, as this server reports it.
+    pub fn update_mode(&self) -> bool {
+        self.update_mode.load(Ordering::Relaxed)
+    }
+
+    /// Sets the reported mode; returns what it was.
+    pub fn set_update_mode(&self, on: bool) -> bool {
+        self.update_mode.swap(on, Ordering::Relaxed)
+    }
+
+    /// Whether this server is draining before it stops.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// The steps this build knows that have not run.
+    pub fn pending(&self) -> Vec<ums_db::Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_pending(&self, pending: Vec<ums_db::Pending>) {
+        *self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pending;
     }
 
     /// Seals a secret the servers must read back (a directory's bind password) with a key

@@ -17,13 +17,23 @@ impl Network {
             id: self.process_id.clone(),
             kind: ComponentKind::Server.as_str().into(),
             host: self.advertise_host.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: self.binary_version.clone(),
             schema_version: schema_version.into(),
             device_port: device.into(),
             admin_port: admin.into(),
             internal_port: internal.into(),
-            status: "running".into(),
-            mode: "normal".into(),
+            status: if self.stopping() {
+                "stopping"
+            } else {
+                "running"
+            }
+            .into(),
+            mode: if self.update_mode() {
+                "update"
+            } else {
+                "normal"
+            }
+            .into(),
             last_heartbeat: 0,
             clock_ms: self.reported_clock_ms(),
             clock_offset_ms: 0,
@@ -32,6 +42,8 @@ impl Network {
             pid: i64::from(std::process::id()),
             started_at: self.started_at_ms,
             config_hash: Some(self.config.config_hash.clone()),
+            schema_min: Some(self.schema_range.0.to_string()),
+            schema_max: Some(self.schema_range.1.to_string()),
         }
     }
 
@@ -175,6 +187,8 @@ fn row_from_info(p: &pb::ProcessInfo, fingerprint: &str, supervisor: Option<&str
         pid: p.pid.into(),
         started_at: p.started_at_ms,
         config_hash: (!p.config_hash.is_empty()).then(|| p.config_hash.clone()),
+        schema_min: None,
+        schema_max: None,
     }
 }
 

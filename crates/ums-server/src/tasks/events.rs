@@ -81,7 +81,18 @@ async fn apply(state: &AppState, event: &Event) {
             }
         }
         Event::DeviceForgotten { device_id, .. } => state.forget_device(*device_id),
-        Event::ProcessesChanged { .. } | Event::FilesChanged { .. } => {}
+        Event::ProcessesChanged { .. } => {
+            // A server draining leaves the brokers' rotation now, not at the next heartbeat.
+            if let Ok((rows, now)) = state.db.list_processes().await {
+                let silent = state.network.config.silent_after.as_millis() as i64;
+                state
+                    .network
+                    .set_servers(crate::network::registry::running_servers(
+                        &rows, now, silent,
+                    ));
+            }
+        }
+        Event::FilesChanged { .. } => {}
         Event::Reconnect { .. } => {
             tracing::info!("asked to reconnect to the database");
         }

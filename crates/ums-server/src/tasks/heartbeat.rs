@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use ums_db::Db;
 
 use crate::network::registry::running_servers;
-use crate::network::{Network, SCHEDULER, stopped};
+use crate::network::{Network, SCHEDULER, stopped, update};
 use crate::state::AppState;
 
 /// Jobs sent to a device without a result after this long are failed by the scheduler.
@@ -48,6 +48,7 @@ pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
                 }
                 let silent = network.config.silent_after.as_millis() as i64;
                 network.set_servers(running_servers(&rows, now, silent));
+                update_step(&network, db, &rows, now).await;
             }
             Ok(Err(e)) => unavailable(&network, &e.to_string()),
             Err(_) => unavailable(&network, "the database did not answer in time"),
@@ -62,6 +63,60 @@ pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
     }
     let _ = db.set_process_status(&network.process_id, "stopped").await;
     network.processes_changed(db).await;
+}
+
+/// Follows a schema update: the mode this server reports (`update` while versions are mixed or
+/// steps wait), pending steps that another server applied, and, on the scheduler, the contract
+/// steps once no server needs the older schema.
+async fn update_step(network: &Network, db: &Db, rows: &[ums_db::network::ProcessRow], now: i64) {
+    let mut pending = network.pending();
+    if !pending.is_empty() {
+        // Another server may have applied them.
+        if let Ok(Some(current)) = db.schema_version().await {
+            pending.retain(|p| p.version > current);
+            if pending.is_empty() {
+                tracing::info!(schema = %current, "every schema step of this build is applied");
+            }
+            network.set_pending(pending.clone());
+        }
+    }
+    if let Some(next) = pending.first()
+        && network.is_scheduler()
+        && update::blockers(
+            rows,
+            now,
+            update::CONTRACT_SETTLE,
+            &network.process_id,
+            next.version,
+        )
+        .is_empty()
+        && let Ok(Some(before)) = db.schema_version().await
+    {
+        match update::contract(db, &network.process_id, before).await {
+            Ok(outcome) => {
+                network.set_pending(outcome.pending);
+                network.processes_changed(db).await;
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "contract steps failed"),
+        }
+    }
+    let mixed = update::versions_mixed(rows, now, network.config.silent_after)
+        || !network.pending().is_empty();
+    if network.set_update_mode(mixed) != mixed {
+        let (mode, detail) = if mixed {
+            ("update", "versions are mixed or schema steps wait")
+        } else {
+            ("normal", "every server runs on the current schema")
+        };
+        update::log(
+            db,
+            &format!("server/{}", network.process_id),
+            "mode",
+            &format!("{mode}: {detail}"),
+            true,
+        )
+        .await;
+    }
 }
 
 fn unavailable(network: &Network, why: &str) {

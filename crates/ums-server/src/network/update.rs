@@ -1,0 +1,272 @@
+//! Schema updates as this server takes part in them: what it migrates when it starts, whether
+//! the contract steps may run, and the mode it reports.
+//!
+//! A start applies the expand steps it knows at once (older binaries keep working on them). A
+//! contract step waits until no server that needs the older schema is left: every server seen
+//! in the registry within the settle window must run on the contracted schema. A major step is
+//! taken only by a server that is alone in the network (an update with downtime); otherwise the
+//! start is refused, naming the servers still running.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use ums_db::network::ProcessRow;
+use ums_db::{Db, MigrateOutcome, Pending, Phase, RunOptions, SchemaVersion};
+
+/// How long a server that left the registry's "running" state still counts as needing its
+/// schema: a server restarted by its watchdog mid-rollout comes back within it.
+pub const CONTRACT_SETTLE: Duration = Duration::from_secs(30);
+
+/// The name this build reports: crate version, plus the test release it plays, if any.
+pub fn binary_version() -> String {
+    ums_db::schema::binary_version(env!("CARGO_PKG_VERSION"))
+}
+
+/// The schema versions this build runs on, as the registry records them.
+pub fn schema_range() -> (SchemaVersion, SchemaVersion) {
+    ums_db::schema::supported_range()
+}
+
+/// The migration options of this server.
+pub fn options(process_id: &str, contract: bool) -> RunOptions {
+    RunOptions {
+        contract,
+        binary_version: binary_version(),
+        applied_by: format!("server/{process_id}"),
+        stop_at_major: !contract,
+    }
+}
+
+/// The servers that still need a schema older than `version`: seen within `settle` (or
+/// running) and reporting a range that ends before it. Rows without a range predate the
+/// migration service and block too.
+pub fn blockers<'a>(
+    rows: &'a [ProcessRow],
+    now: i64,
+    settle: Duration,
+    own_id: &str,
+    version: SchemaVersion,
+) -> Vec<&'a ProcessRow> {
+    let settle = settle.as_millis() as i64;
+    rows.iter()
+        .filter(|r| r.kind == "server" && r.id != own_id)
+        .filter(|r| r.status != "stopped" || now - r.last_heartbeat <= settle)
+        .filter(|r| {
+            r.schema_max
+                .as_deref()
+                .and_then(|v| v.parse::<SchemaVersion>().ok())
+                .is_none_or(|max| max < version)
+        })
+        .collect()
+}
+
+/// The servers running now (status running or stopping, heartbeat within `silent`).
+pub fn running_others<'a>(
+    rows: &'a [ProcessRow],
+    now: i64,
+    silent: Duration,
+    own_id: &str,
+) -> Vec<&'a ProcessRow> {
+    let silent = silent.as_millis() as i64;
+    rows.iter()
+        .filter(|r| r.kind == "server" && r.id != own_id && r.status != "stopped")
+        .filter(|r| now - r.last_heartbeat <= silent)
+        .collect()
+}
+
+/// Whether versions are mixed: servers running with different schema ranges.
+pub fn versions_mixed(rows: &[ProcessRow], now: i64, silent: Duration) -> bool {
+    let silent = silent.as_millis() as i64;
+    let mut maxes = rows
+        .iter()
+        .filter(|r| r.kind == "server" && r.status != "stopped")
+        .filter(|r| now - r.last_heartbeat <= silent)
+        .map(|r| r.schema_max.as_deref().unwrap_or(""));
+    let Some(first) = maxes.next() else {
+        return false;
+    };
+    maxes.any(|m| m != first)
+}
+
+/// "server-2 (10.0.0.2, 0.3.0, schema up to 1.4)" for messages.
+pub fn describe(rows: &[&ProcessRow]) -> String {
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{} ({}, {}, schema up to {})",
+                r.id,
+                r.host,
+                r.version,
+                r.schema_max.as_deref().unwrap_or("1.3")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_steps(db_from: Option<SchemaVersion>, outcome: &MigrateOutcome) -> String {
+    format!(
+        "{} -> {} ({})",
+        db_from.map_or_else(|| "empty".into(), |v| v.to_string()),
+        outcome.to,
+        outcome
+            .applied
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Brings the schema as far as this server may at start: expand steps always; a pending major
+/// step only when no other server runs (else refused, naming them); pending contract steps when
+/// no server needs the older schema. Each step is logged in the update log.
+pub async fn migrate_at_start(
+    db: &Db,
+    process_id: &str,
+    silent: Duration,
+) -> anyhow::Result<MigrateOutcome> {
+    let actor = format!("server/{process_id}");
+    let first = db
+        .migrate(&options(process_id, false))
+        .await
+        .context("migrate the database schema")?;
+    if !first.applied.is_empty() {
+        log(
+            db,
+            &actor,
+            "migrate",
+            &describe_steps(first.from, &first),
+            true,
+        )
+        .await;
+    }
+    let Some(next) = first.pending.first().cloned() else {
+        return Ok(first);
+    };
+    let (rows, now) = db.list_processes().await?;
+    if next.version.major > first.to.major {
+        let others = running_others(&rows, now, silent, process_id);
+        if !others.is_empty() {
+            anyhow::bail!(
+                "schema {} -> {}: a major update runs with downtime, only on a server that is alone in the network, and these servers still run: {}. Stop them (`umsctl network stop ID`, through their watchdogs) and start this server again; devices are told the network is in maintenance meanwhile",
+                first.to,
+                next.version,
+                describe(&others)
+            );
+        }
+        return contract(db, process_id, first.to).await;
+    }
+    let waiting = blockers(&rows, now, CONTRACT_SETTLE, process_id, next.version);
+    if waiting.is_empty() {
+        return contract(db, process_id, first.to).await;
+    }
+    log(
+        db,
+        &actor,
+        "contract-waits",
+        &format!(
+            "{} ({}) waits for {}",
+            next.version,
+            next.name,
+            describe(&waiting)
+        ),
+        true,
+    )
+    .await;
+    Ok(first)
+}
+
+/// Applies every pending step, contract and major ones included, and logs it.
+pub async fn contract(
+    db: &Db,
+    process_id: &str,
+    before: SchemaVersion,
+) -> anyhow::Result<MigrateOutcome> {
+    let actor = format!("server/{process_id}");
+    match db.migrate(&options(process_id, true)).await {
+        Ok(outcome) => {
+            if !outcome.applied.is_empty() {
+                log(
+                    db,
+                    &actor,
+                    "contract",
+                    &describe_steps(Some(before), &outcome),
+                    true,
+                )
+                .await;
+            }
+            Ok(outcome)
+        }
+        Err(e) => {
+            log(db, &actor, "contract", &e.to_string(), false).await;
+            Err(e).context("apply the contract steps")
+        }
+    }
+}
+
+/// Records a step; a failure to record is logged, not fatal.
+pub async fn log(db: &Db, actor: &str, step: &str, detail: &str, ok: bool) {
+    if ok {
+        tracing::info!(step, detail, "update");
+    } else {
+        tracing::error!(step, detail, "update step failed");
+    }
+    if let Err(e) = db.log_update_step(actor, step, detail, ok).await {
+        tracing::warn!(error = %e, "could not record the update step");
+    }
+}
+
+/// The pending steps as the admin API shows them.
+pub fn pending_text(p: &Pending) -> String {
+    format!("{} {} ({})", p.version, p.name, p.phase)
+}
+
+/// Whether `p` is a contract step.
+pub fn is_contract(p: &Pending) -> bool {
+    p.phase == Phase::Contract
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, status: &str, beat: i64, max: Option<&str>) -> ProcessRow {
+        ProcessRow {
+            id: id.into(),
+            kind: "server".into(),
+            status: status.into(),
+            last_heartbeat: beat,
+            schema_max: max.map(str::to_owned),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn contract_waits_for_servers_that_need_the_older_schema() {
+        let v = SchemaVersion::new(1, 6);
+        let now = 100_000;
+        let rows = vec![
+            row("me", "running", now, Some("1.6")),
+            row("new", "running", now, Some("1.6")),
+            row("old", "running", now, Some("1.4")),
+            // Stopped a moment ago: its watchdog may start it again on the old binary.
+            row("restarting", "stopped", now - 1_000, Some("1.4")),
+            // Stopped long ago: it does not hold the update back.
+            row("gone", "stopped", now - 60_000, Some("1.4")),
+            row("ancient", "running", now, None),
+        ];
+        let ids: Vec<&str> = blockers(&rows, now, CONTRACT_SETTLE, "me", v)
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(ids, ["old", "restarting", "ancient"]);
+        assert!(versions_mixed(&rows, now, Duration::from_secs(5)));
+        assert!(!versions_mixed(&rows[..2], now, Duration::from_secs(5)));
+        let others: Vec<&str> = running_others(&rows, now, Duration::from_secs(5), "me")
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(others, ["new", "old", "ancient"]);
+    }
+}
