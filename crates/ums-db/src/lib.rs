@@ -6,6 +6,7 @@
 //! of devices at 08:00 would otherwise pay one commit each.
 
 pub mod admins;
+pub mod archive;
 pub mod batch;
 pub mod devices;
 mod entity;
@@ -24,7 +25,9 @@ use sea_orm::{
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
-pub use ums_migrations::{MigrateError, Outcome as MigrateOutcome, SchemaVersion};
+pub use ums_migrations::{
+    MigrateError, Outcome as MigrateOutcome, SchemaVersion, latest as latest_schema,
+};
 
 /// Errors of the database layer. The messages are meant for administrators and devices.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["settings"],
     &["clients"],
     &["network", "files"],
+    &["backup"],
     &["state"],
     &["tasks"],
     &["api"],

@@ -12,11 +12,13 @@
 //! 3. [`settings`]: the settings layering of a device and of a user on a device.
 //! 4. [`clients`]: swp-auth and the watchdogs, as this server calls them.
 //! 5. [`network`], [`files`]: this server's place in the HA network; its file store.
-//! 6. [`state`]: [`state::AppState`], what the APIs and tasks share.
-//! 7. [`tasks`]: heartbeat and scheduler, events, replication.
-//! 8. [`api`]: admin (gRPC and JSON), device, network and join services.
+//! 6. [`backup`]: backup and restore of the database and the file store in one archive.
+//! 7. [`state`]: [`state::AppState`], what the APIs and tasks share.
+//! 8. [`tasks`]: heartbeat and scheduler, events, replication.
+//! 9. [`api`]: admin (gRPC and JSON), device, network and join services.
 
 pub mod api;
+pub mod backup;
 pub mod clients;
 pub mod config;
 pub mod error;
