@@ -213,7 +213,7 @@ pub async fn a_snapshot_restores_every_row(backend: &str) {
         ("assignments", 2),
         ("jobs", 2),
         ("files", 2),
-        ("file_replicas", 1),
+        ("file_replicas", 2),
         ("cluster", 1),
         ("network_tokens", 1),
         ("swp_directories", 1),
