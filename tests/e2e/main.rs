@@ -5,6 +5,7 @@
 //!
 //! The binaries must be built first (`cargo build --bins`; `cargo xtask test` does it).
 
+mod backup;
 mod broker;
 mod harness;
 mod monitor;

@@ -6,6 +6,7 @@
 //! of devices at 08:00 would otherwise pay one commit each.
 
 pub mod admins;
+pub mod archive;
 pub mod audit;
 pub mod batch;
 pub mod devices;
@@ -27,7 +28,7 @@ use sea_orm::{
 
 pub use ums_migrations::{
     HistoryEntry, MigrateError, Outcome as MigrateOutcome, Pending, Phase, RunOptions,
-    SchemaVersion,
+    SchemaVersion, latest as latest_schema,
 };
 
 /// Errors of the database layer. The messages are meant for administrators and devices.

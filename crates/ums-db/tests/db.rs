@@ -6,7 +6,12 @@ use ums_db::devices::{CheckIn, DeviceUpdate, Registration};
 use ums_db::{Db, DbError, MigrateError, SchemaVersion};
 use ums_domain::{JobKind, JobState, ObjectKind, ObjectRef};
 
+#[path = "db/archive.rs"]
+mod archive;
 mod common;
+use archive::{
+    a_snapshot_moves_between_backends, a_snapshot_restores_every_row, an_import_is_all_or_nothing,
+};
 
 fn fresh_url(backend: &str) -> (String, Option<tempfile::TempDir>) {
     common::fresh_url(backend, "db")
@@ -24,6 +29,9 @@ both_backends!(
     jobs_are_handed_out_once_and_reported_by_their_device,
     admin_accounts_and_sessions,
     an_assigned_profile_is_deleted_only_with_force,
+    a_snapshot_restores_every_row,
+    a_snapshot_moves_between_backends,
+    an_import_is_all_or_nothing,
 );
 
 async fn open(url: &str) -> Db {

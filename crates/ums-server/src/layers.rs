@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["settings"],
     &["clients"],
     &["network", "files", "audit"],
+    &["backup"],
     &["state"],
     &["tasks"],
     &["api"],

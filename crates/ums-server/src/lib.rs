@@ -14,12 +14,14 @@
 //! 4. [`clients`]: swp-auth and the watchdogs, as this server calls them.
 //! 5. [`network`], [`files`], [`audit`]: this server's place in the HA network; its file
 //!    store; the audit log of administrators' changes.
-//! 6. [`state`]: [`state::AppState`], what the APIs and tasks share.
-//! 7. [`tasks`]: heartbeat and scheduler, events, replication.
-//! 8. [`api`]: admin (gRPC and JSON), device, network and join services.
+//! 6. [`backup`]: backup and restore of the database and the file store in one archive.
+//! 7. [`state`]: [`state::AppState`], what the APIs and tasks share.
+//! 8. [`tasks`]: heartbeat and scheduler, events, replication.
+//! 9. [`api`]: admin (gRPC and JSON), device, network and join services.
 
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod clients;
 pub mod config;
 pub mod error;

@@ -35,6 +35,23 @@ enum Command {
     Migrate,
     /// Print the effective configuration as TOML and exit.
     Config,
+    /// Back up the database and the file store into one archive (mode 0600) and exit. The
+    /// database is read in one transaction, as it is, while servers keep running.
+    Backup {
+        /// The archive to write, or a directory to write it in; default
+        /// `<data_dir>/backups/ums-<UTC time>-schema<version>.umsbak`.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Restore an archive into the configured database and data directory and exit. The whole
+    /// archive is checked first; a database that holds data is refused unless --force.
+    Restore {
+        /// The archive `ums-server backup` wrote.
+        file: PathBuf,
+        /// Replace the data of a database that is not empty (in one transaction).
+        #[arg(long)]
+        force: bool,
+    },
     /// Probe the running server's status (GET /api/v1/health on the admin port): exit 0 when
     /// healthy, 1 otherwise. For container health checks.
     Health,
@@ -70,6 +87,58 @@ async fn real_main(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
         // Printed (or refused) by `config_for_main`, or probed, before the runtime starts.
         Command::Config | Command::Health => Ok(()),
+        Command::Backup { output } => {
+            let mut progress = terminal_progress();
+            let summary =
+                ums_server::backup::create_backup_with(&cfg, output.as_deref(), &mut progress)
+                    .await?;
+            end_progress();
+            let rows: u64 = summary.tables.values().sum();
+            println!(
+                "backup {} ({} bytes, mode 0600)\n  schema {}, taken at {}\n  {} rows in {} tables, {} files ({} bytes)",
+                summary.path.display(),
+                summary.bytes,
+                summary.schema_version,
+                summary.taken_at,
+                rows,
+                summary.tables.len(),
+                summary.files,
+                summary.file_bytes,
+            );
+            print_tables(&summary.tables);
+            Ok(())
+        }
+        Command::Restore { file, force } => {
+            let mut progress = terminal_progress();
+            let summary =
+                ums_server::backup::restore_backup(&cfg, &file, force, &mut progress).await?;
+            end_progress();
+            let rows: u64 = summary.tables.values().sum();
+            println!(
+                "restored {} into {}{}\n  schema {}, taken at {}\n  {} rows in {} tables, {} files ({} bytes)",
+                file.display(),
+                ums_db::redact(&cfg.database_url),
+                if summary.replaced {
+                    " (its data replaced)"
+                } else {
+                    ""
+                },
+                summary.schema_version,
+                summary.taken_at,
+                rows,
+                summary.tables.len(),
+                summary.files,
+                summary.file_bytes,
+            );
+            print_tables(&summary.tables);
+            if let Some(token_file) = &summary.token_needed {
+                println!(
+                    "the restored network CA key opens only with the network token: put the token in {} (mode 0600) before starting the server",
+                    token_file.display()
+                );
+            }
+            Ok(())
+        }
         Command::Migrate => {
             let url = &cfg.database_url;
             let (_, outcome) = ums_db::Db::open(url)
@@ -152,6 +221,46 @@ async fn real_main(command: Command, cfg: Config) -> anyhow::Result<()> {
             )
             .await
         }
+    }
+}
+
+/// Progress lines on stderr when it is a terminal: each table with its rows, each file's bytes.
+fn terminal_progress() -> impl FnMut(ums_server::backup::Progress<'_>) + Send {
+    use std::io::{IsTerminal as _, Write as _};
+    use ums_server::backup::Progress;
+    let tty = std::io::stderr().is_terminal();
+    move |p| {
+        if !tty {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = match p {
+            Progress::Table { name, rows } => {
+                writeln!(err, "\r\x1b[K  table {name:<24} {rows:>9} rows")
+            }
+            Progress::File {
+                sha256,
+                done,
+                total,
+            } => write!(
+                err,
+                "\r\x1b[K  file  {}  {done:>12} / {total} bytes",
+                sha256.get(..12).unwrap_or(sha256)
+            ),
+        };
+    }
+}
+
+fn end_progress() {
+    use std::io::IsTerminal as _;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K");
+    }
+}
+
+fn print_tables(tables: &std::collections::BTreeMap<String, u64>) {
+    for (name, rows) in tables {
+        println!("    {name:<24} {rows:>9}");
     }
 }
 
