@@ -13,6 +13,7 @@ mod m0001_initial;
 mod m0002_cluster;
 mod m0003_shared_workplace;
 mod m0004_applied_revision;
+mod m0006_swp_sessions;
 
 use std::fmt;
 use std::str::FromStr;
@@ -85,6 +86,11 @@ pub fn migrations() -> &'static [Migration] {
             version: SchemaVersion::new(1, 3),
             name: "applied_revision",
             statements: m0004_applied_revision::statements,
+        },
+        Migration {
+            version: SchemaVersion::new(1, 5),
+            name: "swp_sessions",
+            statements: m0006_swp_sessions::statements,
         },
     ];
     ALL
