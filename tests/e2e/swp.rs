@@ -425,7 +425,7 @@ async fn two_servers_two_swp_auth_sessions_follow_the_user() {
         ctl_a.ok(&["devices", "move", &id.to_string(), "--folder", &desks]);
         devices.push(d);
     }
-    let users: Vec<(String, String)> = ["alice", "bob", "carol", "dave"]
+    let users: Vec<(String, String)> = ["alice", "bob", "carol"]
         .iter()
         .map(|u| ((*u).to_owned(), format!("{u}-pw-1")))
         .collect();
