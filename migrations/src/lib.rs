@@ -20,6 +20,7 @@ mod m0002_cluster;
 mod m0003_shared_workplace;
 mod m0004_applied_revision;
 mod m0005_update_service;
+mod m0006_swp_sessions;
 mod m0007_audit;
 #[cfg(any(debug_assertions, feature = "test-migrations"))]
 mod next;
@@ -189,6 +190,12 @@ const RELEASED: &[Migration] = {
             name: "update_service",
             phase: Phase::Expand,
             statements: m0005_update_service::statements,
+        },
+        Migration {
+            version: SchemaVersion::new(1, 5),
+            name: "swp_sessions",
+            phase: Phase::Expand,
+            statements: m0006_swp_sessions::statements,
         },
         Migration {
             version: SchemaVersion::new(1, 6),

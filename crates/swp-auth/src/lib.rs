@@ -8,11 +8,13 @@
 //!   done before any bind.
 //! * [`directory`]: pooled connections with failover, AD and LDAP lookups.
 //! * [`limits`]: login rate limits per user and per device.
+//! * [`heartbeat`]: its entry in the process registry, through the servers.
 //! * [`service`]: the gRPC service (`ums.swp.v1.SwpAuthService`) and [`run`].
 
 pub mod config;
 pub mod directory;
 pub mod escape;
+pub mod heartbeat;
 pub mod limits;
 pub mod login;
 pub mod service;

@@ -154,6 +154,19 @@ pub async fn run(
         });
     }
     let router = tonic::service::Routes::new(SwpAuthServiceServer::new(api)).into_axum_router();
+    let port = listeners.internal.local_addr()?.port();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let beat = tokio::spawn(crate::heartbeat::run(
+        cfg.network.clone(),
+        identity,
+        port,
+        stop_rx,
+    ));
+    // The heartbeat that says "stopped" goes out while calls in flight drain.
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
     ums_service::serve_tls(
         "internal",
         listeners.internal,
@@ -164,6 +177,7 @@ pub async fn run(
     )
     .await;
     let _ = stop_metrics.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), beat).await;
     tracing::info!("stopped");
     Ok(())
 }

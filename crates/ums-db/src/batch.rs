@@ -204,7 +204,8 @@ async fn update_contacts<C: ConnectionTrait>(
          UPDATE devices SET firmware = v.firmware, state = v.state, last_contact = v.at, \
          applied_revision = v.applied \
          FROM v WHERE devices.id = v.id \
-         RETURNING devices.id, devices.name, devices.folder_id, devices.rev, devices.next_job_at",
+         RETURNING devices.id, devices.name, devices.folder_id, devices.rev, devices.next_job_at, \
+         devices.swp_session",
         rows.join(", ")
     );
     let stmt = Statement::from_sql_and_values(tx.get_database_backend(), sql, values);
@@ -216,6 +217,7 @@ async fn update_contacts<C: ConnectionTrait>(
                 folder_id: row.try_get("", "folder_id")?,
                 rev: row.try_get("", "rev")?,
                 next_job_at: row.try_get("", "next_job_at")?,
+                swp_session: row.try_get("", "swp_session")?,
             },
         );
     }

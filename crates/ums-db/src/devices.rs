@@ -37,6 +37,8 @@ pub struct CheckedIn {
     pub folder_id: Option<i64>,
     pub rev: i64,
     pub next_job_at: Option<i64>,
+    /// The tag of the Shared Workplace session on the device, if a user is logged in.
+    pub swp_session: Option<i64>,
 }
 
 /// A check-in as the device sent it.
@@ -145,19 +147,20 @@ pub(crate) async fn check_in_in<C: ConnectionTrait>(
     tx: &C,
     c: &CheckIn,
 ) -> Result<Option<CheckedIn>> {
-    let stmt = Query::update()
-        .table(Alias::new("devices"))
-        .values([
-            (Alias::new("last_contact"), c.at.into()),
-            (Alias::new("firmware"), c.firmware.clone().into()),
-            (Alias::new("state"), c.state.clone().into()),
-            (Alias::new("applied_revision"), c.applied_revision.into()),
-        ])
-        .and_where(Expr::col(Alias::new("id")).eq(c.device_id))
-        .returning(
-            Query::returning().columns(["name", "folder_id", "rev", "next_job_at"].map(Alias::new)),
-        )
-        .to_owned();
+    let stmt =
+        Query::update()
+            .table(Alias::new("devices"))
+            .values([
+                (Alias::new("last_contact"), c.at.into()),
+                (Alias::new("firmware"), c.firmware.clone().into()),
+                (Alias::new("state"), c.state.clone().into()),
+                (Alias::new("applied_revision"), c.applied_revision.into()),
+            ])
+            .and_where(Expr::col(Alias::new("id")).eq(c.device_id))
+            .returning(Query::returning().columns(
+                ["name", "folder_id", "rev", "next_job_at", "swp_session"].map(Alias::new),
+            ))
+            .to_owned();
     let Some(row) = tx.query_one(&stmt).await? else {
         return Ok(None);
     };
@@ -166,6 +169,7 @@ pub(crate) async fn check_in_in<C: ConnectionTrait>(
         folder_id: row.try_get("", "folder_id")?,
         rev: row.try_get("", "rev")?,
         next_job_at: row.try_get("", "next_job_at")?,
+        swp_session: row.try_get("", "swp_session")?,
     }))
 }
 

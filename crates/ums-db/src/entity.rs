@@ -43,6 +43,9 @@ pub mod device {
         /// The settings revision the device reported applying at its last check-in; `None`
         /// before its first check-in since schema 1.3.
         pub applied_revision: Option<i64>,
+        /// The tag of the Shared Workplace session on the device; `None`: nobody logged in.
+        /// Since schema 1.5.
+        pub swp_session: Option<i64>,
     }
     no_relations!();
 }
@@ -228,6 +231,52 @@ pub mod swp_session {
         pub user_json: String,
         pub token_hash: String,
         pub started_at: i64,
+        /// Since schema 1.5: the session's tag (also in `devices.swp_session`), the server that
+        /// took the login, when the directory was last asked about the user.
+        pub tag: Option<i64>,
+        pub server_id: Option<String>,
+        pub refreshed_at: Option<i64>,
+    }
+    no_relations!();
+}
+
+pub mod swp_folder {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "swp_folders")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub folder_id: i64,
+        pub enabled: bool,
+        pub updated_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod swp_licence {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "swp_licences")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub seats: i64,
+        pub expires_at: i64,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod swp_seat {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "swp_seats")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub device_id: i64,
+        pub licence_id: i64,
+        pub taken_at: i64,
     }
     no_relations!();
 }

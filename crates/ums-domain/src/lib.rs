@@ -4,12 +4,14 @@
 //! This crate performs no I/O; everything here is pure computation on the
 //! values passed in.
 
+pub mod dates;
 pub mod jobs;
 pub mod params;
 pub mod settings;
 pub mod user_settings;
 pub mod validate;
 
+pub use dates::{format_date_ms, parse_date};
 pub use jobs::{JobKind, JobState};
 pub use params::{
     ParamSpec, ParamType, SettingsError, Value, catalog, find_spec, list_instance, parse_param,

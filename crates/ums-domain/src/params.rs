@@ -228,6 +228,36 @@ static CATALOG: &[ParamSpec] = &[
         false,
     ),
     spec(
+        "display.layout",
+        ParamType::Enum(&[
+            "single",
+            "extend_right",
+            "extend_left",
+            "extend_above",
+            "mirror",
+        ]),
+        "arrangement of the screens",
+        false,
+    ),
+    spec(
+        "display.refresh_hz",
+        int(24, 240),
+        "screen refresh rate in Hz",
+        false,
+    ),
+    spec(
+        "display.rotation",
+        ParamType::Enum(&["normal", "left", "right", "inverted"]),
+        "rotation of the screen",
+        false,
+    ),
+    spec(
+        "display.screen#.connector",
+        ParamType::Enum(&["auto", "dvi", "vga", "hdmi", "displayport"]),
+        "monitor connector of the screen",
+        false,
+    ),
+    spec(
         "display.screensaver_timeout_min",
         int(0, 1440),
         "minutes of inactivity before the screensaver starts; 0 disables it",
@@ -331,6 +361,60 @@ static CATALOG: &[ParamSpec] = &[
         "bootsplash.file",
         text(NAME_LEN),
         "file name of the boot splash image",
+        true,
+    ),
+    spec(
+        "display.color_depth",
+        ParamType::Enum(&["16", "24", "30"]),
+        "colour depth of the screens in bits",
+        true,
+    ),
+    spec(
+        "partition.custom.enabled",
+        ParamType::Bool,
+        "use the custom partition",
+        true,
+    ),
+    spec(
+        "partition.custom.size_mb",
+        int(1, 1_048_576),
+        "size of the custom partition in MiB",
+        true,
+    ),
+    spec(
+        "browser.plugin#.name",
+        text(NAME_LEN),
+        "browser plug-in installed on the device",
+        true,
+    ),
+    spec(
+        "appliance.mode",
+        ParamType::Enum(&["off", "vmware_view", "citrix", "spice"]),
+        "appliance mode: the device runs only this session",
+        true,
+    ),
+    spec(
+        "input.mouse.three_button_emulation",
+        ParamType::Bool,
+        "emulate the middle mouse button",
+        true,
+    ),
+    spec(
+        "sharedworkplace.enabled",
+        ParamType::Bool,
+        "Shared Workplace logins on the device (where neither the device nor a folder switch says)",
+        true,
+    ),
+    spec(
+        "sharedworkplace.logoff_hotkey",
+        text(64),
+        "key combination that logs the user off, e.g. `Ctrl+Alt+L`; empty: none",
+        true,
+    ),
+    spec(
+        "sharedworkplace.logoff_launcher",
+        ParamType::Bool,
+        "show a log-off button in the application launcher",
         true,
     ),
 ];
@@ -577,10 +661,28 @@ mod tests {
             "update.auto",
             "security.ssh",
             "bootsplash.file",
+            "display.color_depth",
+            "partition.custom.size_mb",
+            "browser.plugin2.name",
+            "appliance.mode",
+            "input.mouse.three_button_emulation",
+            "sharedworkplace.enabled",
+            "sharedworkplace.logoff_hotkey",
         ] {
             assert!(find_spec(key).is_some_and(|s| s.device_only), "{key}");
         }
-        for key in ["audio.volume", "sessions.rdp4.server", "system.language"] {
+        // What a user may set for the screens: everything but the colour depth.
+        for key in [
+            "audio.volume",
+            "sessions.rdp4.server",
+            "system.language",
+            "display.resolution",
+            "display.layout",
+            "display.refresh_hz",
+            "display.rotation",
+            "display.monitors",
+            "display.screen1.connector",
+        ] {
             assert!(find_spec(key).is_some_and(|s| !s.device_only), "{key}");
         }
     }

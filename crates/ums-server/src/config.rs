@@ -40,10 +40,14 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SwpConfig {
-    /// `https://HOST:61617` of `swp-auth`. Empty: device logins are refused.
+    /// `https://HOST:61617` of an `swp-auth` used besides the running ones of the process
+    /// registry. Empty: only the registry's.
     pub url: String,
     /// Time a login may take, directory included.
     pub timeout_ms: u64,
+    /// Seconds after which the directory is asked again about the user of a session (groups,
+    /// OUs), so directory changes reach a logged-in user; 0: only at the next login.
+    pub refresh_s: u64,
 }
 
 impl Default for SwpConfig {
@@ -51,6 +55,7 @@ impl Default for SwpConfig {
         Self {
             url: String::new(),
             timeout_ms: 10_000,
+            refresh_s: 900,
         }
     }
 }
@@ -299,6 +304,7 @@ impl ServerConfig {
                 tls_names.push(name.clone());
             }
         }
+        at_least("swp.timeout_ms", self.swp.timeout_ms, 100)?;
         let swp = match self.swp.url.trim() {
             "" => None,
             url => {
@@ -309,7 +315,6 @@ impl ServerConfig {
                 if addr.is_empty() || addr.contains('/') {
                     anyhow::bail!("swp.url `{url}` must be https://HOST:PORT");
                 }
-                at_least("swp.timeout_ms", self.swp.timeout_ms, 100)?;
                 Some(SwpSettings {
                     url: url.to_owned(),
                     addr: addr.to_owned(),
@@ -359,6 +364,8 @@ impl ServerConfig {
             tls_names,
             node_names,
             swp,
+            swp_timeout: Duration::from_millis(self.swp.timeout_ms),
+            swp_refresh: Duration::from_secs(self.swp.refresh_s),
             log: self.log.clone(),
         })
     }
@@ -405,8 +412,12 @@ pub struct Config {
     pub tls_names: Vec<String>,
     /// Names of the node certificate: `tls_names` and the advertised host.
     pub node_names: Vec<String>,
-    /// Shared Workplace logins through swp-auth, when configured.
+    /// Shared Workplace logins through this swp-auth too, when configured.
     pub swp: Option<SwpSettings>,
+    /// Time a Shared Workplace login may take.
+    pub swp_timeout: Duration,
+    /// Age after which a session's user is looked up again; zero: never.
+    pub swp_refresh: Duration,
     pub log: LogConfig,
     /// Where `/metrics` is served, when it is.
     pub metrics_listen: Option<SocketAddr>,

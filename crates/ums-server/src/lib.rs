@@ -214,6 +214,7 @@ pub async fn run(
         admin_port,
         session: cfg.admin.session,
         online_within: cfg.device.online_within,
+        swp_refresh: cfg.swp_refresh,
     };
     let net = network::Network::new(
         prepared.process_id.clone(),
@@ -226,9 +227,7 @@ pub async fn run(
     let files = files::FileStore::open(&cfg.data_dir)
         .with_context(|| format!("open the file store in {}", cfg.data_dir.display()))?;
     let swp = clients::swp::SwpClient::default();
-    if let Some(swp_cfg) = &cfg.swp {
-        swp.configure(swp_cfg, &net.identity)?;
-    }
+    swp.configure(cfg.swp.as_ref(), cfg.swp_timeout, &net.identity)?;
     let state = state::AppState::new(prepared.db.clone(), info, net, files, swp)
         .await
         .map_err(|e| anyhow::anyhow!("load settings: {e}"))?;

@@ -21,6 +21,8 @@ pub struct DeviceRow {
     pub name: String,
     pub folder_id: Option<i64>,
     pub rev: i64,
+    /// The tag of the Shared Workplace session on the device, if a user is logged in.
+    pub session: Option<i64>,
 }
 
 impl DeviceRow {
@@ -40,6 +42,7 @@ impl From<ums_db::devices::Device> for DeviceRow {
             name: d.name,
             folder_id: d.folder_id,
             rev: d.rev,
+            session: d.swp_session,
         }
     }
 }
@@ -221,6 +224,74 @@ pub fn user_settings(
     (out, rev)
 }
 
+/// The newest stamp among the user's side of a user's settings on a device and the device's
+/// own: what [`user_settings`] returns as revision, without the merge.
+pub fn user_revision(
+    model: &SettingsModel,
+    device: &DeviceView<'_>,
+    directory: i64,
+    user: &DirectoryUser,
+) -> u64 {
+    let (_, user_rev) = user_layers(model, directory, user);
+    revision(model, device).max(u64::try_from(user_rev).unwrap_or(0))
+}
+
+/// Bits of a revision below a session's tag.
+const SESSION_SHIFT: u32 = 40;
+
+/// The revision a device gets while a user is logged in: the session's tag in the bits above
+/// [`SESSION_SHIFT`], the revision of the user's settings below. Revisions are opaque to devices,
+/// which compare them only for equality: a login, a refresh that changed the user, and a logout
+/// change the tag, so the revision changes even when no stamp did; a change of the user's or the
+/// device's inputs changes the part below. Tags are below 2^23, so the revision fits an i64.
+pub fn session_revision(tag: i64, user_revision: u64) -> u64 {
+    let tag = u64::try_from(tag.clamp(0, ums_db::swp::MAX_TAG)).unwrap_or(0);
+    (tag << SESSION_SHIFT) | (user_revision & ((1 << SESSION_SHIFT) - 1))
+}
+
+/// Why Shared Workplace is on or off on a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enablement {
+    /// The device's own switch.
+    Device(bool),
+    /// The switch of this folder, the closest up the device's chain that has one.
+    Folder(i64, bool),
+    /// `sharedworkplace.enabled` in the device's settings (a profile).
+    Profile(bool),
+    /// Nothing says.
+    Unset,
+}
+
+impl Enablement {
+    pub fn enabled(&self) -> bool {
+        match self {
+            Self::Device(on) | Self::Folder(_, on) | Self::Profile(on) => *on,
+            Self::Unset => false,
+        }
+    }
+}
+
+/// The parameter of a profile that switches Shared Workplace on or off.
+pub const SWP_ENABLED_KEY: &str = "sharedworkplace.enabled";
+
+/// Whether Shared Workplace is on for a device: its own switch, else the closest folder's, else
+/// `sharedworkplace.enabled` from its profiles.
+pub fn swp_enablement(model: &SettingsModel, d: &DeviceView<'_>) -> Enablement {
+    if let Some(dev) = model.swp.devices.get(&d.id) {
+        return Enablement::Device(dev.enabled);
+    }
+    for f in folder_chain(model, d.folder_id) {
+        if let Some(on) = model.swp.folders.get(&f) {
+            return Enablement::Folder(f, *on);
+        }
+    }
+    let own = ums_domain::merge(&device_layers(model, d));
+    match own.values.iter().find(|v| v.key == SWP_ENABLED_KEY) {
+        Some(v) => Enablement::Profile(v.value.to_string() == "true"),
+        None => Enablement::Unset,
+    }
+}
+
 /// The directory a typed user name belongs to: by its domain (`alice@ad.example.org`,
 /// `AD\alice`), by the name an administrator gave, or the first directory.
 pub fn pick_directory<'a>(
@@ -241,12 +312,14 @@ pub fn pick_directory<'a>(
         )
     })?;
     let name = username.trim();
-    if let Some((netbios, _)) = name.split_once('\\')
-        && let Some(d) = dirs
+    if let Some((netbios, _)) = name.split_once('\\') {
+        return dirs
             .values()
-            .find(|d| !d.input.netbios.is_empty() && d.input.netbios.eq_ignore_ascii_case(netbios))
-    {
-        return Ok(d);
+            .find(|d| {
+                d.input.netbios.eq_ignore_ascii_case(netbios)
+                    || (!d.input.domain.is_empty() && d.input.domain.eq_ignore_ascii_case(netbios))
+            })
+            .ok_or_else(|| unknown_domain(netbios));
     }
     if let Some((_, domain)) = name.rsplit_once('@')
         && let Some(d) = dirs
@@ -256,6 +329,13 @@ pub fn pick_directory<'a>(
         return Ok(d);
     }
     Ok(first)
+}
+
+/// A `DOMAIN\user` login naming a domain no directory has: refused like a wrong password, so
+/// the answer tells nobody which domains exist; the server's log says why.
+fn unknown_domain(netbios: &str) -> ApiError {
+    tracing::info!(domain = %netbios, "login refused: no directory has this NetBIOS domain");
+    ApiError::Unauthenticated("wrong user name or password".into())
 }
 
 /// The user part of a typed name: `AD\alice` and `alice@ad.example.org` are `alice`.

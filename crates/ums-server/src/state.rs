@@ -40,6 +40,21 @@ pub struct AppState {
     pub swp: SwpClient,
     /// What `/metrics` shows.
     pub metrics: Arc<ServerMetrics>,
+    /// Shared Workplace sessions this server has met: device id -> the session's tag and user.
+    /// Filled at a login and at the first check-in that names a session it does not know (one
+    /// read), dropped when a check-in names none; a check-in never reads it from the database
+    /// again while its tag stays.
+    sessions: Mutex<HashMap<i64, Arc<SessionUser>>>,
+    /// Seats of the licence pool that devices were found holding: device id -> licence id.
+    seats: Mutex<HashMap<i64, i64>>,
+}
+
+/// The user of a Shared Workplace session.
+#[derive(Debug)]
+pub struct SessionUser {
+    pub tag: i64,
+    pub directory_id: i64,
+    pub user: ums_domain::DirectoryUser,
 }
 
 /// What the server says about itself.
@@ -53,6 +68,8 @@ pub struct ServerInfo {
     pub session: std::time::Duration,
     /// A device contacted at most this long ago is online.
     pub online_within: std::time::Duration,
+    /// Age after which the user of a Shared Workplace session is looked up again; zero: never.
+    pub swp_refresh: std::time::Duration,
 }
 
 impl AppState {
@@ -86,6 +103,8 @@ impl AppState {
             network,
             files,
             swp,
+            sessions: Mutex::new(HashMap::new()),
+            seats: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -206,6 +225,8 @@ impl AppState {
     pub fn forget_device(&self, device_id: i64) {
         self.lock_credentials().remove(&device_id);
         lock(&self.pending_views).remove(&device_id);
+        lock(&self.sessions).remove(&device_id);
+        lock(&self.seats).remove(&device_id);
     }
 
     /// Keeps a check-in's view of a device for the settings download it announces.
@@ -216,6 +237,92 @@ impl AppState {
     /// Takes the view kept by the device's last check-in, if any.
     pub fn take_view(&self, device_id: i64) -> Option<DeviceRow> {
         lock(&self.pending_views).remove(&device_id)
+    }
+
+    /// The user of the session a check-in or device row names (`tag`), if any: from memory
+    /// while the tag is the one known, else read once.
+    pub async fn session_user(
+        &self,
+        device_id: i64,
+        tag: Option<i64>,
+    ) -> Result<Option<Arc<SessionUser>>, ApiError> {
+        let Some(tag) = tag else {
+            lock(&self.sessions).remove(&device_id);
+            return Ok(None);
+        };
+        if let Some(s) = lock(&self.sessions).get(&device_id)
+            && s.tag == tag
+        {
+            return Ok(Some(s.clone()));
+        }
+        let Some(stored) = self.db.swp_session(device_id).await? else {
+            lock(&self.sessions).remove(&device_id);
+            return Ok(None);
+        };
+        let user = match serde_json::from_str(&stored.user_json) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(device_id, error = %e, "a stored Shared Workplace session is unreadable: the device gets its own settings");
+                return Ok(None);
+            }
+        };
+        Ok(Some(self.remember_session(
+            device_id,
+            stored.tag,
+            stored.directory_id,
+            user,
+        )))
+    }
+
+    /// Keeps the user of a session that just started (or was read).
+    pub fn remember_session(
+        &self,
+        device_id: i64,
+        tag: i64,
+        directory_id: i64,
+        user: ums_domain::DirectoryUser,
+    ) -> Arc<SessionUser> {
+        let s = Arc::new(SessionUser {
+            tag,
+            directory_id,
+            user,
+        });
+        lock(&self.sessions).insert(device_id, s.clone());
+        s
+    }
+
+    /// Forgets the session of a device (it ended).
+    pub fn forget_session(&self, device_id: i64) {
+        lock(&self.sessions).remove(&device_id);
+    }
+
+    /// A directory as swp-auth needs it, with the bind password opened.
+    pub fn swp_directory(
+        &self,
+        d: &ums_db::swp::Directory,
+    ) -> Result<ums_proto::swp::v1::Directory, ApiError> {
+        let bind_password = self
+            .network
+            .open_secret(&d.input.bind_password)
+            .ok_or_else(|| {
+                ApiError::FailedPrecondition(format!(
+                    "the bind password of directory `{}` does not open with this network's CA key: set it again",
+                    d.input.name
+                ))
+            })?;
+        Ok(crate::clients::swp::directory_pb(d, bind_password))
+    }
+
+    /// The licence whose seat a device was found holding.
+    pub fn known_seat(&self, device_id: i64) -> Option<i64> {
+        lock(&self.seats).get(&device_id).copied()
+    }
+
+    pub fn remember_seat(&self, device_id: i64, licence_id: Option<i64>) {
+        match licence_id {
+            Some(l) => lock(&self.seats).insert(device_id, l),
+            None => lock(&self.seats).remove(&device_id),
+        };
     }
 
     fn lock_credentials(&self) -> std::sync::MutexGuard<'_, HashMap<i64, [u8; 32]>> {

@@ -31,6 +31,10 @@ pub struct WatchdogConfig {
     /// The local broker, started after the server and stopped first so it drains while the
     /// server still answers.
     pub broker: ChildConfig,
+    /// The node's swp-auth (Shared Workplace logins), optional, started after the broker. It
+    /// reports itself in the registry; give it the id it has in the network (its default,
+    /// `swp-auth-<host>`, is the same as this one's).
+    pub swp_auth: ChildConfig,
     pub restart: RestartConfig,
     pub log: LogConfig,
     pub metrics: ums_service::metrics::MetricsConfig,
@@ -106,6 +110,7 @@ impl Default for WatchdogConfig {
             network: NetworkConfig::default(),
             server: ChildConfig::new(ComponentKind::Server),
             broker: ChildConfig::new(ComponentKind::Broker),
+            swp_auth: ChildConfig::new(ComponentKind::SwpAuth),
             restart: RestartConfig::default(),
             log: LogConfig::default(),
             metrics: Default::default(),
@@ -119,7 +124,10 @@ impl ChildConfig {
             enabled: false,
             id: String::new(),
             id_file: PathBuf::new(),
-            binary: PathBuf::from(format!("/usr/bin/ums-{kind}")),
+            binary: match kind {
+                ComponentKind::SwpAuth => PathBuf::from("/usr/bin/swp-auth"),
+                _ => PathBuf::from(format!("/usr/bin/ums-{kind}")),
+            },
             args: match kind {
                 ComponentKind::Server => vec!["run".into()],
                 _ => Vec::new(),
@@ -129,6 +137,7 @@ impl ChildConfig {
             workdir: PathBuf::new(),
             ready_addr: match kind {
                 ComponentKind::Server => "127.0.0.1:8443".into(),
+                ComponentKind::SwpAuth => "127.0.0.1:61617".into(),
                 _ => "127.0.0.1:30001".into(),
             },
             ready_timeout_ms: 60_000,
@@ -173,7 +182,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub internal_listen: SocketAddr,
     pub network: Membership,
-    /// The enabled children in start order (server, then broker), with their registry ids.
+    /// The enabled children in start order (server, broker, swp-auth), with their registry ids.
     pub children: Vec<Child>,
     pub restart: RestartConfig,
     pub log: LogConfig,
@@ -209,11 +218,15 @@ impl WatchdogConfig {
         for (kind, child) in [
             (ComponentKind::Server, &self.server),
             (ComponentKind::Broker, &self.broker),
+            (ComponentKind::SwpAuth, &self.swp_auth),
         ] {
             if !child.enabled {
                 continue;
             }
-            let key = kind.as_str();
+            let key = match kind {
+                ComponentKind::SwpAuth => "swp_auth",
+                _ => kind.as_str(),
+            };
             anyhow::ensure!(
                 !child.binary.as_os_str().is_empty(),
                 "{key}.binary: the executable to run"
@@ -236,10 +249,12 @@ impl WatchdogConfig {
                 config: child.clone(),
             });
         }
-        anyhow::ensure!(
-            children.len() < 2 || children[0].id != children[1].id,
-            "server.id and broker.id: must differ"
-        );
+        for (i, a) in children.iter().enumerate() {
+            anyhow::ensure!(
+                children[i + 1..].iter().all(|b| b.id != a.id),
+                "server.id, broker.id and swp_auth.id: must differ"
+            );
+        }
         Ok(Config {
             data_dir: self.data_dir.clone(),
             internal_listen,
@@ -268,6 +283,33 @@ mod tests {
             cfg.network.identity_dir,
             Path::new("watchdog-data/identity")
         );
+    }
+
+    #[test]
+    fn swp_auth_is_an_optional_third_child() {
+        let mut cfg = WatchdogConfig::default();
+        cfg.server.enabled = true;
+        cfg.swp_auth.enabled = true;
+        let v = cfg.validate().expect("valid");
+        let kinds: Vec<_> = v.children.iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, vec![ComponentKind::Server, ComponentKind::SwpAuth]);
+        assert_eq!(
+            v.children[1].config.binary,
+            PathBuf::from("/usr/bin/swp-auth")
+        );
+        assert!(
+            v.children[1].id.starts_with("swp-auth-"),
+            "{}",
+            v.children[1].id
+        );
+
+        cfg.swp_auth.ready_addr = "nonsense".into();
+        let err = cfg.validate().expect_err("bad ready address");
+        assert!(err.to_string().contains("swp_auth.ready_addr"), "{err}");
+        cfg.swp_auth.ready_addr = String::new();
+        cfg.swp_auth.id = v.children[0].id.clone();
+        let err = cfg.validate().expect_err("same id");
+        assert!(err.to_string().contains("must differ"), "{err}");
     }
 
     #[test]

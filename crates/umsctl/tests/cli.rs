@@ -202,6 +202,12 @@ admin_service! {
         set_shared_workplace(SetSharedWorkplaceRequest) -> SharedWorkplaceState;
         network_check(NetworkCheckRequest) -> NetworkCheckReport;
         list_audit(ListAuditRequest) -> ListAuditResponse;
+        set_folder_shared_workplace(SetFolderSharedWorkplaceRequest) -> Empty;
+        create_swp_licence(CreateSwpLicenceRequest) -> SwpLicence;
+        list_swp_licences(ListSwpLicencesRequest) -> ListSwpLicencesResponse;
+        delete_swp_licence(DeleteSwpLicenceRequest) -> Empty;
+        list_swp_sessions(ListSwpSessionsRequest) -> ListSwpSessionsResponse;
+        end_swp_session(EndSwpSessionRequest) -> SwpSession;
 }
 
 /// Starts the fake admin API on its own runtime thread; returns its URL and CA PEM.

@@ -6,7 +6,7 @@
 //! them.
 //!
 //! One file per concern: `directories`, `principals` (users, groups and OUs and the profiles
-//! assigned to them), `devices` (licence and switch) and `sessions`.
+//! assigned to them), `devices` (licence and switch of devices and folders, the licence pool) and `sessions`.
 
 mod devices;
 mod directories;
@@ -17,12 +17,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use sea_orm::{EntityTrait, QueryOrder};
 
-pub use devices::SwpDevice;
+pub use devices::{SeatClaim, SwpDevice, SwpLicence};
 pub use directories::{Directory, DirectoryInput, DirectoryKind};
 pub use principals::{Principal, PrincipalKind, principal_key};
-pub use sessions::SwpSession;
+pub use sessions::{MAX_TAG, SwpSession};
 
-use crate::entity::{swp_assignment, swp_device, swp_directory, swp_principal};
+use crate::entity::{swp_assignment, swp_device, swp_directory, swp_folder, swp_principal};
 use crate::{Db, Result};
 
 /// Everything Shared Workplace needs in memory, part of the settings model.
@@ -36,6 +36,10 @@ pub struct SwpModel {
     pub principal_profiles: HashMap<i64, Vec<i64>>,
     /// Devices with a licence or a switch set.
     pub devices: HashMap<i64, SwpDevice>,
+    /// Folders with a switch set: folder id -> on or off, for it and the folders below.
+    pub folders: HashMap<i64, bool>,
+    /// The licence pool (seats held not counted).
+    pub licences: Vec<SwpLicence>,
 }
 
 impl SwpModel {
@@ -83,6 +87,10 @@ impl Db {
                 },
             );
         }
+        for f in swp_folder::Entity::find().all(self.conn()).await? {
+            model.folders.insert(f.folder_id, f.enabled);
+        }
+        model.licences = self.list_swp_licences().await?;
         Ok(model)
     }
 }

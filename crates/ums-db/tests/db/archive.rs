@@ -142,14 +142,20 @@ async fn fill(db: &Db) {
     db.set_swp_device(devices[0], Some(true), Some(true))
         .await
         .expect("licence");
-    db.start_swp_session(&SwpSession {
-        device_id: devices[0],
-        directory_id: directory.id,
-        login: "alice".into(),
-        user_json: "{\"groups\":[\"Staff\"]}".into(),
-        token_hash: "02".repeat(32),
-        started_at: ums_db::now_ms(),
-    })
+    db.start_swp_session(
+        &SwpSession {
+            device_id: devices[0],
+            directory_id: directory.id,
+            login: "alice".into(),
+            user_json: "{\"groups\":[\"Staff\"]}".into(),
+            token_hash: "02".repeat(32),
+            started_at: ums_db::now_ms(),
+            tag: 0,
+            server_id: "server-a".into(),
+            refreshed_at: ums_db::now_ms(),
+        },
+        7,
+    )
     .await
     .expect("session");
     let admin = db

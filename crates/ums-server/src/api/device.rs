@@ -16,9 +16,10 @@ use ums_proto::device::v1::device_service_server::DeviceService;
 
 use crate::error::ApiError;
 use crate::settings::{
-    DeviceRow, DeviceView, device_settings, pick_directory, revision, user_settings,
+    DeviceRow, DeviceView, Enablement, device_settings, pick_directory, revision, session_revision,
+    swp_enablement, user_revision, user_settings,
 };
-use crate::state::AppState;
+use crate::state::{AppState, SessionUser};
 
 /// Shortest and longest device secret accepted at registration.
 const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=64;
@@ -163,15 +164,20 @@ impl DeviceApi {
             })
             .await?
             .ok_or_else(|| ApiError::NotFound("device no longer exists".into()))?;
-        let rev = revision(
-            &state.settings(),
-            &DeviceView {
-                id: device_id,
-                name: "",
-                folder_id: row.folder_id,
-                rev: row.rev,
-            },
-        );
+        let model = state.settings();
+        let view = DeviceView {
+            id: device_id,
+            name: "",
+            folder_id: row.folder_id,
+            rev: row.rev,
+        };
+        // While a user is logged in the revision is that of the user's settings.
+        let rev = match state.session_user(device_id, row.swp_session).await? {
+            Some(s) => {
+                session_revision(s.tag, user_revision(&model, &view, s.directory_id, &s.user))
+            }
+            None => revision(&model, &view),
+        };
         let jobs_due = match row.next_job_at {
             Some(at) if at <= now => state.db.count_due_jobs(device_id, now).await?,
             _ => 0,
@@ -184,6 +190,7 @@ impl DeviceApi {
                     name: row.name,
                     folder_id: row.folder_id,
                     rev: row.rev,
+                    session: row.swp_session,
                 },
             );
         }
@@ -202,7 +209,8 @@ impl DeviceApi {
             Some(v) => v,
             None => state.device_row(device_id).await?,
         };
-        let (effective, revision) = device_settings(&state.settings(), &row.view(device_id));
+        let session = state.session_user(device_id, row.session).await?;
+        let (effective, revision) = settings_of(&state.settings(), &row, device_id, session);
         Ok(pb::GetSettingsResponse {
             revision,
             settings: settings_pb(effective),
@@ -288,7 +296,7 @@ impl DeviceApi {
         Ok(Box::pin(stream))
     }
 
-    /// A device login: licence and switch, then swp-auth, then the merge.
+    /// A device login: switch and licence, then swp-auth, then the merge.
     async fn login(
         &self,
         device_id: i64,
@@ -296,22 +304,8 @@ impl DeviceApi {
     ) -> Result<pb::LoginResponse, ApiError> {
         let state = &self.state;
         let model = state.settings();
-        let dev = model
-            .swp
-            .devices
-            .get(&device_id)
-            .copied()
-            .unwrap_or_default();
-        if !dev.licensed {
-            return Err(ApiError::FailedPrecondition(format!(
-                "device {device_id} has no Shared Workplace licence"
-            )));
-        }
-        if !dev.enabled {
-            return Err(ApiError::FailedPrecondition(format!(
-                "Shared Workplace is switched off on device {device_id}"
-            )));
-        }
+        let row = state.device_row(device_id).await?;
+        admit(state, &model, &row, device_id).await?;
         if r.password.is_empty() {
             return Err(ApiError::Invalid("password is empty".into()));
         }
@@ -325,28 +319,37 @@ impl DeviceApi {
                 device_id,
             )
             .await?;
-        let row = state.device_row(device_id).await?;
         let (effective, revision) =
             user_settings(&model, &row.view(device_id), directory.id, &user);
         for w in &effective.warnings {
             tracing::debug!(device_id, user = %user.login, warning = %w, "user settings");
         }
-        state
+        let now = ums_db::now_ms();
+        let session = state
             .db
-            .start_swp_session(&SwpSession {
-                device_id,
-                directory_id: directory.id,
-                login: user.login.clone(),
-                user_json: serde_json::to_string(&user).unwrap_or_default(),
-                token_hash: String::new(),
-                started_at: ums_db::now_ms(),
-            })
+            .start_swp_session(
+                &SwpSession {
+                    device_id,
+                    directory_id: directory.id,
+                    login: user.login.clone(),
+                    user_json: serde_json::to_string(&user).unwrap_or_default(),
+                    token_hash: String::new(),
+                    started_at: now,
+                    tag: 0,
+                    server_id: state.info.process_id.clone(),
+                    refreshed_at: now,
+                },
+                rand::random::<i64>(),
+            )
             .await?;
         tracing::info!(device_id, user = %user.login, directory = %directory.input.name, "user logged in");
+        let login = user.login.clone();
+        let display_name = user.display_name.clone();
+        state.remember_session(device_id, session.tag, directory.id, user);
         Ok(pb::LoginResponse {
-            user: user.login,
-            display_name: user.display_name,
-            revision,
+            user: login,
+            display_name,
+            revision: session_revision(session.tag, revision),
             settings: settings_pb(effective),
         })
     }
@@ -354,15 +357,108 @@ impl DeviceApi {
     /// Ends a device's user session: the device's own settings.
     async fn logout(&self, device_id: i64) -> Result<pb::GetSettingsResponse, ApiError> {
         let state = &self.state;
-        if state.db.end_swp_session(device_id).await? {
-            tracing::info!(device_id, "user logged out");
+        if let Some(s) = state.db.end_swp_session(device_id).await? {
+            tracing::info!(device_id, user = %s.login, "user logged out");
         }
+        state.forget_session(device_id);
         let row = state.device_row(device_id).await?;
         let (effective, revision) = device_settings(&state.settings(), &row.view(device_id));
         Ok(pb::GetSettingsResponse {
             revision,
             settings: settings_pb(effective),
         })
+    }
+}
+
+/// A device's settings: the user's while a session is open, else its own; with their revision.
+fn settings_of(
+    model: &ums_db::settings::SettingsModel,
+    row: &DeviceRow,
+    device_id: i64,
+    session: Option<Arc<SessionUser>>,
+) -> (Effective, u64) {
+    match session {
+        Some(s) => {
+            let (e, rev) = user_settings(model, &row.view(device_id), s.directory_id, &s.user);
+            (e, session_revision(s.tag, rev))
+        }
+        None => device_settings(model, &row.view(device_id)),
+    }
+}
+
+/// Whether a device may log a user in: Shared Workplace on (device, folder or profile) and a
+/// licence (the device's own, or a seat of the licence pool, taken at its first login).
+async fn admit(
+    state: &AppState,
+    model: &ums_db::settings::SettingsModel,
+    row: &DeviceRow,
+    device_id: i64,
+) -> Result<(), ApiError> {
+    let own = model
+        .swp
+        .devices
+        .get(&device_id)
+        .copied()
+        .unwrap_or_default();
+    let enablement = swp_enablement(model, &row.view(device_id));
+    if !enablement.enabled() {
+        if !own.licensed && model.swp.licences.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "device {device_id} has no Shared Workplace licence"
+            )));
+        }
+        let why = match enablement {
+            Enablement::Device(_) => "on the device".to_owned(),
+            Enablement::Folder(f, _) => format!("for its folder {f}"),
+            Enablement::Profile(_) => "by a profile of the device".to_owned(),
+            Enablement::Unset => {
+                "anywhere: switch it on for the device, a folder above it or in a profile"
+                    .to_owned()
+            }
+        };
+        return Err(ApiError::FailedPrecondition(format!(
+            "Shared Workplace is switched off on device {device_id} ({why})"
+        )));
+    }
+    if own.licensed {
+        return Ok(());
+    }
+    let now = ums_db::now_ms();
+    if let Some(l) = state.known_seat(device_id)
+        && model
+            .swp
+            .licences
+            .iter()
+            .any(|x| x.id == l && x.expires_at > now)
+    {
+        return Ok(());
+    }
+    match state.db.claim_swp_seat(device_id, now).await? {
+        ums_db::swp::SeatClaim::Seat(l) => {
+            state.remember_seat(device_id, Some(l.id));
+            Ok(())
+        }
+        ums_db::swp::SeatClaim::NoLicence => {
+            state.remember_seat(device_id, None);
+            Err(ApiError::FailedPrecondition(format!(
+                "device {device_id} has no Shared Workplace licence"
+            )))
+        }
+        ums_db::swp::SeatClaim::Expired(l) => {
+            state.remember_seat(device_id, None);
+            tracing::warn!(device_id, licence = %l.name, "login refused: the Shared Workplace licences expired");
+            Err(ApiError::FailedPrecondition(format!(
+                "the Shared Workplace licence `{}` expired on {}: no new logins until a valid licence is added",
+                l.name,
+                ums_domain::format_date_ms(l.expires_at - 1)
+            )))
+        }
+        ums_db::swp::SeatClaim::Full(seats) => {
+            state.remember_seat(device_id, None);
+            Err(ApiError::FailedPrecondition(format!(
+                "all {seats} seats of the Shared Workplace licences are held by other devices"
+            )))
+        }
     }
 }
 

@@ -125,9 +125,12 @@ impl Network {
         let mut now = 0;
         let mut changed = false;
         for row in &rows {
-            // A supervised server writes its own heartbeat; the watchdog's report must not
-            // overwrite a fresher one, only mark it stopped when it is.
-            if row.kind == "server" && row.supervisor_id.is_some() {
+            // A supervised server or swp-auth writes its own heartbeat (with the ports the
+            // watchdog does not know); the watchdog's report must not overwrite a fresher one,
+            // only mark it stopped when it is.
+            if (row.kind == "server" || row.kind == ComponentKind::SwpAuth.as_str())
+                && row.supervisor_id.is_some()
+            {
                 let known = before.iter().find(|b| b.id == row.id);
                 if let (Some(b), Some(sup)) = (known, &row.supervisor_id)
                     && b.supervisor_id.as_ref() != Some(sup)
@@ -228,6 +231,22 @@ pub fn running_servers(rows: &[ProcessRow], now: i64, silent_ms: i64) -> Vec<pb:
     out
 }
 
+/// The internal ports (`host:port`) of the `swp-auth` processes that run: heard from recently.
+pub fn running_swp_auth(rows: &[ProcessRow], now: i64, silent_ms: i64) -> Vec<String> {
+    rows.iter()
+        .filter(|r| {
+            r.kind == ComponentKind::SwpAuth.as_str()
+                && r.status == "running"
+                && now - r.last_heartbeat <= silent_ms
+                && r.internal_port > 0
+        })
+        .filter_map(|r| {
+            let port = u32::try_from(r.internal_port).ok()?;
+            Some(crate::clients::host_port(&r.host, port))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +297,14 @@ mod tests {
             row("s3", "server", "stopped", 10_000),
             row("b1", "broker", "running", 10_000),
         ];
+        let mut swp = row("a1", "swp-auth", "running", 10_000);
+        swp.internal_port = 61617;
+        let mut gone = row("a2", "swp-auth", "running", 1_000);
+        gone.internal_port = 61617;
+        assert_eq!(
+            running_swp_auth(&[swp, gone, rows[0].clone()], 10_500, 5_000),
+            vec!["h:61617".to_owned()]
+        );
         let ids: Vec<_> = running_servers(&rows, 10_500, 5_000)
             .into_iter()
             .map(|s| s.id)

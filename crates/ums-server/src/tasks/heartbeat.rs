@@ -1,5 +1,6 @@
 //! The server's heartbeat: every `heartbeat` it writes its registry entry (on the database's
-//! clock), reads the registry into the running-servers list brokers follow, notices the
+//! clock), reads the registry into the running-servers list brokers follow and the swp-auth
+//! processes Shared Workplace logins go to, notices the
 //! database going away and coming back, and takes part in the scheduler lease. On stop it
 //! marks itself stopped and gives the lease up.
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use ums_db::Db;
 
-use crate::network::registry::running_servers;
+use crate::network::registry::{running_servers, running_swp_auth};
 use crate::network::{Network, SCHEDULER, stopped, update};
 use crate::state::AppState;
 
@@ -48,6 +49,7 @@ pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
                 }
                 let silent = network.config.silent_after.as_millis() as i64;
                 network.set_servers(running_servers(&rows, now, silent));
+                state.swp.set_registry(running_swp_auth(&rows, now, silent));
                 update_step(&network, db, &rows, now).await;
             }
             Ok(Err(e)) => unavailable(&network, &e.to_string()),

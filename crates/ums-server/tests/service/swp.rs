@@ -335,3 +335,290 @@ async fn shared_workplace_logins_on_postgres() {
     let url = ums_testkit::shared_database("svc_swp").expect("postgres");
     logins_through_the_server(Some(&url)).await;
 }
+
+async fn add_directory(admin: &mut Admin, slapd: &Slapd) {
+    admin
+        .create_directory(pb::DirectorySpec {
+            name: "corp".into(),
+            kind: "ad".into(),
+            domain: AD_DOMAIN.into(),
+            netbios: AD_NETBIOS.into(),
+            urls: vec![slapd.ldaps_url()],
+            base_dn: AD_SUFFIX.into(),
+            bind_dn: format!("cn=svc-ums,ou=Service,{AD_SUFFIX}"),
+            bind_password: SERVICE_PASSWORD.into(),
+            ca_pem: slapd.ca_pem().into(),
+            ..Default::default()
+        })
+        .await
+        .expect("add the directory");
+}
+
+async fn add_licence(admin: &mut Admin, name: &str, seats: i64, expires: &str) -> pb::SwpLicence {
+    admin
+        .create_swp_licence(pb::CreateSwpLicenceRequest {
+            name: name.into(),
+            seats,
+            expires: expires.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("add licence {name}: {e:?}"))
+        .into_inner()
+}
+
+/// While alice is logged in, check-ins and settings downloads are hers and follow every change of
+/// her profiles; the forced logout gives the device its own settings back; the folder switch, a
+/// profile's switch and the licence pool (seats, expiry) decide who may log in.
+#[tokio::test]
+async fn a_session_follows_the_user_and_licences_come_from_the_pool() {
+    let slapd = Slapd::start(&TestDirectory::sample()).expect("slapd");
+    let swp = SwpAuth::bind();
+    let url = swp.url.clone();
+    let server = TestServer::start_with(None, |cfg| cfg.swp.url = url).await;
+    let swp = swp.start(&server);
+    let mut admin = server.admin();
+    add_directory(&mut admin, &slapd).await;
+
+    let device_base = profile(&mut admin, "device-base", &["audio.volume=20"], false).await;
+    let sales = profile(&mut admin, "sales", &["display.monitors=2"], false).await;
+    assign_user(&mut admin, sales, ("group", "sales"))
+        .await
+        .expect("assign to sales");
+    let desks = crate::harness::folder(&mut admin, "desks", None).await;
+    assign(&mut admin, device_base, None, Some(desks)).await;
+
+    let mut device = server.device().await;
+    let id = device
+        .register("00:aa:bb:cc:dd:11", "desk-11")
+        .await
+        .expect("register")
+        .device_id;
+    crate::harness::move_device(&mut admin, id, desks).await;
+
+    // Nothing licenses the device yet.
+    let e = device
+        .login("alice", "alice-pw-1")
+        .await
+        .expect_err("no licence");
+    assert!(e.message().contains("no Shared Workplace licence"), "{e:?}");
+    // A pool with one seat, but Shared Workplace is off everywhere.
+    add_licence(&mut admin, "order-1", 1, "2099-12-31").await;
+    let e = device.login("alice", "alice-pw-1").await.expect_err("off");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("switched off"), "{e:?}");
+    // On for the folder: the device inherits it and takes the seat.
+    admin
+        .set_folder_shared_workplace(pb::SetFolderSharedWorkplaceRequest {
+            folder_id: desks,
+            enabled: Some(true),
+        })
+        .await
+        .expect("folder switch");
+
+    // A domain no directory has is refused like a wrong password.
+    let e = device
+        .login("OTHER\\alice", "alice-pw-1")
+        .await
+        .expect_err("unknown domain");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert_eq!(e.message(), "wrong user name or password");
+
+    let login = device
+        .login("AD\\alice", "alice-pw-1")
+        .await
+        .unwrap_or_else(|e| panic!("login: {e:?}\n{}", swp.log_text()));
+    assert_eq!(
+        settings(&login.settings)
+            .get("display.monitors")
+            .map(String::as_str),
+        Some("2")
+    );
+    let pool = admin
+        .list_swp_licences(pb::ListSwpLicencesRequest {})
+        .await
+        .expect("licences")
+        .into_inner();
+    assert_eq!(pool.licences.len(), 1);
+    assert_eq!((pool.licences[0].seats, pool.licences[0].used), (1, 1));
+    assert_eq!(pool.licences[0].expires, "2099-12-31");
+
+    // The check-in knows the session: nothing changed since the login.
+    let c = device
+        .check_in("idle", login.revision)
+        .await
+        .expect("check in");
+    assert!(!c.settings_changed, "{c:?}");
+    assert_eq!(c.settings_revision, login.revision);
+    // A settings download during the session gets hers.
+    let got = device.get_settings().await.expect("settings");
+    assert_eq!(got.revision, login.revision);
+    assert_eq!(
+        settings(&got.settings)
+            .get("display.monitors")
+            .map(String::as_str),
+        Some("2")
+    );
+
+    // A change of her group's profile reaches her next check-in.
+    admin
+        .update_profile_params(pb::UpdateProfileParamsRequest {
+            id: sales,
+            set: params(&["display.monitors=3"]),
+            unset: vec![],
+        })
+        .await
+        .expect("change the group's profile");
+    let c = device
+        .check_in("idle", login.revision)
+        .await
+        .expect("check in");
+    assert!(c.settings_changed, "{c:?}");
+    let got = device.get_settings().await.expect("settings");
+    assert_eq!(got.revision, c.settings_revision);
+    let s = settings(&got.settings);
+    assert_eq!(
+        s.get("display.monitors").map(String::as_str),
+        Some("3"),
+        "{s:?}"
+    );
+    assert_eq!(
+        s.get("audio.volume").map(String::as_str),
+        Some("20"),
+        "{s:?}"
+    );
+    // And a change on the device's side too.
+    admin
+        .update_profile_params(pb::UpdateProfileParamsRequest {
+            id: device_base,
+            set: params(&["audio.volume=30"]),
+            unset: vec![],
+        })
+        .await
+        .expect("change the device's profile");
+    let c2 = device
+        .check_in("idle", got.revision)
+        .await
+        .expect("check in");
+    assert!(c2.settings_changed, "{c2:?}");
+    let got = device.get_settings().await.expect("settings");
+    let s = settings(&got.settings);
+    assert_eq!(
+        s.get("audio.volume").map(String::as_str),
+        Some("30"),
+        "{s:?}"
+    );
+    assert_eq!(
+        s.get("display.monitors").map(String::as_str),
+        Some("3"),
+        "{s:?}"
+    );
+
+    // Who is logged in where.
+    let sessions = admin
+        .list_swp_sessions(pb::ListSwpSessionsRequest::default())
+        .await
+        .expect("sessions")
+        .into_inner()
+        .sessions;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(
+        (sessions[0].device_id, sessions[0].user.as_str()),
+        (id, "alice")
+    );
+    assert_eq!(sessions[0].device_name, "desk-11");
+    assert_eq!(sessions[0].display_name, "Alice Smith");
+
+    // Forced out: the next check-in finds the change and the device gets its own settings.
+    admin
+        .end_swp_session(pb::EndSwpSessionRequest { device_id: id })
+        .await
+        .expect("forced logout");
+    let c3 = device
+        .check_in("idle", got.revision)
+        .await
+        .expect("check in");
+    assert!(c3.settings_changed, "{c3:?}");
+    let own = device.get_settings().await.expect("settings");
+    let s = settings(&own.settings);
+    assert_eq!(s.get("display.monitors"), None, "{s:?}");
+    assert_eq!(
+        s.get("audio.volume").map(String::as_str),
+        Some("30"),
+        "{s:?}"
+    );
+    let e = admin
+        .end_swp_session(pb::EndSwpSessionRequest { device_id: id })
+        .await
+        .expect_err("nobody left");
+    assert_eq!(e.code(), Code::NotFound);
+    let none = admin
+        .list_swp_sessions(pb::ListSwpSessionsRequest::default())
+        .await
+        .expect("sessions")
+        .into_inner();
+    assert!(none.sessions.is_empty(), "{none:?}");
+
+    // A second device, outside the folder: off until a profile of its own switches it on, then
+    // the only seat is taken.
+    let mut second = server.device().await;
+    let id2 = second
+        .register("00:aa:bb:cc:dd:12", "desk-12")
+        .await
+        .expect("register")
+        .device_id;
+    let e = second.login("bob", "bob-pw-1").await.expect_err("off");
+    assert!(e.message().contains("switched off"), "{e:?}");
+    let on = profile(
+        &mut admin,
+        "swp-on",
+        &["sharedworkplace.enabled=true"],
+        false,
+    )
+    .await;
+    assign(&mut admin, on, Some(id2), None).await;
+    let e = second.login("bob", "bob-pw-1").await.expect_err("full");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("all 1 seats"), "{e:?}");
+
+    // Only an expired licence left: new logins end with a message that says so.
+    admin
+        .delete_swp_licence(pb::DeleteSwpLicenceRequest {
+            id: pool.licences[0].id,
+        })
+        .await
+        .expect("remove the licence");
+    let old = add_licence(&mut admin, "order-0", 10, "2020-01-31").await;
+    assert!(old.expired);
+    let e = device
+        .login("alice", "alice-pw-1")
+        .await
+        .expect_err("expired");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message()
+            .contains("licence `order-0` expired on 2020-01-31"),
+        "{e:?}"
+    );
+    // Bad licences are refused and change nothing.
+    for (name, seats, expires) in [
+        ("x", 0, "2099-01-01"),
+        ("y", 5, "31.12.2099"),
+        ("order-0", 5, "2099-01-01"),
+    ] {
+        let r = admin
+            .create_swp_licence(pb::CreateSwpLicenceRequest {
+                name: name.into(),
+                seats,
+                expires: expires.into(),
+            })
+            .await;
+        assert!(r.is_err(), "{name} {seats} {expires}");
+    }
+    let pool = admin
+        .list_swp_licences(pb::ListSwpLicencesRequest {})
+        .await
+        .expect("licences")
+        .into_inner();
+    assert_eq!(pool.licences.len(), 1, "{pool:?}");
+    server.stop().await;
+}

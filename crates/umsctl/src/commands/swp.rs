@@ -1,5 +1,5 @@
-//! `umsctl swp ...`: Shared Workplace directories, profiles for users, groups and OUs, and the
-//! per-device licence and switch.
+//! `umsctl swp ...`: Shared Workplace directories, profiles for users, groups and OUs, the
+//! switches of devices and folders, the licence pool, and who is logged in where.
 
 use std::path::PathBuf;
 
@@ -46,6 +46,60 @@ pub enum SwpCommand {
         /// Switch the function on or off; the device keeps its licence.
         #[arg(long, value_name = "BOOL")]
         enabled: Option<bool>,
+    },
+    /// Switch Shared Workplace on or off for a folder and the folders below it (a device's own
+    /// switch wins).
+    Folder {
+        /// Folder id.
+        folder_id: i64,
+        /// On (true) or off (false).
+        #[arg(
+            long,
+            value_name = "BOOL",
+            conflicts_with = "inherit",
+            required_unless_present = "inherit"
+        )]
+        enabled: Option<bool>,
+        /// Remove the folder's own switch: it inherits again.
+        #[arg(long)]
+        inherit: bool,
+    },
+    /// The licence pool: devices take a seat at their first login.
+    #[command(subcommand)]
+    Licences(LicenceCommand),
+    /// Who is logged in on which device.
+    Sessions {
+        /// Only this user's sessions.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Log the user out of a device: the device gets its own settings at its next check-in.
+    Logout {
+        /// Device id.
+        device_id: i64,
+    },
+}
+
+/// `swp licences` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LicenceCommand {
+    /// Add a licence to the pool.
+    Add {
+        /// Unique name, e.g. the order number.
+        name: String,
+        /// Devices that may hold a seat.
+        #[arg(long)]
+        seats: i64,
+        /// Last day of validity, YYYY-MM-DD (UTC).
+        #[arg(long, value_name = "DATE")]
+        expires: String,
+    },
+    /// List the licences with the seats in use.
+    List,
+    /// Remove a licence; its devices take another seat at their next login.
+    Rm {
+        /// Licence id.
+        id: i64,
     },
 }
 
@@ -262,6 +316,104 @@ pub async fn run(json: bool, admin: &mut Admin, command: SwpCommand) -> anyhow::
                     },
                     if s.enabled { "on" } else { "off" }
                 )
+            })
+        }
+        SwpCommand::Folder {
+            folder_id,
+            enabled,
+            inherit,
+        } => {
+            let enabled = if inherit { None } else { enabled };
+            let e = ok(admin
+                .set_folder_shared_workplace(pb::SetFolderSharedWorkplaceRequest {
+                    folder_id,
+                    enabled,
+                })
+                .await)?;
+            show(json, &e, |_| match enabled {
+                Some(true) => format!("folder {folder_id}: Shared Workplace on"),
+                Some(false) => format!("folder {folder_id}: Shared Workplace off"),
+                None => format!("folder {folder_id}: Shared Workplace inherited"),
+            })
+        }
+        SwpCommand::Licences(LicenceCommand::Add {
+            name,
+            seats,
+            expires,
+        }) => {
+            let l = ok(admin
+                .create_swp_licence(pb::CreateSwpLicenceRequest {
+                    name,
+                    seats,
+                    expires,
+                })
+                .await)?;
+            show(json, &l, |l| {
+                format!(
+                    "licence {} `{}`: {} seats, valid until {}{}",
+                    l.id,
+                    l.name,
+                    l.seats,
+                    l.expires,
+                    if l.expired { " (expired)" } else { "" }
+                )
+            })
+        }
+        SwpCommand::Licences(LicenceCommand::List) => {
+            let list = ok(admin.list_swp_licences(pb::ListSwpLicencesRequest {}).await)?;
+            show(json, &list, |l| {
+                let mut t = output::table(["ID", "NAME", "SEATS", "USED", "VALID UNTIL", "STATE"]);
+                for x in &l.licences {
+                    t.add_row([
+                        x.id.to_string(),
+                        x.name.clone(),
+                        x.seats.to_string(),
+                        x.used.to_string(),
+                        x.expires.clone(),
+                        if x.expired { "expired" } else { "valid" }.to_owned(),
+                    ]);
+                }
+                t.to_string()
+            })
+        }
+        SwpCommand::Licences(LicenceCommand::Rm { id }) => {
+            let e = ok(admin
+                .delete_swp_licence(pb::DeleteSwpLicenceRequest { id })
+                .await)?;
+            show(json, &e, |_| format!("licence {id} removed"))
+        }
+        SwpCommand::Sessions { user } => {
+            let list = ok(admin
+                .list_swp_sessions(pb::ListSwpSessionsRequest {
+                    user: user.unwrap_or_default(),
+                })
+                .await)?;
+            show(json, &list, |l| {
+                let mut t =
+                    output::table(["DEVICE", "NAME", "USER", "DIRECTORY", "SINCE", "SERVER"]);
+                for x in &l.sessions {
+                    t.add_row([
+                        x.device_id.to_string(),
+                        x.device_name.clone(),
+                        if x.display_name.is_empty() {
+                            x.user.clone()
+                        } else {
+                            format!("{} ({})", x.user, x.display_name)
+                        },
+                        x.directory.clone(),
+                        output::time(x.started_at_ms),
+                        x.server_id.clone(),
+                    ]);
+                }
+                t.to_string()
+            })
+        }
+        SwpCommand::Logout { device_id } => {
+            let s = ok(admin
+                .end_swp_session(pb::EndSwpSessionRequest { device_id })
+                .await)?;
+            show(json, &s, |s| {
+                format!("{} logged out of device {}", s.user, s.device_id)
             })
         }
     }

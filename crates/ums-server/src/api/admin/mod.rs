@@ -258,6 +258,12 @@ admin_service! {
         "UnassignUser": "settings:write" unassign_user(pb::AssignUserRequest) -> pb::Empty => swp::unassign_user;
         "ListUserAssignments": "settings:read" list_user_assignments(pb::ListUserAssignmentsRequest) -> pb::ListUserAssignmentsResponse => swp::list_user_assignments;
         "SetSharedWorkplace": "devices:write" set_shared_workplace(pb::SetSharedWorkplaceRequest) -> pb::SharedWorkplaceState => swp::set_shared_workplace;
+        "SetFolderSharedWorkplace": "devices:write" set_folder_shared_workplace(pb::SetFolderSharedWorkplaceRequest) -> pb::Empty => swp::set_folder_shared_workplace;
+        "CreateSwpLicence": "devices:write" create_swp_licence(pb::CreateSwpLicenceRequest) -> pb::SwpLicence => swp::create_licence;
+        "ListSwpLicences": "devices:read" list_swp_licences(pb::ListSwpLicencesRequest) -> pb::ListSwpLicencesResponse => swp::list_licences;
+        "DeleteSwpLicence": "devices:write" delete_swp_licence(pb::DeleteSwpLicenceRequest) -> pb::Empty => swp::delete_licence;
+        "ListSwpSessions": "devices:read" list_swp_sessions(pb::ListSwpSessionsRequest) -> pb::ListSwpSessionsResponse => swp::list_sessions;
+        "EndSwpSession": "devices:write" end_swp_session(pb::EndSwpSessionRequest) -> pb::SwpSession => swp::end_session;
     }
     grpc_only {
         "UploadFile": "files:write" upload_file(tonic::Streaming<pb::UploadFileChunk>) -> pb::FileInfo => files::upload;

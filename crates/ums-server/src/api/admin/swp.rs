@@ -7,7 +7,6 @@ use ums_domain::Effective;
 use ums_proto::admin::v1 as pb;
 
 use super::{AdminApi, Caller};
-use crate::clients::swp::directory_pb;
 use crate::error::ApiError;
 use crate::settings::{pick_directory, user_part, user_settings};
 
@@ -128,16 +127,7 @@ pub(crate) fn directory_for_swp(
     state: &crate::state::AppState,
     d: &Directory,
 ) -> Result<ums_proto::swp::v1::Directory, ApiError> {
-    let bind_password = state
-        .network
-        .open_secret(&d.input.bind_password)
-        .ok_or_else(|| {
-            ApiError::FailedPrecondition(format!(
-                "the bind password of directory `{}` does not open with this network's CA key: set it again",
-                d.input.name
-            ))
-        })?;
-    Ok(directory_pb(d, bind_password))
+    state.swp_directory(d)
 }
 
 pub async fn create_directory(
@@ -338,4 +328,147 @@ pub async fn explain_user(
         ous: user.ous.iter().map(|o| o.name.clone()).collect(),
     };
     Ok((effective, revision, info))
+}
+
+pub async fn set_folder_shared_workplace(
+    api: &AdminApi,
+    _: Caller,
+    r: pb::SetFolderSharedWorkplaceRequest,
+) -> Result<pb::Empty, ApiError> {
+    api.state.db.set_swp_folder(r.folder_id, r.enabled).await?;
+    api.state.settings_written().await?;
+    tracing::info!(folder_id = r.folder_id, enabled = ?r.enabled, "Shared Workplace switch of a folder set");
+    Ok(pb::Empty {})
+}
+
+fn licence_pb(l: ums_db::swp::SwpLicence, now: i64) -> pb::SwpLicence {
+    pb::SwpLicence {
+        id: l.id,
+        name: l.name,
+        seats: l.seats,
+        used: l.used,
+        // The last valid day is the day before the instant it expires.
+        expires: ums_domain::format_date_ms(l.expires_at - 1),
+        expired: l.expires_at <= now,
+    }
+}
+
+pub async fn create_licence(
+    api: &AdminApi,
+    _: Caller,
+    r: pb::CreateSwpLicenceRequest,
+) -> Result<pb::SwpLicence, ApiError> {
+    let name = ums_domain::validate_name("licence name", &r.name)?;
+    if r.seats <= 0 || r.seats > 10_000_000 {
+        return Err(ApiError::Invalid(
+            "seats: a licence has 1 to 10,000,000 seats".into(),
+        ));
+    }
+    let last_day = ums_domain::parse_date(&r.expires).ok_or_else(|| {
+        ApiError::Invalid(format!(
+            "expires `{}`: give the last valid day as YYYY-MM-DD",
+            r.expires
+        ))
+    })?;
+    let expires_at = last_day + 86_400_000;
+    let l = api
+        .state
+        .db
+        .create_swp_licence(&name, r.seats, expires_at)
+        .await?;
+    api.state.settings_written().await?;
+    tracing::info!(licence = %l.name, seats = l.seats, expires = %r.expires, "Shared Workplace licence added");
+    Ok(licence_pb(l, ums_db::now_ms()))
+}
+
+pub async fn list_licences(
+    api: &AdminApi,
+    _: Caller,
+    _: pb::ListSwpLicencesRequest,
+) -> Result<pb::ListSwpLicencesResponse, ApiError> {
+    let now = ums_db::now_ms();
+    Ok(pb::ListSwpLicencesResponse {
+        licences: api
+            .state
+            .db
+            .list_swp_licences()
+            .await?
+            .into_iter()
+            .map(|l| licence_pb(l, now))
+            .collect(),
+    })
+}
+
+pub async fn delete_licence(
+    api: &AdminApi,
+    _: Caller,
+    r: pb::DeleteSwpLicenceRequest,
+) -> Result<pb::Empty, ApiError> {
+    api.state.db.delete_swp_licence(r.id).await?;
+    api.state.settings_written().await?;
+    Ok(pb::Empty {})
+}
+
+async fn session_pb(api: &AdminApi, s: ums_db::swp::SwpSession) -> pb::SwpSession {
+    let model = api.state.settings();
+    let device_name = api
+        .state
+        .db
+        .get_device(s.device_id)
+        .await
+        .map(|d| d.name)
+        .unwrap_or_default();
+    let display_name = serde_json::from_str::<ums_domain::DirectoryUser>(&s.user_json)
+        .map(|u| u.display_name)
+        .unwrap_or_default();
+    pb::SwpSession {
+        device_id: s.device_id,
+        device_name,
+        directory: model
+            .swp
+            .directories
+            .get(&s.directory_id)
+            .map(|d| d.input.name.clone())
+            .unwrap_or_default(),
+        user: s.login,
+        display_name,
+        started_at_ms: s.started_at,
+        server_id: s.server_id,
+    }
+}
+
+pub async fn list_sessions(
+    api: &AdminApi,
+    _: Caller,
+    r: pb::ListSwpSessionsRequest,
+) -> Result<pb::ListSwpSessionsResponse, ApiError> {
+    let user = r.user.trim();
+    let list = api
+        .state
+        .db
+        .list_swp_sessions((!user.is_empty()).then(|| user_part(user)))
+        .await?;
+    let mut sessions = Vec::with_capacity(list.len());
+    for s in list {
+        sessions.push(session_pb(api, s).await);
+    }
+    Ok(pb::ListSwpSessionsResponse { sessions })
+}
+
+pub async fn end_session(
+    api: &AdminApi,
+    caller: Caller,
+    r: pb::EndSwpSessionRequest,
+) -> Result<pb::SwpSession, ApiError> {
+    let ended = api
+        .state
+        .db
+        .end_swp_session(r.device_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("nobody is logged in on device {}", r.device_id))
+        })?;
+    api.state.forget_session(r.device_id);
+    tracing::info!(device_id = r.device_id, user = %ended.login, by = %caller.username, "user logged out by an administrator");
+    Ok(session_pb(api, ended).await)
 }
