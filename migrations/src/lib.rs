@@ -280,13 +280,6 @@ pub struct Outcome {
     pub ahead: bool,
 }
 
-impl Outcome {
-    /// The first pending contract step, if any.
-    pub fn pending_contract(&self) -> Option<&Pending> {
-        self.pending.iter().find(|p| p.phase == Phase::Contract)
-    }
-}
-
 /// How [`run_with`] migrates.
 #[derive(Debug, Clone)]
 pub struct RunOptions {

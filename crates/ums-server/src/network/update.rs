@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ums_db::network::ProcessRow;
-use ums_db::{Db, MigrateOutcome, Pending, Phase, RunOptions, SchemaVersion};
+use ums_db::{Db, MigrateOutcome, Pending, RunOptions, SchemaVersion};
 
 /// How long a server that left the registry's "running" state still counts as needing its
 /// schema: a server restarted by its watchdog mid-rollout comes back within it.
@@ -220,11 +220,6 @@ pub async fn log(db: &Db, actor: &str, step: &str, detail: &str, ok: bool) {
 /// The pending steps as the admin API shows them.
 pub fn pending_text(p: &Pending) -> String {
     format!("{} {} ({})", p.version, p.name, p.phase)
-}
-
-/// Whether `p` is a contract step.
-pub fn is_contract(p: &Pending) -> bool {
-    p.phase == Phase::Contract
 }
 
 #[cfg(test)]

@@ -72,34 +72,34 @@ pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
 /// steps once no server needs the older schema.
 async fn update_step(network: &Network, db: &Db, rows: &[ums_db::network::ProcessRow], now: i64) {
     let mut pending = network.pending();
-    if !pending.is_empty() {
-        // Another server may have applied them.
-        if let Ok(Some(current)) = db.schema_version().await {
-            pending.retain(|p| p.version > current);
-            if pending.is_empty() {
-                tracing::info!(schema = %current, "every schema step of this build is applied");
-            }
-            network.set_pending(pending.clone());
-        }
-    }
-    if let Some(next) = pending.first()
-        && network.is_scheduler()
-        && update::blockers(
-            rows,
-            now,
-            update::CONTRACT_SETTLE,
-            &network.process_id,
-            next.version,
-        )
-        .is_empty()
-        && let Ok(Some(before)) = db.schema_version().await
+    // Another server may have applied them; the scheduler applies the contract steps once no
+    // server needs the older schema. One read of the schema version serves both.
+    if !pending.is_empty()
+        && let Ok(Some(current)) = db.schema_version().await
     {
-        match update::contract(db, &network.process_id, before).await {
-            Ok(outcome) => {
-                network.set_pending(outcome.pending);
-                network.processes_changed(db).await;
+        pending.retain(|p| p.version > current);
+        if pending.is_empty() {
+            tracing::info!(schema = %current, "every schema step of this build is applied");
+        }
+        network.set_pending(pending.clone());
+        if let Some(next) = pending.first()
+            && network.is_scheduler()
+            && update::blockers(
+                rows,
+                now,
+                update::CONTRACT_SETTLE,
+                &network.process_id,
+                next.version,
+            )
+            .is_empty()
+        {
+            match update::contract(db, &network.process_id, current).await {
+                Ok(outcome) => {
+                    network.set_pending(outcome.pending);
+                    network.processes_changed(db).await;
+                }
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "contract steps failed"),
             }
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "contract steps failed"),
         }
     }
     let mixed = update::versions_mixed(rows, now, network.config.silent_after)
