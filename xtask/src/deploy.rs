@@ -55,6 +55,9 @@ const SERVER_1_ADMIN: SocketAddr = addr(11, 8443);
 const SERVER_2_ADMIN: SocketAddr = addr(12, 8443);
 const BROKER_1: SocketAddr = addr(21, 30001);
 const BROKER_2: SocketAddr = addr(22, 30001);
+/// The network `podman kube play` creates for its pods when it does not exist.
+const KUBE_NETWORK: &str = "podman-default-kube-network";
+
 /// The loopback address of the `podman kube play` smoke pod.
 const SMOKE_IP: [u8; 4] = [127, 0, 0, 41];
 
@@ -557,7 +560,15 @@ fn kubernetes(podman: &Podman) -> anyhow::Result<()> {
     files.push(dir.join("upgrade/migrate.yaml"));
     crate::kube::validate(podman, &dir, &files)?;
     let before = Inventory::take(podman)?;
-    crate::kube::smoke(podman, &dir, SMOKE_IP)?;
+    let smoke = crate::kube::smoke(podman, &dir, SMOKE_IP);
+    // `podman kube play` creates its default network even for a pod on the host's network,
+    // and `kube down` keeps it: remove it when this test created it.
+    if !before.networks.iter().any(|n| n == KUBE_NETWORK) {
+        if let Err(e) = podman.output(&["network", "rm", KUBE_NETWORK]) {
+            step!("could not remove {KUBE_NETWORK}: {e:#}");
+        }
+    }
+    smoke?;
     let after = Inventory::take(podman)?;
     if after != before {
         bail!("podman kube down left something behind:\n  before: {before:?}\n  after:  {after:?}");
