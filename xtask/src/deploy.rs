@@ -563,10 +563,10 @@ fn kubernetes(podman: &Podman) -> anyhow::Result<()> {
     let smoke = crate::kube::smoke(podman, &dir, SMOKE_IP);
     // `podman kube play` creates its default network even for a pod on the host's network,
     // and `kube down` keeps it: remove it when this test created it.
-    if !before.networks.iter().any(|n| n == KUBE_NETWORK) {
-        if let Err(e) = podman.output(&["network", "rm", KUBE_NETWORK]) {
-            step!("could not remove {KUBE_NETWORK}: {e:#}");
-        }
+    if !before.networks.iter().any(|n| n == KUBE_NETWORK)
+        && let Err(e) = podman.output(&["network", "rm", KUBE_NETWORK])
+    {
+        step!("could not remove {KUBE_NETWORK}: {e:#}");
     }
     smoke?;
     let after = Inventory::take(podman)?;
