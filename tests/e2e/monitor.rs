@@ -31,6 +31,20 @@ fn check(ctl: &Umsctl, html: Option<&std::path::Path>) -> (serde_json::Value, bo
     )
 }
 
+/// Every file under `dir`, recursively.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 fn rows(report: &serde_json::Value) -> Vec<serde_json::Value> {
     report["results"].as_array().cloned().unwrap_or_default()
 }
@@ -207,6 +221,31 @@ async fn the_network_check_names_a_stopped_broker_a_skewed_clock_a_lost_file_and
                 .any(|r| r["checked"] == format!("event {} -> {s}", ids[0]) && r["status"] == "ok"),
             "the event from {} to {s} is timed",
             ids[0]
+        );
+    }
+    // A probe file copied from the checking server to the two others, then gone from every disk.
+    assert!(
+        rows(&green).iter().any(|r| r["section"] == "files"
+            && r["status"] == "ok"
+            && r["checked"] == format!("probe file from {}", ids[0])
+            && r["result"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("copied to 2 other servers and verified")),
+        "no probe file row in the green report:\n{:#?}",
+        rows(&green)
+    );
+    for s in [&a, &b, &c] {
+        let store = s.data.path().join("data/files");
+        let held: Vec<_> = walk_files(&store)
+            .into_iter()
+            .filter(|p| !p.starts_with(store.join("tmp")))
+            .collect();
+        assert_eq!(
+            held.len(),
+            1,
+            "only the uploaded file stays in {}: {held:?}",
+            store.display()
         );
     }
     for broker in ["broker-check-1", "broker-check-2"] {

@@ -110,8 +110,9 @@ impl NetworkService for NetworkApi {
         if peer.kind != ComponentKind::Server {
             return Err(ApiError::Denied("only servers run the network check".into()).into());
         }
+        let file = request.into_inner().file;
         Ok(Response::new(
-            crate::api::admin::check::local_probe(&self.state).await?,
+            crate::api::admin::check::local_probe(&self.state, file.as_ref()).await?,
         ))
     }
 

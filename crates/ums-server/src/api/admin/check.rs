@@ -32,6 +32,8 @@ const RESTORED_WITHIN_MS: i64 = 3600 * 1000;
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A database round trip slower than this is reported.
 const SLOW_DB_US: i64 = 100_000;
+/// The largest probe file a server copies when asked.
+const PROBE_FILE_MAX: u64 = 4096;
 /// A process stopped for longer than this is a stale registry entry.
 const STALE_AFTER_MS: i64 = 24 * 3600 * 1000;
 
@@ -61,21 +63,37 @@ pub async fn network_check(
 }
 
 /// This server's part of the check, also served to the other servers as `NetworkService.Probe`.
-pub async fn local_probe(state: &AppState) -> Result<cpb::ProbeResponse, ApiError> {
+pub async fn local_probe(
+    state: &AppState,
+    file: Option<&cpb::ProbeFile>,
+) -> Result<cpb::ProbeResponse, ApiError> {
     let net = &state.network;
     let db = &state.db;
     let processes = net.processes(db).await?;
     let me = &net.process_id;
+    let copy = async {
+        match file {
+            Some(f) => copy_probe_file(state, &processes, f).await,
+            None => Ok(Duration::ZERO),
+        }
+    };
     let targets: Vec<&cpb::ProcessInfo> = processes
         .iter()
         .filter(|p| p.id != *me && p.status == "running" && p.internal_port != 0)
         .collect();
-    let rtts = join_all(
-        targets
-            .iter()
-            .map(|p| internal_round_trip(&net.identity, p)),
-    )
-    .await;
+    let (rtts, copied) = tokio::join!(
+        join_all(
+            targets
+                .iter()
+                .map(|p| internal_round_trip(&net.identity, p)),
+        ),
+        copy
+    );
+    let (probe_file_us, probe_file_error) = match (file, copied) {
+        (None, _) => (0, String::new()),
+        (Some(_), Ok(d)) => (d.as_micros().max(1) as i64, String::new()),
+        (Some(_), Err(e)) => (0, e),
+    };
     let peers = targets
         .iter()
         .zip(rtts)
@@ -140,18 +158,75 @@ pub async fn local_probe(state: &AppState) -> Result<cpb::ProbeResponse, ApiErro
         pool_max: pool.max,
         brokers: net.broker_views(),
         config_hash: net.config.config_hash.clone(),
+        probe_file_us,
+        probe_file_error,
     })
+}
+
+/// Copies the checking server's probe file the way the replicator copies a file (resuming,
+/// hash-checked), then deletes the copy: the file path between two servers, tested end to end.
+async fn copy_probe_file(
+    state: &AppState,
+    processes: &[cpb::ProcessInfo],
+    f: &cpb::ProbeFile,
+) -> Result<Duration, String> {
+    if f.size > PROBE_FILE_MAX {
+        return Err(format!(
+            "a probe file has at most {PROBE_FILE_MAX} bytes, not {}",
+            f.size
+        ));
+    }
+    if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the probe file's sha256 must be 64 hex digits".into());
+    }
+    let source = processes
+        .iter()
+        .find(|p| p.id == f.source_id && p.kind == "server")
+        .ok_or_else(|| format!("server {} is not in the registry", f.source_id))?;
+    let started = Instant::now();
+    let sha = f.sha256.to_ascii_lowercase();
+    let copied = tokio::time::timeout(
+        PROBE_TIMEOUT * 2,
+        crate::files::fetch(&state.files, &state.network.identity, source, &sha, f.size),
+    )
+    .await;
+    let took = started.elapsed();
+    state.files.remove(&sha).await;
+    match copied {
+        Ok(Ok(())) => Ok(took),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err(format!(
+            "no complete copy within {} s",
+            (PROBE_TIMEOUT * 2).as_secs()
+        )),
+    }
+}
+
+/// Writes a probe file of random content into this server's store; its sha256 and size.
+async fn write_probe_file(state: &AppState) -> std::io::Result<(String, u64)> {
+    let mut upload = state.files.begin().await?;
+    let content = format!(
+        "ums network check probe from {} at {} ms: {}\n",
+        state.network.process_id,
+        ums_db::now_ms(),
+        crate::secrets::random_token(32)
+    );
+    upload.write(content.as_bytes()).await?;
+    let (tmp, sha, size) = upload.finish().await?;
+    state.files.commit(&tmp, &sha).await?;
+    Ok((sha, size))
 }
 
 /// Asks the server `p` for its probe over the internal port.
 async fn remote_probe(
     state: &AppState,
     p: &cpb::ProcessInfo,
+    file: Option<cpb::ProbeFile>,
 ) -> Result<cpb::ProbeResponse, String> {
     let addr = host_port(&p.host, p.internal_port);
     let channel =
         ums_network::internal_channel(&state.network.identity, &addr).map_err(|e| e.to_string())?;
-    let mut req = tonic::Request::new(cpb::ProbeRequest {});
+    let mut req = tonic::Request::new(cpb::ProbeRequest { file });
     req.set_timeout(PROBE_TIMEOUT * 3);
     tokio::time::timeout(
         PROBE_TIMEOUT * 3,
@@ -281,12 +356,27 @@ async fn run(state: &AppState) -> Result<pb::NetworkCheckReport, ApiError> {
         .filter(|p| p.kind == "server" && p.status == "running" && p.internal_port != 0)
         .collect();
 
+    // A probe file every other running server copies from this one.
+    let probe_file = if servers.iter().any(|p| p.id != me) {
+        match write_probe_file(state).await {
+            Ok((sha256, size)) => Ok(Some(cpb::ProbeFile {
+                source_id: me.clone(),
+                sha256,
+                size,
+            })),
+            Err(e) => Err(e.to_string()),
+        }
+    } else {
+        Ok(None)
+    };
+    let asked = probe_file.as_ref().ok().cloned().flatten();
+
     // Every running server's probe, the probe event, and the device ports, at once.
     let probes = join_all(servers.iter().map(|p| async {
         if p.id == me {
-            local_probe(state).await.map_err(|e| e.to_string())
+            local_probe(state, None).await.map_err(|e| e.to_string())
         } else {
-            remote_probe(state, p).await
+            remote_probe(state, p, asked.clone()).await
         }
     }));
     let events = async {
@@ -317,6 +407,9 @@ async fn run(state: &AppState) -> Result<pb::NetworkCheckReport, ApiError> {
         async move { device_handshake(&ca, &host, &addr).await }
     }));
     let (probes, events, handshakes) = tokio::join!(probes, events, handshakes);
+    if let Some(f) = &asked {
+        state.files.remove(&f.sha256).await;
+    }
 
     let mut rows: Vec<Row> = Vec::new();
     let by_id: BTreeMap<&str, &cpb::ProcessInfo> =
@@ -472,6 +565,65 @@ async fn run(state: &AppState) -> Result<pb::NetworkCheckReport, ApiError> {
                     format!("check free space on {} and that it reaches the other servers' internal ports; the replicator retries every 10 s", s.host),
                 ),
             );
+        }
+    }
+    match &probe_file {
+        Err(e) => {
+            rows.push(
+                Row::failed(
+                    "files",
+                    format!("probe file on server {me}"),
+                    format!("could not be written: {e}"),
+                )
+                .because(
+                    "the data directory's files/ is not writable or the disk is full",
+                    format!(
+                        "check free space and the permissions of the data directory on {}",
+                        by_id
+                            .get(me.as_str())
+                            .map_or("this server", |p| p.host.as_str())
+                    ),
+                ),
+            );
+        }
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            let mut slowest = 0;
+            let mut copied = 0;
+            for (s, probe) in answered.iter().filter(|(s, _)| s.id != me) {
+                if probe.probe_file_us > 0 {
+                    copied += 1;
+                    slowest = slowest.max(probe.probe_file_us);
+                    continue;
+                }
+                let why = if probe.probe_file_error.is_empty() {
+                    format!("not copied: {} did not copy it (an older version?)", s.id)
+                } else {
+                    format!("not copied: {}", probe.probe_file_error)
+                };
+                rows.push(
+                    Row::failed("files", format!("probe file {me} -> {}", s.id), why)
+                        .because(
+                            "the server cannot copy files from this one: internal port blocked, disk full or not writable, or a hash mismatch on the way",
+                            format!(
+                                "check that {} reaches port {} of this server, and free space and permissions of the data directory's files/ on {}",
+                                s.id,
+                                by_id.get(me.as_str()).map_or(0, |p| p.internal_port),
+                                s.host
+                            ),
+                        ),
+                );
+            }
+            if copied > 0 {
+                rows.push(Row::ok(
+                    "files",
+                    format!("probe file from {me}"),
+                    format!(
+                        "copied to {copied} other servers and verified, slowest {}",
+                        ms(slowest)
+                    ),
+                ));
+            }
         }
     }
     if file_problems == 0 {
