@@ -3,7 +3,7 @@
 //! the network, over its mutual TLS, can stop or start a process.
 
 use std::path::Path;
-use std::process::ExitStatus;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -541,6 +541,12 @@ async fn until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Du
 /// Two nodes on one PostgreSQL database; umsctl logged in to the first.
 async fn ha_network(db_prefix: &str) -> (HaNode, HaNode, crate::harness::Umsctl) {
     let url = ums_testkit::shared_database(db_prefix).expect("postgres");
+    ha_network_on(&url).await
+}
+
+/// [`ha_network`] on the database at `url`.
+async fn ha_network_on(url: &str) -> (HaNode, HaNode, crate::harness::Umsctl) {
+    let url = url.to_owned();
     let a = HaNode::start("a", &url, None, &[]);
     let token = a.server_data().join("network-token");
     until(Duration::from_secs(60), "node a's token", || token.exists()).await;
@@ -682,6 +688,164 @@ async fn umsctl_network_stop_and_start_the_other_nodes_server() {
         status_of(&ctl, &server_b).is_some_and(|(s, p, _)| s == "running" && p != pid)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_support_bundle_holds_every_process_config_and_recent_logs_without_secrets() {
+    // Trust authentication ignores the password: it is there to be redacted.
+    let url = ums_testkit::shared_database("e2e_bundle").expect("postgres");
+    let db_secret = "bundle-db-secret-7d1e";
+    let url = url.replacen(
+        "postgres://postgres@",
+        &format!("postgres://postgres:{db_secret}@"),
+        1,
+    );
+    assert!(
+        url.contains(db_secret),
+        "the test URL has the form postgres://postgres@...: {url}"
+    );
+    let (a, b, ctl) = ha_network_on(&url).await;
+    until(Duration::from_secs(60), "node b's server id", || {
+        b.server_id().is_some()
+    })
+    .await;
+    let servers = [
+        a.server_id().expect("server a"),
+        b.server_id().expect("server b"),
+    ];
+    until(Duration::from_secs(60), "every process running", || {
+        let r = registry(&ctl);
+        ["watchdog-a", "watchdog-b", "broker-a", "broker-b"]
+            .iter()
+            .copied()
+            .chain(servers.iter().map(String::as_str))
+            .all(|id| r.iter().any(|p| p.0 == id && p.1 == "running"))
+    })
+    .await;
+
+    let work = tempfile::tempdir().expect("work");
+    let file = work.path().join("support.tar.gz");
+    let path = file.to_str().expect("path");
+    let manifest = ctl.json(&["support-bundle", path]);
+    let mut gathered: Vec<&str> = manifest["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    gathered.sort_unstable();
+    let mut expected = vec!["watchdog-a", "watchdog-b", &servers[0], &servers[1]];
+    expected.sort_unstable();
+    assert_eq!(gathered, expected, "{manifest:#}");
+    for broker in ["broker-a", "broker-b"] {
+        let gap = manifest["missing"]
+            .as_array()
+            .and_then(|m| m.iter().find(|g| g["id"] == broker))
+            .unwrap_or_else(|| panic!("{broker} is not named as missing: {manifest:#}"));
+        let node = &broker[broker.len() - 1..];
+        assert!(
+            gap["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(&format!("in the logs of its watchdog watchdog-{node}")),
+            "{gap}"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file)
+        .expect("bundle")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "the bundle holds logs: only its owner reads it"
+    );
+
+    // What an administrator does with it: unpack it with tar and read it.
+    let out_dir = work.path().join("unpacked");
+    std::fs::create_dir_all(&out_dir).expect("dir");
+    let tar = Command::new("tar")
+        .arg("-xzf")
+        .arg(&file)
+        .arg("-C")
+        .arg(&out_dir)
+        .output()
+        .expect("run tar");
+    assert!(tar.status.success(), "{}", crate::harness::text(&tar));
+    let root = std::fs::read_dir(&out_dir)
+        .expect("unpacked")
+        .next()
+        .expect("one directory")
+        .expect("entry")
+        .path();
+    let read = |rel: &str| {
+        std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    };
+    let report: serde_json::Value =
+        serde_json::from_str(&read("check/report.json")).expect("report JSON");
+    assert!(
+        report["results"].as_array().is_some_and(|r| !r.is_empty()),
+        "{report}"
+    );
+    assert!(read("check/report.html").contains("<html"));
+    assert!(read("check/report.txt").contains("messaging"));
+    for (i, id) in servers.iter().enumerate() {
+        let dir = format!("processes/server-{id}");
+        let config = read(&format!("{dir}/config.toml"));
+        assert!(
+            config.contains("database_url = \"postgres://postgres:<redacted>@"),
+            "{config}"
+        );
+        // The server that gathered the bundle logged the request; the other one the read.
+        let line = if i == 0 {
+            "support bundle requested"
+        } else {
+            "diagnostics read for a support bundle"
+        };
+        let log = read(&format!("{dir}/log.log"));
+        assert!(
+            log.contains(line),
+            "{id}'s recent log has no `{line}`:\n{log}"
+        );
+    }
+    for node in ["a", "b"] {
+        let dir = format!("processes/watchdog-watchdog-{node}");
+        assert!(read(&format!("{dir}/config.toml")).contains("[broker]"));
+        assert!(read(&format!("{dir}/log.log")).contains("watchdog started"));
+        let broker = read(&format!("{dir}/broker-{node}.log"));
+        assert!(
+            broker.contains("accepting devices"),
+            "broker-{node}'s output:\n{broker}"
+        );
+    }
+    // No secret anywhere in it: not the database password, not the network token's secret.
+    let token = std::fs::read_to_string(a.server_data().join("network-token")).expect("token");
+    let token_secret = token.trim().rsplit("::").next().expect("secret").to_owned();
+    assert!(token_secret.len() >= 16, "{token}");
+    let mut files = vec![root.clone()];
+    let mut seen = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(
+                std::fs::read_dir(&p)
+                    .expect("dir")
+                    .map(|e| e.expect("entry").path()),
+            );
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&p).expect("file")).into_owned();
+        seen += 1;
+        for secret in [db_secret, token_secret.as_str()] {
+            assert!(!text.contains(secret), "{} holds a secret", p.display());
+        }
+    }
+    assert!(seen >= 16, "{seen} files");
+
+    // An existing file is not replaced unless asked.
+    let refused = ctl.fails(&["support-bundle", path]);
+    assert!(refused.contains("--force"), "{refused}");
+    ctl.ok(&["support-bundle", path, "--force"]);
 }
 
 /// A TOML basic string.

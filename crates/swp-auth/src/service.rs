@@ -153,7 +153,13 @@ pub async fn run(
             let _ = stopped.await;
         });
     }
-    let router = tonic::service::Routes::new(SwpAuthServiceServer::new(api)).into_axum_router();
+    let router = tonic::service::Routes::new(SwpAuthServiceServer::new(api))
+        .add_service(ums_network::diagnostics::service(
+            &identity.id,
+            ums_tls::ComponentKind::SwpAuth,
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .into_axum_router();
     let port = listeners.internal.local_addr()?.port();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let beat = tokio::spawn(crate::heartbeat::run(

@@ -7,6 +7,7 @@
 //! component. Every later internal call is mutual TLS ([`internal_channel`]).
 
 mod config;
+pub mod diagnostics;
 
 use std::path::Path;
 use std::sync::Arc;

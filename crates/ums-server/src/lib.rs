@@ -286,7 +286,15 @@ pub async fn run(
     );
     let internal_router = api::counted(
         tonic::service::Routes::new(network_service())
-            .add_service(reflection(&["ums.network.v1.NetworkService"])?)
+            .add_service(ums_network::diagnostics::service(
+                &state.network.process_id,
+                ums_tls::ComponentKind::Server,
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .add_service(reflection(&[
+                "ums.network.v1.NetworkService",
+                "ums.network.v1.DiagnosticsService",
+            ])?)
             .into_axum_router(),
         &state,
         "internal",

@@ -1,6 +1,7 @@
 //! Plumbing every service of the suite shares: configuration loading, logging, the shutdown
 //! signal, and serving an HTTP router (gRPC and JSON alike) over TLS.
 
+pub mod diagnostics;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
@@ -46,6 +47,9 @@ pub fn config_for_main<T: ServiceConfig>(
             return Err(std::process::ExitCode::from(2));
         }
     };
+    if !print && let Ok(text) = toml::to_string_pretty(&cfg.redacted()) {
+        diagnostics::set_config(&text);
+    }
     if print {
         return Err(match toml::to_string_pretty(&cfg.redacted()) {
             Ok(text) => {
@@ -231,27 +235,39 @@ impl Default for LogConfig {
     }
 }
 
-/// Installs the global tracing subscriber. Call once, from `main`.
+/// Installs the global tracing subscriber. Call once, from `main`. Every line also goes, as
+/// plain text, into the process's recent-log ring ([`diagnostics::OWN_LOG`]) for support
+/// bundles.
 pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v)?,
         _ => EnvFilter::try_new(&cfg.level)
             .map_err(|e| anyhow::anyhow!("invalid log level `{}`: {e}", cfg.level))?,
     };
     use std::io::IsTerminal as _;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(colour(
             std::io::stderr().is_terminal(),
             std::env::var_os("NO_COLOR").as_deref(),
         ))
         .with_writer(std::io::stderr);
-    match cfg.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!("install logger: {e}"))
+    let stderr = match cfg.format {
+        LogFormat::Text => stderr.boxed(),
+        LogFormat::Json => stderr.json().boxed(),
+    };
+    let recent = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(diagnostics::OwnLogWriter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(recent)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("install logger: {e}"))
 }
 
 /// Whether log lines get colour escapes: only on a terminal, and not when `NO_COLOR` is set to

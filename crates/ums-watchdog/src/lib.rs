@@ -336,6 +336,11 @@ async fn network(
     let router = tonic::service::Routes::new(WatchdogServiceServer::new(api::WatchdogApi {
         node: node.clone(),
     }))
+    .add_service(ums_network::diagnostics::service(
+        &identity.id,
+        ums_tls::ComponentKind::Watchdog,
+        env!("CARGO_PKG_VERSION"),
+    ))
     .into_axum_router();
     tracing::info!(
         addr = %listener.local_addr()?,

@@ -397,6 +397,10 @@ impl Supervisor {
             }
             Output::File => {
                 let file = open_log(&self.spec.logs_dir, &self.spec.id)?;
+                ums_service::diagnostics::register_file(
+                    &self.spec.id,
+                    &log_path(&self.spec.logs_dir, &self.spec.id),
+                );
                 cmd.stdout(file.try_clone()?).stderr(file);
             }
         }
@@ -404,11 +408,12 @@ impl Supervisor {
         let mut child = cmd.spawn()?;
         if cfg.output == Output::Prefix {
             let prefix = format!("{}| ", self.spec.id);
+            let recent = ums_service::diagnostics::ring(&self.spec.id);
             if let Some(out) = child.stdout.take() {
-                tokio::spawn(copy_lines(prefix.clone(), out));
+                tokio::spawn(copy_lines(prefix.clone(), out, recent.clone()));
             }
             if let Some(err) = child.stderr.take() {
-                tokio::spawn(copy_lines(prefix, err));
+                tokio::spawn(copy_lines(prefix, err, recent));
             }
         }
         Ok(child)
@@ -572,8 +577,13 @@ fn read_id(file: &Path) -> Option<String> {
 /// Lines longer than this are cut into pieces.
 const MAX_LINE: u64 = 64 * 1024;
 
-/// Copies a child's output to the watchdog's stderr, each line prefixed.
-async fn copy_lines(prefix: String, from: impl AsyncRead + Unpin) {
+/// Copies a child's output to the watchdog's stderr, each line prefixed, and keeps the recent
+/// lines (without the prefix) for support bundles.
+async fn copy_lines(
+    prefix: String,
+    from: impl AsyncRead + Unpin,
+    recent: std::sync::Arc<ums_service::diagnostics::RecentLines>,
+) {
     use std::io::Write;
     let mut reader = BufReader::new(from);
     let mut line = Vec::new();
@@ -593,7 +603,12 @@ async fn copy_lines(prefix: String, from: impl AsyncRead + Unpin) {
         }
         // One write per line keeps lines of several children from interleaving.
         let _ = std::io::stderr().lock().write_all(&line);
+        recent.push(&String::from_utf8_lossy(&line[prefix.len()..]));
     }
+}
+
+fn log_path(dir: &Path, id: &str) -> std::path::PathBuf {
+    dir.join(format!("{id}.log"))
 }
 
 fn open_log(dir: &Path, id: &str) -> std::io::Result<std::fs::File> {
@@ -601,7 +616,7 @@ fn open_log(dir: &Path, id: &str) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join(format!("{id}.log")))
+        .open(log_path(dir, id))
 }
 
 /// Milliseconds since the Unix epoch.

@@ -111,6 +111,10 @@ pub enum Command {
     Swp(crate::commands::swp::SwpCommand),
     /// The audit log: administrators' changes (who, when, what, from where), newest first.
     Audit(crate::commands::audit::AuditArgs),
+    /// Write a support bundle: one .tar.gz with the network check's report (text, JSON, HTML)
+    /// and, of every running server, watchdog and swp-auth, its configuration with secrets
+    /// redacted and its recent logs (brokers' output through their watchdogs). Mode 0600.
+    SupportBundle(crate::commands::bundle::BundleArgs),
 }
 
 /// `devices` subcommands.

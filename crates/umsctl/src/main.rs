@@ -15,8 +15,8 @@ use clap::Parser as _;
 use crate::cli::{Cli, Command};
 use crate::client::Admin;
 use crate::commands::{
-    admins, assignments, audit, devices, files, folders, jobs, login, network, profiles, settings,
-    swp, token,
+    admins, assignments, audit, bundle, devices, files, folders, jobs, login, network, profiles,
+    settings, swp, token,
 };
 use crate::context::Context;
 
@@ -79,5 +79,6 @@ async fn dispatch(ctx: &Context, admin: &mut Admin, command: Command) -> anyhow:
         Command::Settings(command) => settings::run(json, admin, command).await,
         Command::Swp(command) => swp::run(json, admin, command).await,
         Command::Audit(args) => audit::run(json, admin, args).await,
+        Command::SupportBundle(args) => bundle::run(json, admin, args).await,
     }
 }

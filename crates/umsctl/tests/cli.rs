@@ -201,6 +201,7 @@ admin_service! {
         list_user_assignments(ListUserAssignmentsRequest) -> ListUserAssignmentsResponse;
         set_shared_workplace(SetSharedWorkplaceRequest) -> SharedWorkplaceState;
         network_check(NetworkCheckRequest) -> NetworkCheckReport;
+        support_bundle(SupportBundleRequest) -> SupportBundleResponse;
         list_audit(ListAuditRequest) -> ListAuditResponse;
         set_folder_shared_workplace(SetFolderSharedWorkplaceRequest) -> Empty;
         create_swp_licence(CreateSwpLicenceRequest) -> SwpLicence;

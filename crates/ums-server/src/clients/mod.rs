@@ -1,7 +1,8 @@
 //! Clients of the other components of the network, over mutual TLS with this server's node
 //! identity: `swp-auth` for Shared Workplace logins, the watchdogs for stopping and starting
-//! processes. Their answers come back as [`crate::error::ApiError`]s naming who gave them.
+//! processes, and every process's diagnostics for a support bundle. Their answers come back as [`crate::error::ApiError`]s naming who gave them.
 
+pub mod diagnostics;
 pub mod probe;
 pub mod swp;
 pub mod watchdog;

@@ -3,6 +3,7 @@
 pub mod admins;
 pub mod assignments;
 pub mod audit;
+pub mod bundle;
 pub mod check;
 pub mod devices;
 pub mod files;

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod bundle;
 pub mod check;
 pub mod devices;
 pub mod files;
@@ -245,6 +246,7 @@ admin_service! {
         "RotateToken": "network:write" rotate_token(pb::RotateTokenRequest) -> pb::TokenResponse => network::rotate_token;
 
         "NetworkCheck": "network:read" network_check(pb::NetworkCheckRequest) -> pb::NetworkCheckReport => check::network_check;
+        "SupportBundle": "network:read" support_bundle(pb::SupportBundleRequest) -> pb::SupportBundleResponse => bundle::support_bundle;
         "ListAudit": "audit:read" list_audit(pb::ListAuditRequest) -> pb::ListAuditResponse => audit::list;
 
         "ListFiles": "devices:read" list_files(pb::ListFilesRequest) -> pb::ListFilesResponse => files::list;
