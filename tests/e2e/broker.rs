@@ -386,3 +386,112 @@ async fn the_server_sees_the_device_address_through_the_proxy_header() {
         "a connection without the PROXY header must be refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn devices_through_a_broker_are_served_again_soon_after_the_database_restarts() {
+    // A PostgreSQL of its own: this test stops and starts it.
+    let pg = ums_testkit::Postgres::start().expect("postgres");
+    let url = pg.create_database("e2e_db_restart").expect("database");
+    let a = Server::start(Some(&url));
+    let b = Server::start_sharing_ca(&a, Some(&url));
+    let broker = Broker::start(
+        &[a.device_addr(), b.device_addr()],
+        &[("UMS_RATE__PER_SECOND", "0")],
+    );
+    let ca = a.ca_pem();
+    let mut dev = DeviceClient::connect(&broker.device_url, &ca)
+        .await
+        .expect("connect");
+    dev.register("db-restart-1", "db-restart-1")
+        .await
+        .expect("register");
+
+    // A check-in every 20 ms on the device's connection, each given 2 s, as a device polls.
+    struct Call {
+        started: Instant,
+        ended: Instant,
+        error: Option<String>,
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let mut dev = dev.clone();
+        tokio::spawn(async move {
+            let mut calls = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                let r = tokio::time::timeout(Duration::from_secs(2), dev.check_in("idle", 0)).await;
+                let error = match r {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(s)) => Some(format!("{:?}: {}", s.code(), s.message())),
+                    Err(_) => Some("no answer within 2 s".to_owned()),
+                };
+                calls.push(Call {
+                    started,
+                    ended: Instant::now(),
+                    error,
+                });
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            calls
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Down for longer than a heartbeat's timeout, so the servers notice.
+    let stopping = Instant::now();
+    pg.stop_now().expect("stop postgres");
+    let stopped = Instant::now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    pg.resume().expect("start postgres");
+    let resumed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let calls = load.await.expect("load");
+
+    let before: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.ended < stopping)
+        .filter_map(|c| c.error.as_ref())
+        .collect();
+    assert!(
+        before.is_empty(),
+        "check-ins failed before the database stopped: {before:?}"
+    );
+    let refused: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.started > stopped + Duration::from_secs(4) && c.ended < resumed)
+        .filter_map(|c| c.error.as_ref())
+        .collect();
+    assert!(
+        !refused.is_empty()
+            && refused
+                .iter()
+                .all(|e| e.contains("Unavailable") && e.contains("cannot reach its database")),
+        "while the database is down a device is told so at once: {refused:?}"
+    );
+    let first_served = calls
+        .iter()
+        .filter(|c| c.started >= resumed && c.error.is_none())
+        .map(|c| c.ended)
+        .next()
+        .unwrap_or_else(|| panic!("no check-in succeeded after the database came back"));
+    let recovery = first_served - resumed;
+    let failed_after: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.started > first_served)
+        .filter_map(|c| c.error.as_ref())
+        .collect();
+    println!(
+        "database down {:?}; a device served again {recovery:?} after it was back",
+        resumed - stopped
+    );
+    assert!(
+        failed_after.is_empty(),
+        "check-ins failed after the first one was served again: {failed_after:?}"
+    );
+    // Within a second on a quiet machine; shared test machines get some slack.
+    assert!(
+        recovery < Duration::from_secs(2),
+        "a device was served again only {recovery:?} after the database was back"
+    );
+}

@@ -73,6 +73,16 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Op>, observe: Option<BatchObserver>)
             f(if result.is_ok() { n } else { 1 });
         }
         if let Err(e) = result {
+            // Retrying one by one finds the op that broke a batch; when the database cannot be
+            // reached it would only make every caller wait in turn.
+            if e.is_unreachable() {
+                let why = e.to_string();
+                tracing::warn!(items = ops.len(), error = %why, "batch failed: the database cannot be reached");
+                for op in ops.drain(..) {
+                    fail(op, &why);
+                }
+                continue;
+            }
             if ops.len() > 1 {
                 tracing::warn!(items = ops.len(), error = %e, "batch failed, retrying items one by one");
             }
@@ -222,6 +232,18 @@ async fn update_contacts<C: ConnectionTrait>(
         );
     }
     Ok(out)
+}
+
+fn fail(op: Op, why: &str) {
+    let e = || DbError::Unreachable(why.to_owned());
+    match op {
+        Op::Register(_, reply) => {
+            let _ = reply.send(Err(e()));
+        }
+        Op::CheckIn(_, reply) => {
+            let _ = reply.send(Err(e()));
+        }
+    }
 }
 
 async fn retry_alone(db: &Db, op: Op) {

@@ -52,6 +52,9 @@ pub enum DbError {
     Migrate(#[from] MigrateError),
     #[error("database error: {0}")]
     Db(#[from] DbErr),
+    /// The database does not answer (down, restarting, or the network to it is cut).
+    #[error("the database cannot be reached: {0}")]
+    Unreachable(String),
     /// The batch writer stopped (the server is shutting down).
     #[error("database writer is not running")]
     WriterGone,
@@ -94,6 +97,9 @@ pub fn sqlite_url(data_dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("ums.db").display())
 }
 
+/// How long a call waits for a database connection.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Db {
     /// Connects to `url` (`sqlite://PATH?mode=rwc` or `postgres://...`) without migrating.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -110,7 +116,9 @@ impl Db {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false)
             .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(30));
+            // A call waits this long for a connection, also while the database is down:
+            // devices get "unavailable" and retry (elsewhere) instead of hanging.
+            .acquire_timeout(ACQUIRE_TIMEOUT);
         match backend {
             Backend::Sqlite => {
                 // WAL: readers never wait for the writer; NORMAL sync is durable across a
@@ -310,6 +318,17 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+impl DbError {
+    /// Whether the error says the database cannot be reached, rather than anything about the
+    /// data: no connection could be opened or acquired, or the one in use broke.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            DbError::Unreachable(_) | DbError::Db(DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+        )
     }
 }
 

@@ -112,6 +112,9 @@ impl From<ApiError> for Status {
                 DbError::Invalid(_) => Status::invalid_argument(e.to_string()),
                 DbError::CredentialMismatch(_) => Status::permission_denied(e.to_string()),
                 DbError::WriterGone => Status::unavailable("server is shutting down"),
+                DbError::Unreachable(_) => {
+                    Status::unavailable("this server cannot reach its database: retry shortly")
+                }
                 DbError::Migrate(_) | DbError::Db(_) => {
                     tracing::error!(error = %e, "database error");
                     Status::unavailable("database unavailable, try again")

@@ -17,6 +17,9 @@ use crate::state::AppState;
 /// Jobs sent to a device without a result after this long are failed by the scheduler.
 const JOB_TIMEOUT_MS: i64 = 24 * 3600 * 1000;
 
+/// How often an unavailable server asks its database whether it is back.
+const RECHECK_UNAVAILABLE: Duration = Duration::from_millis(200);
+
 /// Runs until `stop` flips.
 pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
     let network = state.network.clone();
@@ -27,8 +30,17 @@ pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sweep = std::time::Instant::now() - Duration::from_secs(60);
     loop {
+        // While the database is unreachable it is asked again more often than a heartbeat
+        // goes out, so devices are served again soon after it is back.
+        let recheck = async {
+            if network.available() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(RECHECK_UNAVAILABLE).await;
+        };
         tokio::select! {
             _ = tick.tick() => {}
+            () = recheck => {}
             () = &mut stopping => break,
         }
         let db = &state.db;
