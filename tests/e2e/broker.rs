@@ -495,3 +495,67 @@ async fn devices_through_a_broker_are_served_again_soon_after_the_database_resta
         "a device was served again only {recovery:?} after the database was back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_given_both_brokers_fails_over_at_once_when_one_dies() {
+    let url = ums_testkit::shared_database("e2e_two_brokers").expect("postgres");
+    let a = Server::start(Some(&url));
+    let b = Server::start_sharing_ca(&a, Some(&url));
+    let servers = [a.device_addr(), b.device_addr()];
+    let env = [("UMS_RATE__PER_SECOND", "0")];
+    let mut first = Broker::start(&servers, &env);
+    let second = Broker::start(&servers, &env);
+    let ca = a.ca_pem();
+    let both = format!("{},{}", first.device_url, second.device_url);
+    let mut dev = DeviceClient::connect(&both, &ca).await.expect("connect");
+    dev.register("two-brokers-1", "two-brokers-1")
+        .await
+        .expect("register");
+
+    // Check-ins every 20 ms; a failed one is retried once at once, as a device would.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let dev = dev.clone();
+        tokio::spawn(async move {
+            let (mut calls, mut failed, mut lost) = (0u32, Vec::new(), Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                calls += 1;
+                let call = |mut d: DeviceClient| async move {
+                    tokio::time::timeout(Duration::from_secs(2), d.check_in("idle", 0))
+                        .await
+                        .map_err(|_| "no answer within 2 s".to_owned())
+                        .and_then(|r| r.map_err(|s| format!("{:?}: {}", s.code(), s.message())))
+                };
+                if let Err(e) = call(dev.clone()).await {
+                    failed.push(e);
+                    if let Err(e) = call(dev.clone()).await {
+                        lost.push(e);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (calls, failed, lost)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    kill(Pid::from_raw(first.child.id() as i32), Signal::SIGKILL).expect("kill -9 a broker");
+    let _ = first.child.0.wait();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (calls, failed, lost) = load.await.expect("load");
+    println!(
+        "{calls} check-ins over two brokers, one killed: {} failed once ({failed:?}), {} failed on the retry too",
+        failed.len(),
+        lost.len()
+    );
+    assert!(calls > 50, "{calls} check-ins");
+    assert!(
+        lost.is_empty(),
+        "check-ins failed on their retry too: {lost:?}"
+    );
+    assert!(
+        failed.len() <= 1,
+        "more than the call in flight failed: {failed:?}"
+    );
+}

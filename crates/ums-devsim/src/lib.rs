@@ -6,7 +6,10 @@
 //! changed. [`DeviceClient`] is the same client, usable on its own to act as one device (the
 //! end-to-end tests do this).
 
+mod failover;
 mod swp;
+
+pub use failover::Failover;
 
 pub use swp::{LoginReport, run_logins};
 
@@ -61,6 +64,16 @@ fn endpoint(addr: &str, ca_pem: &[u8]) -> anyhow::Result<Endpoint> {
         .context("invalid tls configuration")
 }
 
+/// The addresses of a comma-separated list (at least one, maybe empty, which `endpoint` refuses).
+fn addresses(list: &str) -> Vec<&str> {
+    let v: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if v.is_empty() { vec![list] } else { v }
+}
+
 /// Formats a call error with its code and the chain of underlying causes.
 fn describe(op: &str, status: &Status) -> String {
     let mut text = format!("{op}: {:?}: {}", status.code(), status.message());
@@ -84,7 +97,7 @@ fn describe(op: &str, status: &Status) -> String {
 /// answers them with `Unauthenticated`.
 #[derive(Clone)]
 pub struct DeviceClient {
-    inner: DeviceServiceClient<Channel>,
+    inner: DeviceServiceClient<Failover>,
     secret: Vec<u8>,
     device_id: Option<i64>,
     firmware: String,
@@ -102,31 +115,57 @@ impl std::fmt::Debug for DeviceClient {
 impl DeviceClient {
     /// Connects to the device API at `addr` (`https://host:port`), trusting the CA in `ca_pem`.
     ///
+    /// `addr` may list several addresses separated by commas (the brokers of a network, as a
+    /// device's list of load balancers): calls go to the first, and a call that cannot reach
+    /// the one in use moves the device on to the next at once (see [`Failover`]).
+    ///
     /// The connection is opened now, so an unreachable server or a bad certificate is reported
-    /// here.
+    /// here (for a list: when none of them can be reached).
     pub async fn connect(addr: &str, ca_pem: &[u8]) -> anyhow::Result<Self> {
-        let channel = endpoint(addr, ca_pem)?.connect().await.map_err(|err| {
-            let mut text = err.to_string();
-            let mut source = err.source();
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
+        let addrs = addresses(addr);
+        let mut errors = Vec::new();
+        for (i, a) in addrs.iter().enumerate() {
+            match endpoint(a, ca_pem)?.connect().await {
+                Ok(channel) => {
+                    let mut channels = addrs
+                        .iter()
+                        .map(|a| Ok(endpoint(a, ca_pem)?.connect_lazy()))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    channels[i] = channel;
+                    return Ok(Self::from_failover(Failover::starting_at(channels, i)));
+                }
+                Err(err) => {
+                    let mut text = err.to_string();
+                    let mut source = err.source();
+                    while let Some(cause) = source {
+                        text.push_str(": ");
+                        text.push_str(&cause.to_string());
+                        source = cause.source();
+                    }
+                    errors.push(format!("cannot connect to {a}: {text}"));
+                }
             }
-            anyhow::anyhow!("cannot connect to {addr}: {text}")
-        })?;
-        Ok(Self::from_channel(channel))
+        }
+        anyhow::bail!("{}", errors.join("; "))
     }
 
     /// Like [`DeviceClient::connect`], but the connection is opened by the first call.
     pub fn connect_lazy(addr: &str, ca_pem: &[u8]) -> anyhow::Result<Self> {
-        Ok(Self::from_channel(endpoint(addr, ca_pem)?.connect_lazy()))
+        let channels = addresses(addr)
+            .into_iter()
+            .map(|a| Ok(endpoint(a, ca_pem)?.connect_lazy()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self::from_failover(Failover::new(channels)))
     }
 
     /// Wraps an existing channel, with a fresh random secret and firmware [`SIM_FIRMWARE`].
     pub fn from_channel(channel: Channel) -> Self {
+        Self::from_failover(Failover::new(vec![channel]))
+    }
+
+    fn from_failover(channels: Failover) -> Self {
         Self {
-            inner: DeviceServiceClient::new(channel),
+            inner: DeviceServiceClient::new(channels),
             secret: rand::random::<[u8; 32]>().to_vec(),
             device_id: None,
             firmware: SIM_FIRMWARE.to_owned(),
@@ -285,7 +324,7 @@ impl DeviceClient {
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// Device API address, `https://host:port`.
+    /// Device API address, `https://host:port`, or several separated by commas.
     pub addr: String,
     /// PEM of the CA that signed the server certificate.
     pub ca_pem: Vec<u8>,
@@ -527,8 +566,10 @@ pub async fn run(
     if cfg.concurrency == 0 {
         anyhow::bail!("concurrency must be at least 1");
     }
-    // Validate the address and the CA once, before starting any device.
-    endpoint(&cfg.addr, &cfg.ca_pem)?;
+    // Validate the addresses and the CA once, before starting any device.
+    for a in addresses(&cfg.addr) {
+        endpoint(a, &cfg.ca_pem)?;
+    }
     if !cfg.addr.starts_with("http://")
         && !String::from_utf8_lossy(&cfg.ca_pem).contains("-----BEGIN CERTIFICATE-----")
     {

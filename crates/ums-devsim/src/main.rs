@@ -16,7 +16,9 @@ use ums_devsim::{Latency, Report, SimConfig};
 #[derive(Debug, Parser)]
 #[command(name = "ums-devsim", version)]
 struct Args {
-    /// Device API address.
+    /// Device API address, or several separated by commas (e.g. every broker of a network):
+    /// each device uses the first and moves on to the next as soon as a call cannot reach
+    /// the one in use, as a device with a list of load balancers does.
     #[arg(long, default_value = "https://127.0.0.1:30001")]
     addr: String,
     /// PEM file of the CA that signed the server certificate.
