@@ -75,7 +75,7 @@ async fn an_administrator_manages_settings_in_the_web_console() {
         .await
         .expect("register");
     let device_id = reg.device_id;
-    device.check_in("idle", 0).await.expect("check in");
+    let first = device.check_in("idle", 0).await.expect("check in");
 
     let base = server.admin_url.clone();
     let browser = Browser::start().await;
@@ -234,7 +234,12 @@ async fn an_administrator_manages_settings_in_the_web_console() {
     }
     shots.take(&browser, "device-explain").await;
 
-    // The device gets what the explain view shows.
+    // The device gets what the explain view shows at its next check-in.
+    let next = device
+        .check_in("idle", first.settings_revision)
+        .await
+        .expect("check in");
+    assert!(next.settings_changed, "the move changed the device's settings");
     let settings = device.get_settings().await.expect("settings");
     assert!(
         settings
@@ -471,6 +476,76 @@ async fn the_console_refuses_requests_without_a_session_or_csrf_token() {
     let (status, headers, _) = https(&server, &request("GET", "/style.css", "", "")).await;
     assert_eq!(status, 200);
     assert!(header(&headers, "content-type")[0].starts_with("text/css"));
+
+    // The console's change is in the audit log under the administrator's name, as the API's.
+    let ctl = server.umsctl();
+    let audit = ctl.json(&["audit", "--action", "CreateFolder"]);
+    let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["admin"], "admin", "{audit}");
+
+    // The API's permissions: an administrator who may only read sees the pages and is refused
+    // a change, with the permission named.
+    ctl.with_env(
+        &[
+            "admins",
+            "create",
+            "viewer",
+            "--permission",
+            "settings:read",
+            "--permission",
+            "devices:read",
+        ],
+        &[("UMS_NEW_PASSWORD", "viewer-password-1")],
+    );
+    let (session, csrf) = web_login(&server, "viewer", "viewer-password-1").await;
+    let (status, _, body) = https(&server, &request("GET", "/folders", &session, "")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Hamburg"), "{body}");
+    let form = format!("name=Munich&parent=&csrf={csrf}");
+    let (status, _, body) = https(&server, &request("POST", "/folders", &session, &form)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("lacks the permission `settings:write`"), "{body}");
+    let (status, _, body) = https(&server, &request("GET", "/network", &session, "")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("network:read"), "{body}");
+
+    // Logging out ends the session on the server: the cookie is refused afterwards.
+    let (status, _, _) = https(
+        &server,
+        &request("POST", "/logout", &session, &format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (status, headers, _) = https(&server, &request("GET", "/folders", &session, "")).await;
+    assert_eq!(status, 303);
+    assert!(header(&headers, "location")[0].starts_with("/login"));
+}
+
+/// Logs in through the login form: the session cookie (`name=value`) and the session's CSRF
+/// token.
+async fn web_login(server: &Server, user: &str, password: &str) -> (String, String) {
+    let (_, headers, body) = https(server, &request("GET", "/login", "", "")).await;
+    let login_cookie = set_cookie(&headers, "__Host-ums_login")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let form = format!(
+        "username={user}&password={}&csrf={}",
+        form_encode(password),
+        csrf_of(&body)
+    );
+    let (status, headers, body) =
+        https(server, &request("POST", "/login", &login_cookie, &form)).await;
+    assert_eq!(status, 303, "{body}");
+    let session = set_cookie(&headers, "__Host-ums_session")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let (_, _, body) = https(server, &request("GET", "/folders", &session, "")).await;
+    (session, csrf_of(&body))
 }
 
 /// Percent-encodes a form value.

@@ -63,7 +63,7 @@ impl Browser {
             "--ignore-certificate-errors".to_owned(),
             "--disable-gpu".to_owned(),
             "--disable-dev-shm-usage".to_owned(),
-            "--window-size=1400,1000".to_owned(),
+            "--window-size=1400,1400".to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
         if nix::unistd::geteuid().is_root() {
