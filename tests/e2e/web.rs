@@ -126,6 +126,19 @@ async fn an_administrator_manages_settings_in_the_web_console() {
     );
     shots.take(&browser, "devices").await;
 
+    // Searching by name or unit id.
+    browser
+        .find("#search")
+        .await
+        .send_keys("nothing-like-it")
+        .await;
+    browser.find("#search-go").await.click().await;
+    let list = browser.find("#devices").await.text().await;
+    assert!(!list.contains("kiosk-7"), "{list}");
+    browser.goto(&format!("{base}/devices?q=KIOSK")).await;
+    let list = browser.find("#devices").await.text().await;
+    assert!(list.contains("kiosk-7"), "search ignores case: {list}");
+
     // A folder.
     browser.goto(&format!("{base}/folders")).await;
     browser.find("#folder-name").await.send_keys("Berlin").await;
@@ -239,7 +252,10 @@ async fn an_administrator_manages_settings_in_the_web_console() {
         .check_in("idle", first.settings_revision)
         .await
         .expect("check in");
-    assert!(next.settings_changed, "the move changed the device's settings");
+    assert!(
+        next.settings_changed,
+        "the move changed the device's settings"
+    );
     let settings = device.get_settings().await.expect("settings");
     assert!(
         settings
@@ -505,7 +521,10 @@ async fn the_console_refuses_requests_without_a_session_or_csrf_token() {
     let form = format!("name=Munich&parent=&csrf={csrf}");
     let (status, _, body) = https(&server, &request("POST", "/folders", &session, &form)).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("lacks the permission `settings:write`"), "{body}");
+    assert!(
+        body.contains("lacks the permission `settings:write`"),
+        "{body}"
+    );
     let (status, _, body) = https(&server, &request("GET", "/network", &session, "")).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("network:read"), "{body}");

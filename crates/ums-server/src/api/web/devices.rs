@@ -155,7 +155,7 @@ pub async fn list(
     let _ = write!(
         main,
         "<form method=\"get\" action=\"/devices\" class=\"row\"><label>Search name or unit id \
-         <input name=\"q\" id=\"search\" value=\"{}\"></label>{}<button type=\"submit\">Search</button></form>",
+         <input name=\"q\" id=\"search\" value=\"{}\"></label>{}<button type=\"submit\" id=\"search-go\">Search</button></form>",
         E(&q.q),
         folder_id.map_or_else(String::new, |f| format!(
             "<input type=\"hidden\" name=\"folder\" value=\"{f}\">"

@@ -34,7 +34,7 @@ pub async fn page(
     let mut main = String::from("<h1>Network</h1><h2>Processes</h2>");
     main.push_str(
         "<table id=\"processes\"><tr><th>Process</th><th>Kind</th><th>Host</th><th>Status</th>\
-         <th>Mode</th><th>Version</th><th>Schema</th><th>Heartbeat</th><th>Clock offset</th>\
+         <th>Mode</th><th>Version</th><th>Schema</th><th>Heartbeat</th><th>Clock</th><th>Clock offset</th>\
          <th>Ports (device / admin / internal)</th><th>Role</th></tr>",
     );
     for p in &processes {
@@ -43,7 +43,7 @@ pub async fn page(
         let _ = write!(
             main,
             "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td title=\"{}\">{}</td><td class=\"num\">{} ms{skew}</td><td>{} / {} / {}</td><td>{role}</td></tr>",
+             <td>{}</td><td title=\"{}\">{}</td><td>{}</td><td class=\"num\">{} ms{skew}</td><td>{} / {} / {}</td><td>{role}</td></tr>",
             E(&p.id),
             E(&p.kind),
             E(&p.host),
@@ -53,6 +53,7 @@ pub async fn page(
             E(&p.schema_version),
             time(p.last_heartbeat_ms),
             ago(p.last_heartbeat_ms, now),
+            time(p.clock_ms),
             p.clock_offset_ms,
             p.device_port,
             p.admin_port,
@@ -156,4 +157,46 @@ fn check_report(r: &pb::NetworkCheckReport) -> String {
     }
     out.push_str("</table>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use ums_proto::network::v1::ProcessInfo;
+
+    fn server(id: &str, version: &str, schema: &str, mode: &str) -> ProcessInfo {
+        ProcessInfo {
+            id: id.into(),
+            kind: "server".into(),
+            status: "running".into(),
+            version: version.into(),
+            schema_version: schema.into(),
+            mode: mode.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_update_status_says_whether_the_servers_agree() {
+        let same = [
+            server("a", "1.2", "1.6", "normal"),
+            server("b", "1.2", "1.6", "normal"),
+        ];
+        let s = super::update_status(&same);
+        assert!(
+            s.contains("2 running server(s), all on version <b>1.2</b> with schema <b>1.6</b>"),
+            "{s}"
+        );
+        assert!(s.contains("No server is in update mode"), "{s}");
+        let mixed = [
+            server("a", "1.2", "1.6", "normal"),
+            server("b", "1.3", "1.7", "update"),
+        ];
+        let s = super::update_status(&mixed);
+        assert!(s.contains("versions 1.2, 1.3; schemas 1.6, 1.7"), "{s}");
+        assert!(
+            s.contains("In update mode: <span class=\"mono\">b</span>"),
+            "{s}"
+        );
+        assert!(super::update_status(&[]).contains("No server is running"));
+    }
 }
