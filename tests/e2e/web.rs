@@ -295,6 +295,19 @@ async fn an_administrator_manages_settings_in_the_web_console() {
         shots.take(&browser, page.trim_start_matches('/')).await;
     }
 
+    // An assigned profile is deleted only with force: the refusal says where it is assigned.
+    browser.goto(&format!("{base}{profile_path}")).await;
+    browser.find("#delete-profile").await.click().await;
+    let text = page_shows(&browser, "unassign it first").await;
+    assert!(text.contains("Berlin"), "{text}");
+    shots.take(&browser, "profile-delete-refused").await;
+
+    // Renaming the device.
+    browser.goto(&format!("{base}/devices/{device_id}")).await;
+    browser.find("#device-name").await.send_keys("-lobby").await;
+    browser.find("#rename").await.click().await;
+    page_shows(&browser, "Device kiosk-7-lobby").await;
+
     // Logging out ends the session.
     browser.find("header button").await.click().await;
     assert!(path(&browser).await.starts_with("/login"));

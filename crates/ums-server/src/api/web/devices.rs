@@ -287,6 +287,15 @@ async fn render(
         d.applied_revision
     );
 
+    let _ = write!(
+        main,
+        "<h2>Rename</h2><form method=\"post\" action=\"/devices/{id}/rename\" class=\"row\">{}\
+         <label>Name <input name=\"name\" id=\"device-name\" value=\"{}\" required></label>\
+         <button type=\"submit\" id=\"rename\">Rename</button></form>",
+        csrf_field(&s.csrf),
+        E(&d.name)
+    );
+
     // Moving.
     let mut choices = vec![(String::new(), "(top level)".to_owned())];
     choices.extend(folder_choices(&folders));
@@ -505,6 +514,31 @@ pub async fn move_to(
     }
     .await;
     match result {
+        Ok(_) => Ok(see(&format!("/devices/{id}"))),
+        Err(e) => render(&api, &s, id, &DetailQuery::default(), Some(e)).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RenameForm {
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn rename(
+    State(api): State<Arc<AdminApi>>,
+    s: Session,
+    Path(id): Path<String>,
+    axum::Form(f): axum::Form<RenameForm>,
+) -> Result<Response, Failure> {
+    let id = parse_id("device id", &id)?;
+    let request = pb::UpdateDeviceRequest {
+        id,
+        name: Some(f.name.trim().to_owned()),
+        folder_id: None,
+        clear_folder: false,
+    };
+    match s.call(request, |r| api.update_device(r)).await {
         Ok(_) => Ok(see(&format!("/devices/{id}"))),
         Err(e) => render(&api, &s, id, &DetailQuery::default(), Some(e)).await,
     }

@@ -56,6 +56,7 @@ pub fn router(api: Arc<AdminApi>) -> axum::Router {
         .route("/devices", get(devices::list))
         .route("/devices/{id}", get(devices::detail))
         .route("/devices/{id}/move", post(devices::move_to))
+        .route("/devices/{id}/rename", post(devices::rename))
         .route("/devices/{id}/assign", post(devices::assign))
         .route("/devices/{id}/unassign", post(devices::unassign))
         .route(
@@ -71,6 +72,7 @@ pub fn router(api: Arc<AdminApi>) -> axum::Router {
         .route("/profiles/{id}/params", post(settings::set_params))
         .route("/profiles/{id}/assign", post(settings::assign))
         .route("/profiles/{id}/unassign", post(settings::unassign))
+        .route("/profiles/{id}/delete", post(settings::delete_profile))
         .route("/jobs", get(more::jobs).post(more::create_jobs))
         .route("/files", get(more::files))
         .route("/swp", get(more::swp))

@@ -456,6 +456,14 @@ async fn render_profile(
             options(&kinds, "user")
         );
     }
+    let _ = write!(
+        main,
+        "<h2>Delete</h2><form method=\"post\" action=\"/profiles/{id}/delete\" class=\"row\">{}\
+         <label><span><input type=\"checkbox\" name=\"force\" value=\"1\"> also while it is assigned \
+         (its assignments go with it)</span></label>\
+         <button type=\"submit\" id=\"delete-profile\">Delete this profile</button></form>",
+        csrf_field(&s.csrf)
+    );
     main.push_str(&catalog_reference(api, s).await);
     let title = format!("Profile {}", p.name);
     Ok(match error {
@@ -499,6 +507,29 @@ pub async fn set_params(
         .await
     {
         Ok(_) => Ok(see(&format!("/profiles/{id}"))),
+        Err(e) => render_profile(&api, &s, id, Some(e)).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DeleteForm {
+    #[serde(default)]
+    force: String,
+}
+
+pub async fn delete_profile(
+    State(api): State<Arc<AdminApi>>,
+    s: Session,
+    Path(id): Path<String>,
+    axum::Form(f): axum::Form<DeleteForm>,
+) -> Result<Response, Failure> {
+    let id = parse_id("profile id", &id)?;
+    let request = pb::DeleteProfileRequest {
+        id,
+        force: !f.force.is_empty(),
+    };
+    match s.call(request, |r| api.delete_profile(r)).await {
+        Ok(_) => Ok(see("/profiles")),
         Err(e) => render_profile(&api, &s, id, Some(e)).await,
     }
 }
