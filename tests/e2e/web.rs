@@ -98,7 +98,7 @@ async fn an_administrator_manages_settings_in_the_web_console() {
         .await
         .send_keys("not-the-password")
         .await;
-    browser.find("#login").await.click().await;
+    browser.find("#login").await.click_and_load().await;
     page_shows(&browser, "wrong user name or password").await;
     assert!(path(&browser).await.starts_with("/login"));
     shots.take(&browser, "wrong-password").await;
@@ -116,7 +116,7 @@ async fn an_administrator_manages_settings_in_the_web_console() {
         .await
         .send_keys(&server.admin_password())
         .await;
-    browser.find("#login").await.click().await;
+    browser.find("#login").await.click_and_load().await;
     assert_eq!(path(&browser).await, "/devices");
     page_shows(&browser, "kiosk-7").await;
     assert_eq!(
@@ -132,7 +132,7 @@ async fn an_administrator_manages_settings_in_the_web_console() {
         .await
         .send_keys("nothing-like-it")
         .await;
-    browser.find("#search-go").await.click().await;
+    browser.find("#search-go").await.click_and_load().await;
     let list = browser.find("#devices").await.text().await;
     assert!(!list.contains("kiosk-7"), "{list}");
     browser.goto(&format!("{base}/devices?q=KIOSK")).await;
@@ -142,7 +142,7 @@ async fn an_administrator_manages_settings_in_the_web_console() {
     // A folder.
     browser.goto(&format!("{base}/folders")).await;
     browser.find("#folder-name").await.send_keys("Berlin").await;
-    browser.find("#create-folder").await.click().await;
+    browser.find("#create-folder").await.click_and_load().await;
     assert_eq!(path(&browser).await, "/folders");
     page_shows(&browser, "Berlin").await;
     shots.take(&browser, "folders").await;
@@ -159,7 +159,7 @@ async fn an_administrator_manages_settings_in_the_web_console() {
         .await
         .send_keys("display.monitors=3")
         .await;
-    browser.find("#create-profile").await.click().await;
+    browser.find("#create-profile").await.click_and_load().await;
     let profile_path = path(&browser).await;
     assert!(
         profile_path.starts_with("/profiles/"),
@@ -175,7 +175,7 @@ async fn an_administrator_manages_settings_in_the_web_console() {
         .send_keys("display.monitors")
         .await;
     browser.find("#param-value").await.send_keys("99").await;
-    browser.find("#set-param").await.click().await;
+    browser.find("#set-param").await.click_and_load().await;
     let text = page_shows(&browser, "Refused (invalid argument)").await;
     assert!(text.contains("display.monitors"), "{text}");
     shots.take(&browser, "profile-value-refused").await;
@@ -194,7 +194,7 @@ async fn an_administrator_manages_settings_in_the_web_console() {
         .await
         .send_keys("1920x1080")
         .await;
-    browser.find("#set-param").await.click().await;
+    browser.find("#set-param").await.click_and_load().await;
     assert_eq!(path(&browser).await, profile_path);
     let params = words(&browser.find("#params").await.text().await);
     assert!(params.contains("display.resolution 1920x1080"), "{params}");
@@ -205,7 +205,7 @@ async fn an_administrator_manages_settings_in_the_web_console() {
         .await
         .click()
         .await;
-    browser.find("#assign").await.click().await;
+    browser.find("#assign").await.click_and_load().await;
     assert_eq!(path(&browser).await, profile_path);
     let assigned = words(&browser.find("#assignments").await.text().await);
     assert!(assigned.contains("folder Berlin"), "{assigned}");
@@ -216,7 +216,7 @@ async fn an_administrator_manages_settings_in_the_web_console() {
     browser
         .find(&format!("a[href=\"/devices/{device_id}\"]"))
         .await
-        .click()
+        .click_and_load()
         .await;
     assert_eq!(path(&browser).await, format!("/devices/{device_id}"));
     page_shows(&browser, "No parameter is set for this device").await;
@@ -225,7 +225,7 @@ async fn an_administrator_manages_settings_in_the_web_console() {
         .await
         .click()
         .await;
-    browser.find("#move").await.click().await;
+    browser.find("#move").await.click_and_load().await;
     assert_eq!(path(&browser).await, format!("/devices/{device_id}"));
     let folder = browser.find("#device-folder").await.text().await;
     assert_eq!(folder, "Berlin");
@@ -246,6 +246,16 @@ async fn an_administrator_manages_settings_in_the_web_console() {
         );
     }
     shots.take(&browser, "device-explain").await;
+
+    // Explaining for a Shared Workplace user needs a directory: without one the explain
+    // section says so, and the rest of the device page still shows.
+    browser
+        .goto(&format!("{base}/devices/{device_id}?user=alice"))
+        .await;
+    let text = page_shows(&browser, "Effective settings").await;
+    assert!(text.contains("Refused ("), "{text}");
+    assert!(text.contains("Device kiosk-7"), "{text}");
+    shots.take(&browser, "device-explain-user-refused").await;
 
     // The device gets what the explain view shows at its next check-in.
     let next = device
@@ -297,7 +307,7 @@ async fn an_administrator_manages_settings_in_the_web_console() {
 
     // An assigned profile is deleted only with force: the refusal says where it is assigned.
     browser.goto(&format!("{base}{profile_path}")).await;
-    browser.find("#delete-profile").await.click().await;
+    browser.find("#delete-profile").await.click_and_load().await;
     let text = page_shows(&browser, "unassign it first").await;
     assert!(text.contains("Berlin"), "{text}");
     shots.take(&browser, "profile-delete-refused").await;
@@ -305,11 +315,11 @@ async fn an_administrator_manages_settings_in_the_web_console() {
     // Renaming the device.
     browser.goto(&format!("{base}/devices/{device_id}")).await;
     browser.find("#device-name").await.send_keys("-lobby").await;
-    browser.find("#rename").await.click().await;
+    browser.find("#rename").await.click_and_load().await;
     page_shows(&browser, "Device kiosk-7-lobby").await;
 
     // Logging out ends the session.
-    browser.find("header button").await.click().await;
+    browser.find("header button").await.click_and_load().await;
     assert!(path(&browser).await.starts_with("/login"));
     browser.goto(&format!("{base}/network")).await;
     assert!(

@@ -192,9 +192,33 @@ impl Element<'_> {
             .await;
     }
 
-    /// Clicks the element; a click that submits a form waits for the next page.
+    /// Clicks the element (an option of a select, a checkbox): no new page.
     pub async fn click(&self) {
         self.cmd("POST", "/click", Some(&json!({}))).await;
+    }
+
+    /// Clicks a button or link that loads a new page, and waits until the new page has
+    /// loaded: the old page is marked first, and the wait ends at a loaded page without the
+    /// mark.
+    pub async fn click_and_load(&self) {
+        let b = self.browser;
+        b.script("window.__umsOldPage = true; return null").await;
+        self.click().await;
+        let started = Instant::now();
+        loop {
+            let loaded = b
+                .script("return !window.__umsOldPage && document.readyState === 'complete'")
+                .await;
+            if loaded == Value::Bool(true) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no new page within 20 s of the click (at {})",
+                b.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn text(&self) -> String {
