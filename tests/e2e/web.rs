@@ -14,6 +14,8 @@ fn artifacts() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| ums_testkit::workspace_root().join("target"));
     let dir = target.join("e2e-artifacts/web");
+    // Only this run's screenshots.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("artifact dir");
     dir
 }
