@@ -77,6 +77,7 @@ pub fn router(api: Arc<AdminApi>) -> axum::Router {
         .route("/files", get(more::files))
         .route("/swp", get(more::swp))
         .route("/swp/end", post(more::end_session))
+        .route("/audit", get(more::audit))
         .layer(axum::middleware::from_fn(csrf_guard))
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(axum::middleware::from_fn(security_headers))
@@ -270,6 +271,7 @@ impl Session {
             ("/jobs", "Jobs"),
             ("/files", "Files"),
             ("/swp", "Shared Workplace"),
+            ("/audit", "Audit log"),
         ] {
             let class = if href == active {
                 " class=\"active\""

@@ -1,5 +1,5 @@
-//! Jobs, files with their copies on every server, and Shared Workplace (sessions, directories,
-//! licences).
+//! Jobs, files with their copies on every server, Shared Workplace (sessions, directories,
+//! licences), and the audit log.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -362,4 +362,68 @@ pub async fn end_session(
         Ok(_) => Ok(see("/swp")),
         Err(e) => render_swp(&api, &s, "", Some(e)).await,
     }
+}
+
+#[derive(Deserialize, Default)]
+pub struct AuditQuery {
+    #[serde(default)]
+    admin: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    target: String,
+}
+
+pub async fn audit(
+    State(api): State<Arc<AdminApi>>,
+    s: Session,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, Failure> {
+    let entries = s
+        .call(
+            pb::ListAuditRequest {
+                admin: q.admin.trim().to_owned(),
+                action: q.action.trim().to_owned(),
+                target: q.target.trim().to_owned(),
+                limit: 200,
+                ..Default::default()
+            },
+            |r| api.list_audit(r),
+        )
+        .await?
+        .entries;
+    let mut main = String::from("<h1>Audit log</h1>");
+    let _ = write!(
+        main,
+        "<form method=\"get\" action=\"/audit\" class=\"row\">\
+         <label>Administrator <input name=\"admin\" value=\"{}\"></label>\
+         <label>Action <input name=\"action\" value=\"{}\" placeholder=\"UpdateProfileParams\"></label>\
+         <label>Object contains <input name=\"target\" value=\"{}\" placeholder=\"profile 7\"></label>\
+         <button type=\"submit\">Show</button></form>",
+        E(&q.admin),
+        E(&q.action),
+        E(&q.target)
+    );
+    if entries.is_empty() {
+        main.push_str("<p class=\"muted\">No entries.</p>");
+    } else {
+        main.push_str(
+            "<table id=\"audit\"><tr><th>When</th><th>Administrator</th><th>Action</th><th>Object</th>\
+             <th>Request</th><th>From</th></tr>",
+        );
+        for e in &entries {
+            let _ = write!(
+                main,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td></tr>",
+                time(e.at_ms),
+                E(&e.admin),
+                E(&e.action),
+                E(&e.target),
+                E(&e.detail),
+                E(&e.source)
+            );
+        }
+        main.push_str("</table>");
+    }
+    Ok(s.page("Audit log", "/audit", &main))
 }
