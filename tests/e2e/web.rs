@@ -180,6 +180,10 @@ async fn an_administrator_manages_settings_in_the_web_console() {
     browser.find("#set-param").await.click_and_load().await;
     let text = page_shows(&browser, "Refused (invalid argument)").await;
     assert!(text.contains("display.monitors"), "{text}");
+    let kept = browser
+        .script("return document.getElementById('param-value').value")
+        .await;
+    assert_eq!(kept, "99", "the refused value stays in the form to correct");
     shots.take(&browser, "profile-value-refused").await;
     browser.goto(&format!("{base}{profile_path}")).await;
     let params = words(&browser.find("#params").await.text().await);

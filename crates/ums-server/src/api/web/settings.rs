@@ -293,14 +293,16 @@ pub async fn profile(
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
     let id = parse_id("profile id", &id)?;
-    render_profile(&api, &s, id, None).await
+    render_profile(&api, &s, id, None, ("", "")).await
 }
 
+/// The profile page; `entered` is the parameter form's key and value, kept after a refusal.
 async fn render_profile(
     api: &AdminApi,
     s: &Session,
     id: i64,
     error: Option<Failure>,
+    entered: (&str, &str),
 ) -> Result<Response, Failure> {
     let p = s
         .call(pb::GetProfileRequest { id }, |r| api.get_profile(r))
@@ -354,10 +356,12 @@ async fn render_profile(
     let _ = write!(
         main,
         "<form method=\"post\" action=\"/profiles/{id}/params\" class=\"row\">{}\
-         <label>Parameter <input name=\"key\" id=\"param-key\" list=\"catalog\" required></label>\
-         <label>Value <input name=\"value\" id=\"param-value\"></label>\
+         <label>Parameter <input name=\"key\" id=\"param-key\" list=\"catalog\" value=\"{}\" required></label>\
+         <label>Value <input name=\"value\" id=\"param-value\" value=\"{}\"></label>\
          <button type=\"submit\" id=\"set-param\">Set</button></form>",
-        csrf_field(&s.csrf)
+        csrf_field(&s.csrf),
+        E(entered.0),
+        E(entered.1)
     );
 
     main.push_str("<h2>Assigned to</h2>");
@@ -507,7 +511,7 @@ pub async fn set_params(
         .await
     {
         Ok(_) => Ok(see(&format!("/profiles/{id}"))),
-        Err(e) => render_profile(&api, &s, id, Some(e)).await,
+        Err(e) => render_profile(&api, &s, id, Some(e), (&f.key, &f.value)).await,
     }
 }
 
@@ -530,7 +534,7 @@ pub async fn delete_profile(
     };
     match s.call(request, |r| api.delete_profile(r)).await {
         Ok(_) => Ok(see("/profiles")),
-        Err(e) => render_profile(&api, &s, id, Some(e)).await,
+        Err(e) => render_profile(&api, &s, id, Some(e), ("", "")).await,
     }
 }
 
@@ -615,7 +619,7 @@ async fn assignment(
     .await;
     match result {
         Ok(_) => Ok(see(&format!("/profiles/{id}"))),
-        Err(e) => render_profile(api, s, id, Some(e)).await,
+        Err(e) => render_profile(api, s, id, Some(e), ("", "")).await,
     }
 }
 
