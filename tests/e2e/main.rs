@@ -15,3 +15,5 @@ mod server;
 mod swp;
 mod upgrade;
 mod watchdog;
+mod web;
+mod webdriver;

@@ -191,7 +191,10 @@ async fn the_json_api_as_the_readme_shows_it() {
     let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(answer["status"], "ok", "{body}");
 
-    for path in ["/", "/api/v1/nothing/here", "/metrics"] {
+    // `/` is the web console, which sends a browser without a session to its login page.
+    let (status, _) = https(&addr, &ca, &get("/")).await;
+    assert_eq!(status, 303, "GET /");
+    for path in ["/api/v1/nothing/here", "/metrics", "/no/such/page"] {
         let (status, body) = https(&addr, &ca, &get(path)).await;
         assert_eq!(status, 404, "GET {path}: {body}");
         let answer: serde_json::Value = serde_json::from_str(&body).expect("json");

@@ -147,19 +147,29 @@ fn ensure_slapd() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes sure headless Chromium is installed: the end-to-end test of the network check renders
-/// its HTML report with it.
+/// Makes sure headless Chromium and its WebDriver server are installed: the end-to-end test of
+/// the network check renders its HTML report with the browser, the web console's test drives
+/// it through `chromedriver`.
 fn ensure_chromium() -> anyhow::Result<()> {
-    if let Some(path) = ums_testkit::chromium_path() {
-        step!("chromium found at {}", path.display());
+    if let (Some(path), Some(driver)) = (
+        ums_testkit::chromium_path(),
+        ums_testkit::chromedriver_path(),
+    ) {
+        step!(
+            "chromium found at {}, chromedriver at {}",
+            path.display(),
+            driver.display()
+        );
         return Ok(());
     }
     if !nix::unistd::geteuid().is_root() {
         bail!(
-            "chromium not found; install the `chromium` package (e.g. `sudo apt-get install chromium`)"
+            "chromium or chromedriver not found; install the `chromium` and `chromium-driver` packages (e.g. `sudo apt-get install chromium chromium-driver`)"
         );
     }
-    step!("chromium not found; installing the `chromium` package with apt-get");
+    step!(
+        "chromium or chromedriver not found; installing `chromium` and `chromium-driver` with apt-get"
+    );
     util::run(
         Command::new("apt-get")
             .arg("update")
@@ -167,12 +177,24 @@ fn ensure_chromium() -> anyhow::Result<()> {
     )?;
     util::run(
         Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "chromium"])
+            .args([
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "chromium",
+                "chromium-driver",
+            ])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
     let path =
         ums_testkit::chromium_path().context("chromium was installed but is still not found")?;
-    step!("chromium installed at {}", path.display());
+    let driver = ums_testkit::chromedriver_path()
+        .context("chromium-driver was installed but chromedriver is still not found")?;
+    step!(
+        "chromium installed at {}, chromedriver at {}",
+        path.display(),
+        driver.display()
+    );
     Ok(())
 }
 

@@ -108,6 +108,16 @@ impl Db {
         Ok(())
     }
 
+    /// Ends a session (a logout): its token is refused from now on. Unknown hashes are no error.
+    pub async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        let tx = self.write_tx().await?;
+        admin_session::Entity::delete_by_id(token_hash.to_owned())
+            .exec(&tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The administrator a session token hash belongs to, if the session is still valid.
     pub async fn session_admin(&self, token_hash: &str, now: i64) -> Result<Option<(Admin, i64)>> {
         let Some(s) = admin_session::Entity::find_by_id(token_hash.to_owned())

@@ -573,6 +573,27 @@ async fn admin_accounts_and_sessions(backend: &str) {
         .expect("lookup")
         .expect("valid");
     assert_eq!(who.username, "admin");
+    db.create_session("other", admin.id, now + 60_000)
+        .await
+        .expect("session");
+    db.delete_session("other").await.expect("logout");
+    assert!(
+        db.session_admin("other", now)
+            .await
+            .expect("lookup")
+            .is_none(),
+        "a logged-out session is refused"
+    );
+    db.delete_session("never-issued")
+        .await
+        .expect("an unknown session is no error");
+    assert!(
+        db.session_admin("tok", now)
+            .await
+            .expect("lookup")
+            .is_some(),
+        "another session of the administrator stays"
+    );
     assert!(
         db.session_admin("tok", now + 120_000)
             .await

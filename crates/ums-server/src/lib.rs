@@ -17,7 +17,8 @@
 //! 6. [`backup`]: backup and restore of the database and the file store in one archive.
 //! 7. [`state`]: [`state::AppState`], what the APIs and tasks share.
 //! 8. [`tasks`]: heartbeat and scheduler, events, replication.
-//! 9. [`api`]: admin (gRPC and JSON), device, network and join services.
+//! 9. [`api`]: admin (gRPC and JSON) and the web console over it, device, network and join
+//!    services.
 
 pub mod api;
 pub mod audit;
@@ -277,7 +278,8 @@ pub async fn run(
                 "ums.network.v1.JoinService",
             ])?)
             .into_axum_router()
-            .merge(api::json::router(admin))
+            .merge(api::json::router(admin.clone()))
+            .merge(api::web::router(admin))
             // Replaces tonic's fallback, which answers every unknown path with a gRPC status in
             // an HTTP 200.
             .fallback(api::json::fallback),

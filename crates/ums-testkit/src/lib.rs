@@ -21,4 +21,4 @@ pub use net::{free_port, wait_for_tcp};
 pub use postgres::{
     PG_BIN_DIR_ENV, Postgres, TEST_PG_URL_ENV, pg_bin_dir, psql_path, shared_database,
 };
-pub use process::{ChildGuard, bin_path, chromium_path, workspace_root};
+pub use process::{ChildGuard, bin_path, chromedriver_path, chromium_path, workspace_root};

@@ -91,6 +91,16 @@ pub fn chromium_path() -> Option<PathBuf> {
     None
 }
 
+/// The WebDriver server of Debian's Chromium (`chromedriver`, package `chromium-driver`), if
+/// installed: the web console's end-to-end test drives the browser with it.
+pub fn chromedriver_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("chromedriver"))
+        .find(|candidate| candidate.is_file())
+}
+
 /// Owns a child process and stops it on drop: SIGTERM, up to 5 s of grace, then SIGKILL.
 #[derive(Debug)]
 pub struct ChildGuard(pub Child);

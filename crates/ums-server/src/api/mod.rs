@@ -1,5 +1,5 @@
-//! The server's APIs, the top layer: the admin API (gRPC and JSON), the device API, the
-//! network service of the internal port, and joining. Each handler returns
+//! The server's APIs, the top layer: the admin API (gRPC and JSON) and the web console over
+//! it, the device API, the network service of the internal port, and joining. Each handler returns
 //! `Result<_, ApiError>`; [`crate::error`] turns that into a status in one place.
 
 pub mod admin;
@@ -7,6 +7,7 @@ pub mod device;
 pub mod join;
 pub mod json;
 pub mod network;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -62,15 +63,18 @@ async fn count(
     response
 }
 
-/// `/ums.admin.v1.AdminService/Login` → `AdminService/Login`; `/api/v1/Login` → `Login`.
+/// `/ums.admin.v1.AdminService/Login` → `AdminService/Login`; `/api/v1/Login` → `Login`;
+/// every page of the web console (whose paths carry ids) → `web`.
 fn method_of(path: &str) -> &str {
     if let Some(m) = path.strip_prefix("/api/v1/") {
         return m;
     }
     let p = path.trim_start_matches('/');
     match p.split_once('/') {
-        Some((service, _)) => &p[service.rfind('.').map_or(0, |i| i + 1)..],
-        None => p,
+        Some((service, _)) if service.contains('.') => {
+            &p[service.rfind('.').map_or(0, |i| i + 1)..]
+        }
+        _ => "web",
     }
 }
 
@@ -83,6 +87,7 @@ mod tests {
             "AdminService/Login"
         );
         assert_eq!(super::method_of("/api/v1/ListDevices"), "ListDevices");
-        assert_eq!(super::method_of("/metrics"), "metrics");
+        assert_eq!(super::method_of("/devices/12"), "web");
+        assert_eq!(super::method_of("/"), "web");
     }
 }
