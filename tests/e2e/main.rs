@@ -7,6 +7,7 @@
 
 mod backup;
 mod broker;
+mod failover;
 mod harness;
 mod monitor;
 mod network;

@@ -17,7 +17,7 @@ mod net;
 mod postgres;
 mod process;
 
-pub use net::{free_port, wait_for_tcp};
+pub use net::{TcpSwitch, free_port, wait_for_tcp};
 pub use postgres::{
     PG_BIN_DIR_ENV, Postgres, TEST_PG_URL_ENV, pg_bin_dir, psql_path, shared_database,
 };

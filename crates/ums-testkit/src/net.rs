@@ -58,6 +58,92 @@ pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
     }
 }
 
+/// A TCP forwarder on 127.0.0.1 whose target can be switched, as a Kubernetes Service or a
+/// virtual IP follows a database's primary: after [`TcpSwitch::set_target`], new connections
+/// go to the new target and the ones open to the old target are cut.
+pub struct TcpSwitch {
+    port: u16,
+    state: std::sync::Arc<std::sync::Mutex<SwitchState>>,
+}
+
+struct SwitchState {
+    target: SocketAddr,
+    /// Bumped by every switch; a connection of an older generation is closed.
+    generation: u64,
+    open: Vec<(u64, TcpStream)>,
+}
+
+impl TcpSwitch {
+    /// Listens on a free port, forwarding to `target`.
+    pub fn start(target: SocketAddr) -> anyhow::Result<TcpSwitch> {
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, free_port()))?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(Mutex::new(SwitchState {
+            target,
+            generation: 0,
+            open: Vec::new(),
+        }));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let (target, generation) = {
+                    let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    (s.target, s.generation)
+                };
+                let Ok(upstream) = TcpStream::connect_timeout(&target, Duration::from_secs(2))
+                else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                let (Ok(c2), Ok(u2), Ok(keep)) =
+                    (client.try_clone(), upstream.try_clone(), client.try_clone())
+                else {
+                    continue;
+                };
+                {
+                    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    if s.generation != generation {
+                        continue;
+                    }
+                    s.open.push((generation, keep));
+                }
+                std::thread::spawn(move || pipe(client, u2));
+                std::thread::spawn(move || pipe(upstream, c2));
+            }
+        });
+        Ok(TcpSwitch { port, state })
+    }
+
+    /// The address to give clients.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Sends new connections to `target` and cuts the open ones.
+    pub fn set_target(&self, target: SocketAddr) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.target = target;
+        s.generation += 1;
+        for (_, c) in s.open.drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Copies `from` to `to` until either side closes, then closes both.
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,6 +123,9 @@ pub struct Postgres {
     log_file: PathBuf,
     port: u16,
     run_as: Option<RunAs>,
+    /// `synchronous_commit`: off for speed, on for a primary whose standby must hold every
+    /// acknowledged commit.
+    sync_commit: bool,
     /// Removed after the server is stopped (fields drop after `Drop::drop`).
     dir: Option<tempfile::TempDir>,
 }
@@ -130,13 +133,87 @@ pub struct Postgres {
 impl Postgres {
     /// Creates a cluster with `initdb` and starts it on a free port.
     pub fn start() -> anyhow::Result<Postgres> {
-        let bin_dir = pg_bin_dir().with_context(|| {
-            format!(
-                "postgresql server binaries (initdb, pg_ctl, postgres) not found in ${PG_BIN_DIR_ENV}, $PATH or /usr/lib/postgresql/*/bin; install the `postgresql` package"
-            )
-        })?;
-        let run_as = RunAs::detect()?;
+        Self::create(false)
+    }
 
+    /// Like [`Postgres::start`], with `synchronous_commit` on: once
+    /// [`Postgres::start_standby`] made a standby, a commit is acknowledged only when the
+    /// standby holds it, as a primary with a synchronous standby in production.
+    pub fn start_primary() -> anyhow::Result<Postgres> {
+        Self::create(true)
+    }
+
+    /// A streaming standby of this server (`pg_basebackup -R`), started on a free port; this
+    /// server then waits for it on every commit (`synchronous_standby_names = '*'`).
+    /// [`Postgres::promote`] makes it the primary.
+    pub fn start_standby(&self) -> anyhow::Result<Postgres> {
+        let dir = Self::temp_dir(self.run_as)?;
+        let mut standby = Postgres {
+            bin_dir: self.bin_dir.clone(),
+            data_dir: dir.path().join("data"),
+            log_file: dir.path().join("server.log"),
+            port: 0,
+            run_as: self.run_as,
+            sync_commit: self.sync_commit,
+            dir: Some(dir),
+        };
+        let mut cmd = standby.command("pg_basebackup");
+        cmd.arg("-D")
+            .arg(&standby.data_dir)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-X", "stream", "-R", "--no-sync"])
+            .args(["-c", "fast"]);
+        let out = run_captured(&mut cmd, "pg_basebackup")?;
+        if !out.status.success() {
+            bail!(
+                "pg_basebackup failed ({}):\n{}",
+                out.status,
+                output_text(&out).trim_end()
+            );
+        }
+        standby.start_on_a_free_port()?;
+        self.sql(
+            "postgres",
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        )?;
+        self.sql("postgres", "SELECT pg_reload_conf()")?;
+        Ok(standby)
+    }
+
+    /// Promotes a standby to primary and waits until it accepts writes.
+    pub fn promote(&self) -> anyhow::Result<()> {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .args(["-w", "-t", "30", "promote"]);
+        let out = run_captured(&mut cmd, "pg_ctl promote")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl promote failed ({}): {}",
+                out.status,
+                output_text(&out).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the server the way a crash does (`immediate`: no checkpoint, every client cut).
+    pub fn crash(&self) -> anyhow::Result<()> {
+        self.pg_ctl_stop("immediate")
+    }
+
+    /// Runs one SQL command on `database` as the superuser; its output (`psql -At`).
+    pub fn sql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
+        let target = ServerAddr {
+            host: "127.0.0.1".to_owned(),
+            port: self.port,
+            user: "postgres".to_owned(),
+            password: None,
+        };
+        psql(&target, database, sql)
+    }
+
+    fn temp_dir(run_as: Option<RunAs>) -> anyhow::Result<tempfile::TempDir> {
         // A top-level directory under /tmp, readable and traversable by the
         // account that runs the server even when we are root.
         let base = if run_as.is_some() {
@@ -160,7 +237,17 @@ impl Postgres {
                 format!("could not hand {} to uid {}", dir.path().display(), r.uid)
             })?;
         }
+        Ok(dir)
+    }
 
+    fn create(sync_commit: bool) -> anyhow::Result<Postgres> {
+        let bin_dir = pg_bin_dir().with_context(|| {
+            format!(
+                "postgresql server binaries (initdb, pg_ctl, postgres) not found in ${PG_BIN_DIR_ENV}, $PATH or /usr/lib/postgresql/*/bin; install the `postgresql` package"
+            )
+        })?;
+        let run_as = RunAs::detect()?;
+        let dir = Self::temp_dir(run_as)?;
         let data_dir = dir.path().join("data");
         let log_file = dir.path().join("server.log");
         let mut pg = Postgres {
@@ -169,19 +256,24 @@ impl Postgres {
             log_file,
             port: 0,
             run_as,
+            sync_commit,
             dir: Some(dir),
         };
         pg.initdb()?;
+        pg.start_on_a_free_port()?;
+        Ok(pg)
+    }
 
+    fn start_on_a_free_port(&mut self) -> anyhow::Result<()> {
         // The port is picked before the server binds it, so another process
         // may grab it in between: retry a few times with a fresh one.
         let mut last_err = None;
         for _ in 0..3 {
-            pg.port = free_port();
-            match pg.pg_ctl_start() {
-                Ok(()) => return Ok(pg),
+            self.port = free_port();
+            match self.pg_ctl_start() {
+                Ok(()) => return Ok(()),
                 Err(e) => {
-                    let log = pg.log_tail(40);
+                    let log = self.log_tail(40);
                     let retry = log.contains("could not bind") || log.contains("already in use");
                     last_err = Some(e);
                     if !retry {
@@ -222,7 +314,16 @@ impl Postgres {
     }
 
     fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bin_dir.join(program));
+        // A directory of links to the server binaries (such as /usr/local/bin) may lack the
+        // other tools: they sit beside the real `pg_ctl`.
+        let mut path = self.bin_dir.join(program);
+        if !is_executable(&path)
+            && let Ok(real) = fs::canonicalize(self.bin_dir.join("pg_ctl"))
+            && let Some(dir) = real.parent()
+        {
+            path = dir.join(program);
+        }
+        let mut cmd = Command::new(path);
         RunAs::apply(self.run_as, &mut cmd);
         if let Some(dir) = &self.dir {
             // The caller's working directory may not be readable by the server account.
@@ -256,9 +357,10 @@ impl Postgres {
             .map(|d| d.path())
             .unwrap_or(Path::new("/tmp"));
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit={} -c full_page_writes=off -c max_connections=300",
             self.port,
-            shell_quote(socket_dir.as_os_str())
+            shell_quote(socket_dir.as_os_str()),
+            if self.sync_commit { "on" } else { "off" },
         );
         let mut cmd = self.command("pg_ctl");
         cmd.arg("-D")
@@ -367,6 +469,7 @@ impl Postgres {
             log_file: self.log_file.clone(),
             port: self.port,
             run_as: self.run_as,
+            sync_commit: self.sync_commit,
             dir: None,
         };
         std::mem::forget(self);
@@ -378,6 +481,10 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         if self.dir.is_none() {
             // Owned by a cleanup guard (see `detach_to_guard`).
+            return;
+        }
+        if !self.data_dir.join("postmaster.pid").exists() {
+            // Stopped already (crashed or stopped by the test).
             return;
         }
         if let Err(e) = self.stop() {
