@@ -119,8 +119,9 @@ fn describe_steps(db_from: Option<SchemaVersion>, outcome: &MigrateOutcome) -> S
 }
 
 /// Brings the schema as far as this server may at start: expand steps always; a pending major
-/// step only when no other server runs (else refused, naming them); pending contract steps when
-/// no server needs the older schema. Each step is logged in the update log.
+/// step only when every other running server runs this release (in update mode; else this
+/// server goes into update mode itself, see [`update_mode_target`]); pending contract steps
+/// when no server needs the older schema. Each step is logged in the update log.
 pub async fn migrate_at_start(
     db: &Db,
     process_id: &str,
@@ -147,15 +148,36 @@ pub async fn migrate_at_start(
     let (rows, now) = db.list_processes().await?;
     if next.version.major > first.to.major {
         let others = running_others(&rows, now, silent, process_id);
-        if !others.is_empty() {
-            anyhow::bail!(
-                "schema {} -> {}: a major update runs with downtime, only on a server that is alone in the network, and these servers still run: {}. Stop them (`umsctl network stop ID`, through their watchdogs) and start this server again; devices are told the network is in maintenance meanwhile",
+        // Servers that run this release already serve devices from their local copies (update
+        // mode): the shared database is this server's alone. Those still on the older release
+        // use it, so this server joins them in update mode instead, until the last server
+        // starts on this release and migrates.
+        let older: Vec<&ProcessRow> = others
+            .into_iter()
+            .filter(|r| {
+                r.schema_max
+                    .as_deref()
+                    .and_then(|v| v.parse::<SchemaVersion>().ok())
+                    .is_none_or(|max| max < next.version)
+            })
+            .collect();
+        if older.is_empty() {
+            return contract(db, process_id, first.to).await;
+        }
+        log(
+            db,
+            &actor,
+            "update-mode",
+            &format!(
+                "schema {} -> {} is a major step: serving devices from a local copy until the last server migrates; still on the older release: {}",
                 first.to,
                 next.version,
-                describe(&others)
-            );
-        }
-        return contract(db, process_id, first.to).await;
+                describe(&older)
+            ),
+            true,
+        )
+        .await;
+        return Ok(first);
     }
     let waiting = blockers(&rows, now, CONTRACT_SETTLE, process_id, next.version);
     if waiting.is_empty() {
@@ -175,6 +197,31 @@ pub async fn migrate_at_start(
     )
     .await;
     Ok(first)
+}
+
+/// The schema version a start waits for in update mode: a major step [`migrate_at_start`] left
+/// pending because servers on the older release still use the shared database.
+pub fn update_mode_target(outcome: &MigrateOutcome) -> Option<SchemaVersion> {
+    outcome
+        .pending
+        .iter()
+        .find(|p| p.version.major > outcome.to.major)
+        .map(|p| p.version)
+}
+
+/// What an administrator's change gets in update mode.
+pub fn refused_in_update_mode(target: SchemaVersion) -> crate::error::ApiError {
+    crate::error::ApiError::FailedPrecondition(format!(
+        "this server is in update mode: the shared database is being updated to schema {target} and this server serves devices from a local copy, so changes are refused (they would be lost). Make the change once the update is over (`umsctl update end-mode` ends update mode on a server that did not reconnect)"
+    ))
+}
+
+/// What a device gets for what update mode cannot do (a registration of an unknown device, a
+/// user login): maintenance, and when to retry.
+pub fn maintenance(what: &str) -> crate::error::ApiError {
+    crate::error::ApiError::Unavailable(format!(
+        "maintenance: the management network is being updated and {what} waits until it is over; retry in 60 seconds"
+    ))
 }
 
 /// Applies every pending step, contract and major ones included, and logs it.
