@@ -139,6 +139,13 @@ async fn a_major_step_falls_back_to_update_mode_and_loses_no_check_in() {
         err.contains("update mode") && err.contains("refused") && err.contains("end-mode"),
         "{err}"
     );
+    // Update mode cannot be ended before the shared database is at b's schema.
+    let err = ctl_b.fails(&["update", "end-mode"]);
+    assert!(
+        err.contains(&format!("the shared database is at schema {released}"))
+            && err.contains(&major.to_string()),
+        "{err}"
+    );
     // What b took is not in the shared database yet.
     let d = db.get_device(devices[1].1).await.expect("device");
     assert_eq!(d.state, "idle");
@@ -215,7 +222,9 @@ async fn a_major_step_falls_back_to_update_mode_and_loses_no_check_in() {
     );
     db.close().await.ok();
 
-    // b is a normal server again: changes go through, the stranger registers.
+    // b is a normal server again: nothing to end, changes go through, the stranger registers.
+    let out = ctl_b.ok(&["update", "end-mode"]);
+    assert!(out.contains("not in update mode"), "{out}");
     ctl_b.ok(&["folders", "create", "made-after-update"]);
     let mut stranger = b.device().await;
     let joined = stranger.register("00:00:00:00:0b:99", "new").await;

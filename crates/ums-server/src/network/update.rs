@@ -74,6 +74,26 @@ pub fn running_others<'a>(
         .collect()
 }
 
+/// The other servers running now whose release does not reach `version`: a major step to it
+/// waits for them, with the servers on the new release in update mode.
+pub fn on_older_release<'a>(
+    rows: &'a [ProcessRow],
+    now: i64,
+    silent: Duration,
+    own_id: &str,
+    version: SchemaVersion,
+) -> Vec<&'a ProcessRow> {
+    running_others(rows, now, silent, own_id)
+        .into_iter()
+        .filter(|r| {
+            r.schema_max
+                .as_deref()
+                .and_then(|v| v.parse::<SchemaVersion>().ok())
+                .is_none_or(|max| max < version)
+        })
+        .collect()
+}
+
 /// Whether versions are mixed: servers running with different schema ranges.
 pub fn versions_mixed(rows: &[ProcessRow], now: i64, silent: Duration) -> bool {
     let silent = silent.as_millis() as i64;
@@ -147,20 +167,11 @@ pub async fn migrate_at_start(
     };
     let (rows, now) = db.list_processes().await?;
     if next.version.major > first.to.major {
-        let others = running_others(&rows, now, silent, process_id);
         // Servers that run this release already serve devices from their local copies (update
         // mode): the shared database is this server's alone. Those still on the older release
         // use it, so this server joins them in update mode instead, until the last server
         // starts on this release and migrates.
-        let older: Vec<&ProcessRow> = others
-            .into_iter()
-            .filter(|r| {
-                r.schema_max
-                    .as_deref()
-                    .and_then(|v| v.parse::<SchemaVersion>().ok())
-                    .is_none_or(|max| max < next.version)
-            })
-            .collect();
+        let older = on_older_release(&rows, now, silent, process_id, next.version);
         if older.is_empty() {
             return contract(db, process_id, first.to).await;
         }
@@ -310,5 +321,61 @@ mod tests {
             .map(|r| r.id.as_str())
             .collect();
         assert_eq!(others, ["new", "old", "ancient"]);
+    }
+
+    #[test]
+    fn a_major_step_waits_in_update_mode_for_servers_on_the_older_release() {
+        let major = SchemaVersion::new(2, 0);
+        let now = 100_000;
+        let silent = Duration::from_secs(5);
+        let rows = vec![
+            row("me", "running", now, Some("2.0")),
+            // On the new release, serving from its local copy.
+            row("copy", "running", now, Some("2.0")),
+            row("old", "running", now, Some("1.7")),
+            // Stopped to be upgraded: it no longer uses the shared database.
+            row("upgrading", "stopped", now - 1_000, Some("1.7")),
+        ];
+        let ids = |rows: &[ProcessRow]| -> Vec<String> {
+            on_older_release(rows, now, silent, "me", major)
+                .iter()
+                .map(|r| r.id.clone())
+                .collect()
+        };
+        assert_eq!(ids(&rows), ["old"], "this server goes into update mode");
+        assert!(
+            ids(&[rows[0].clone(), rows[1].clone(), rows[3].clone()]).is_empty(),
+            "the last server on the new release migrates"
+        );
+
+        let outcome =
+            |to: SchemaVersion, pending: Vec<(SchemaVersion, ums_db::Phase)>| MigrateOutcome {
+                from: Some(to),
+                to,
+                applied: Vec::new(),
+                pending: pending
+                    .into_iter()
+                    .map(|(version, phase)| Pending {
+                        version,
+                        name: "step",
+                        phase,
+                    })
+                    .collect(),
+                ahead: false,
+            };
+        let released = SchemaVersion::new(1, 7);
+        assert_eq!(
+            update_mode_target(&outcome(released, vec![(major, ums_db::Phase::Contract)])),
+            Some(major)
+        );
+        assert_eq!(
+            update_mode_target(&outcome(
+                released,
+                vec![(SchemaVersion::new(1, 8), ums_db::Phase::Contract)]
+            )),
+            None,
+            "a minor contract step waits without update mode"
+        );
+        assert_eq!(update_mode_target(&outcome(major, Vec::new())), None);
     }
 }
