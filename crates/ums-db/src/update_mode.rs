@@ -7,8 +7,8 @@
 //! from it. Beside the copied tables the file holds two of its own, which the shared schema
 //! never has: `update_copy` (what the copy is: the schema it waits for, when it was taken, how
 //! far the journal was replayed) and `update_journal`, one row per check-in and job result. A
-//! check-in or job result is written to the copy and to the journal in one SQLite transaction,
-//! so what a device was told is what the journal holds.
+//! check-in or job result is written to the copy and to the journal in one SQLite transaction
+//! with full sync, so what a device was told is what the journal holds, also after a power loss.
 //!
 //! [`LocalCopy::replay`] writes the journal into the shared database in batches, each one
 //! transaction there, and records the last entry replayed in the copy afterwards. Every entry
@@ -84,6 +84,32 @@ fn copy_url(dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join(COPY_FILE).display())
 }
 
+/// Opens the copy as [`Db::connect`] opens SQLite, but with full sync: a journaled check-in
+/// survives a power loss, not only a crash of the process.
+async fn connect_copy(dir: &Path) -> Result<Db> {
+    use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+    let url = copy_url(dir);
+    let mut opts = sea_orm::ConnectOptions::new(url.clone());
+    opts.sqlx_logging(false)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .acquire_timeout(crate::ACQUIRE_TIMEOUT)
+        .max_connections(4)
+        .min_connections(1);
+    opts.map_sqlx_sqlite_opts(|o| {
+        o.journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .foreign_keys(true)
+            .create_if_missing(true)
+    });
+    let conn = sea_orm::Database::connect(opts).await?;
+    Ok(Db {
+        conn,
+        backend: crate::Backend::Sqlite,
+        url,
+    })
+}
+
 impl LocalCopy {
     /// Takes a copy of `shared` into `dir` (replacing a copy whose journal is empty; a journal
     /// with entries is never thrown away: that copy is opened instead). `opts` migrate the
@@ -118,7 +144,7 @@ impl LocalCopy {
         }
         let snapshot = shared.export_snapshot(&mut progress).await?;
         let source: SchemaVersion = snapshot.schema_version.parse().map_err(DbError::Invalid)?;
-        let db = Db::connect(&copy_url(dir)).await?;
+        let db = connect_copy(dir).await?;
         // It holds what the shared database does: credential hashes, the sealed CA key.
         restrict(dir, 0o700)?;
         restrict(&dir.join(COPY_FILE), 0o600)?;
@@ -180,7 +206,7 @@ impl LocalCopy {
         if !dir.join(COPY_FILE).exists() {
             return Ok(None);
         }
-        let db = Db::connect(&copy_url(dir)).await?;
+        let db = connect_copy(dir).await?;
         let meta = match db
             .conn()
             .query_all_raw(db.stmt("SELECT key, value FROM update_copy", vec![]))
