@@ -14,6 +14,7 @@ mod network;
 mod readme;
 mod server;
 mod swp;
+mod update_mode;
 mod upgrade;
 mod watchdog;
 mod web;

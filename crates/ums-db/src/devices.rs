@@ -42,7 +42,7 @@ pub struct CheckedIn {
 }
 
 /// A check-in as the device sent it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckIn {
     pub device_id: i64,
     pub firmware: String,
@@ -173,7 +173,7 @@ pub(crate) async fn check_in_in<C: ConnectionTrait>(
     }))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

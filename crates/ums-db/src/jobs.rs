@@ -105,31 +105,44 @@ impl Db {
         message: &str,
     ) -> Result<()> {
         let tx = self.write_tx().await?;
-        let j = job::Entity::find_by_id(job_id)
-            .filter(job::Column::DeviceId.eq(device_id))
-            .one(&tx)
-            .await?
-            .ok_or_else(|| DbError::NotFound(format!("job {job_id} of this device")))?;
-        if j.state != JobState::Sent.as_str() {
-            return Err(DbError::Conflict(format!(
-                "job {job_id} is {}, not sent: only a fetched job can be reported",
-                j.state
-            )));
-        }
-        let mut am: job::ActiveModel = j.into();
-        am.state = Set(if success {
-            JobState::Done
-        } else {
-            JobState::Failed
-        }
-        .as_str()
-        .to_owned());
-        am.finished_at = Set(Some(now_ms()));
-        am.result = Set(message.to_owned());
-        am.update(&tx).await?;
+        report_job_result_in(&tx, device_id, job_id, success, message, now_ms()).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Records a job result inside the caller's transaction: the job must be the device's and sent.
+pub(crate) async fn report_job_result_in<C: ConnectionTrait>(
+    tx: &C,
+    device_id: i64,
+    job_id: i64,
+    success: bool,
+    message: &str,
+    at: i64,
+) -> Result<()> {
+    let j = job::Entity::find_by_id(job_id)
+        .filter(job::Column::DeviceId.eq(device_id))
+        .one(tx)
+        .await?
+        .ok_or_else(|| DbError::NotFound(format!("job {job_id} of this device")))?;
+    if j.state != JobState::Sent.as_str() {
+        return Err(DbError::Conflict(format!(
+            "job {job_id} is {}, not sent: only a fetched job can be reported",
+            j.state
+        )));
+    }
+    let mut am: job::ActiveModel = j.into();
+    am.state = Set(if success {
+        JobState::Done
+    } else {
+        JobState::Failed
+    }
+    .as_str()
+    .to_owned());
+    am.finished_at = Set(Some(at));
+    am.result = Set(message.to_owned());
+    am.update(tx).await?;
+    Ok(())
 }
 
 fn due(device_id: i64, now: i64) -> sea_orm::Select<job::Entity> {
@@ -139,7 +152,7 @@ fn due(device_id: i64, now: i64) -> sea_orm::Select<job::Entity> {
         .filter(job::Column::ScheduledAt.lte(now))
 }
 
-async fn refresh_next_job<C: ConnectionTrait>(tx: &C, device_id: i64) -> Result<()> {
+pub(crate) async fn refresh_next_job<C: ConnectionTrait>(tx: &C, device_id: i64) -> Result<()> {
     let next: Option<i64> = job::Entity::find()
         .select_only()
         .column_as(job::Column::ScheduledAt.min(), "next")

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod network;
 pub mod settings;
 pub mod swp;
+pub mod update_mode;
 
 use std::path::Path;
 use std::str::FromStr;

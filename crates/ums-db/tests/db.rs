@@ -12,6 +12,9 @@ mod common;
 use archive::{
     a_snapshot_moves_between_backends, a_snapshot_restores_every_row, an_import_is_all_or_nothing,
 };
+#[path = "db/update_mode.rs"]
+mod update_mode;
+use update_mode::a_journal_replays_once_whatever_cuts_it_off;
 
 fn fresh_url(backend: &str) -> (String, Option<tempfile::TempDir>) {
     common::fresh_url(backend, "db")
@@ -32,6 +35,7 @@ both_backends!(
     a_snapshot_restores_every_row,
     a_snapshot_moves_between_backends,
     an_import_is_all_or_nothing,
+    a_journal_replays_once_whatever_cuts_it_off,
 );
 
 async fn open(url: &str) -> Db {

@@ -76,6 +76,9 @@ pub struct Prepared {
     pub process_id: String,
     pub identity: ums_tls::NodeIdentity,
     pub internal_tls: Arc<rustls::ServerConfig>,
+    /// The schema version this server waits for in update mode, when it starts in it: a major
+    /// step is pending and servers on the older release still use the shared database.
+    pub update_mode: Option<ums_db::SchemaVersion>,
 }
 
 /// Well-known files in the data directory.
@@ -85,6 +88,11 @@ pub fn tls_dir(data_dir: &Path) -> PathBuf {
 
 pub fn initial_password_path(data_dir: &Path) -> PathBuf {
     data_dir.join("initial-admin-password")
+}
+
+/// Where a server keeps its local copy and journal in update mode.
+pub fn update_mode_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("update-mode")
 }
 
 /// Creates what a first start needs (data directory, CA, server certificate, schema, first
@@ -120,6 +128,14 @@ pub async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     }
     for p in &migrated.pending {
         tracing::info!(step = %network::update::pending_text(p), "schema step waits until no server needs the older schema");
+    }
+    let update_mode = network::update::update_mode_target(&migrated);
+    if let Some(target) = update_mode {
+        tracing::warn!(
+            schema = %migrated.to,
+            %target,
+            "a major schema step waits for the last server on the older release: starting in update mode, devices are served from a local copy and changes are refused until the shared database is at the new schema"
+        );
     }
 
     // The network CA signs the certificates devices, administrators and components verify.
@@ -159,7 +175,56 @@ pub async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
         process_id,
         identity,
         internal_tls,
+        update_mode,
     })
+}
+
+/// Starts in update mode when `prepare` said so: the local copy taken now (or the one a start
+/// in update mode left, with its journal). A start in normal mode that finds a copy replays its
+/// journal first (the server stopped before it could), or stays in update mode while the shared
+/// database is older than the copy's schema.
+async fn update_mode_at_start(
+    cfg: &Config,
+    db: &Db,
+    process_id: &str,
+    update_mode: Option<ums_db::SchemaVersion>,
+    state: &Arc<state::AppState>,
+) -> anyhow::Result<()> {
+    let dir = update_mode_dir(&cfg.data_dir);
+    if let Some(target) = update_mode {
+        let started = std::time::Instant::now();
+        let mut rows = 0u64;
+        let copy = ums_db::update_mode::LocalCopy::take(
+            db,
+            &dir,
+            target,
+            &network::update::options(process_id, false),
+            |table, n| {
+                rows += n;
+                tracing::debug!(table, rows = n, "local copy");
+            },
+        )
+        .await
+        .with_context(|| format!("take the local copy for update mode in {}", dir.display()))?;
+        tracing::info!(rows, took = ?started.elapsed(), dir = %dir.display(), "update mode: local copy ready");
+        state
+            .enter_update_mode(copy)
+            .await
+            .map_err(|e| anyhow::anyhow!("enter update mode: {e}"))?;
+        return Ok(());
+    }
+    let Some(copy) = ums_db::update_mode::LocalCopy::open(&dir)
+        .await
+        .with_context(|| format!("open the local copy in {}", dir.display()))?
+    else {
+        return Ok(());
+    };
+    state.network.set_local_copy(Some(Arc::new(copy)));
+    match state.leave_update_mode("at start").await {
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "staying in update mode"),
+    }
+    Ok(())
 }
 
 /// Loads the server certificate, issuing a new one when missing or when the names changed.
@@ -232,6 +297,14 @@ pub async fn run(
     let state = state::AppState::new(prepared.db.clone(), info, net, files, swp)
         .await
         .map_err(|e| anyhow::anyhow!("load settings: {e}"))?;
+    update_mode_at_start(
+        cfg,
+        &prepared.db,
+        &prepared.process_id,
+        prepared.update_mode,
+        &state,
+    )
+    .await?;
 
     // Each port's reflection lists the services that port serves.
     let reflection = |services: &[&str]| {

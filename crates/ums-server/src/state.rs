@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use ums_db::batch::Batcher;
 use ums_db::settings::SettingsModel;
+use ums_db::update_mode::LocalCopy;
 use ums_db::{Backend, Db};
 
 use crate::clients::swp::SwpClient;
@@ -47,6 +48,8 @@ pub struct AppState {
     sessions: Mutex<HashMap<i64, Arc<SessionUser>>>,
     /// Seats of the licence pool that devices were found holding: device id -> licence id.
     seats: Mutex<HashMap<i64, i64>>,
+    /// One departure from update mode at a time.
+    leaving: tokio::sync::Mutex<()>,
 }
 
 /// The user of a Shared Workplace session.
@@ -105,6 +108,7 @@ impl AppState {
             swp,
             sessions: Mutex::new(HashMap::new()),
             seats: Mutex::new(HashMap::new()),
+            leaving: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -150,8 +154,9 @@ impl AppState {
     /// starts after its write committed, so the last one sees every write.
     pub async fn reload_settings(&self) -> Result<(), ApiError> {
         let _one = self.reload.lock().await;
-        let (generation, _) = self.db.change_counters().await?;
-        let model = Arc::new(self.db.load_settings_model().await?);
+        let db = self.device_db();
+        let (generation, _) = db.change_counters().await?;
+        let model = Arc::new(db.load_settings_model().await?);
         match self.settings.write() {
             Ok(mut g) => *g = model,
             Err(p) => *p.into_inner() = model,
@@ -165,6 +170,11 @@ impl AppState {
     /// the model's: the counter poll that backs up events must not reload again what a write or
     /// an event already reloaded.
     pub async fn reload_settings_if_newer(&self, generation: i64) -> Result<(), ApiError> {
+        // In update mode the model is the local copy's, which no counter of the shared
+        // database describes.
+        if self.network.local_copy().is_some() {
+            return Ok(());
+        }
         if generation
             > self
                 .loaded_generation
@@ -190,7 +200,93 @@ impl AppState {
 
     /// A device's settings inputs, read from the database.
     pub async fn device_row(&self, device_id: i64) -> Result<DeviceRow, ApiError> {
-        Ok(self.db.get_device(device_id).await?.into())
+        Ok(self.device_db().get_device(device_id).await?.into())
+    }
+
+    /// The database devices are served from: the local copy in update mode, else the shared
+    /// one.
+    pub fn device_db(&self) -> Db {
+        match self.network.local_copy() {
+            Some(copy) => copy.db().clone(),
+            None => self.db.clone(),
+        }
+    }
+
+    /// Switches to update mode: devices are served from `copy`, the settings model is the
+    /// copy's, administrators' changes are refused.
+    pub async fn enter_update_mode(&self, copy: LocalCopy) -> Result<(), ApiError> {
+        let (target, source) = (copy.target, copy.source);
+        self.network.set_local_copy(Some(Arc::new(copy)));
+        lock(&self.pending_views).clear();
+        self.reload_settings().await?;
+        crate::network::update::log(
+            &self.db,
+            &format!("server/{}", self.info.process_id),
+            "update-mode",
+            &format!("entered: devices are served from a local copy of schema {source}, waiting for the shared database to reach {target}"),
+            true,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Leaves update mode: replays the journal into the shared database, then serves from it
+    /// again. Refused (still in update mode) while the shared database is older than the
+    /// schema the copy waits for; a failed replay stays in update mode too, and is repeated.
+    /// `None` when the server was not in update mode.
+    pub async fn leave_update_mode(
+        &self,
+        why: &str,
+    ) -> Result<Option<(u64, ums_db::SchemaVersion)>, ApiError> {
+        let Some(copy) = self.network.local_copy() else {
+            return Ok(None);
+        };
+        let _one = self.leaving.lock().await;
+        if self.network.local_copy().is_none() {
+            return Ok(None);
+        }
+        let schema = self.db.schema_version().await?.ok_or_else(|| {
+            ApiError::FailedPrecondition("the shared database has no schema".into())
+        })?;
+        if schema < copy.target {
+            return Err(ApiError::FailedPrecondition(format!(
+                "the shared database is at schema {schema}, this server runs on {}: start the last server on this release so it migrates the shared database, then end update mode",
+                copy.target
+            )));
+        }
+        // Devices go to the shared database first, then the journal follows: a check-in there
+        // is never overwritten by an older one replayed after it.
+        self.network.set_local_copy(None);
+        lock(&self.pending_views).clear();
+        let result = copy
+            .replay(&self.db, ums_db::update_mode::REPLAY_BATCH, None)
+            .await;
+        let replayed = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.network.set_local_copy(Some(copy));
+                return Err(e.into());
+            }
+        };
+        self.reload_settings().await?;
+        crate::network::update::log(
+            &self.db,
+            &format!("server/{}", self.info.process_id),
+            "update-mode",
+            &format!(
+                "ended ({why}): {} journal entries replayed, serving from the shared database at schema {schema}",
+                replayed.entries
+            ),
+            true,
+        )
+        .await;
+        tracing::info!(replayed = replayed.entries, %schema, why, "update mode ended");
+        if let Ok(copy) = Arc::try_unwrap(copy)
+            && let Err(e) = copy.remove().await
+        {
+            tracing::warn!(error = %e, "could not remove the local copy");
+        }
+        Ok(Some((replayed.entries, schema)))
     }
 
     /// Checks a device's secret against its stored hash.
@@ -200,7 +296,8 @@ impl AppState {
         let stored = match cached {
             Some(h) => h,
             None => {
-                let Some(Some(hex_hash)) = self.db.device_secret_hash(device_id).await? else {
+                let Some(Some(hex_hash)) = self.device_db().device_secret_hash(device_id).await?
+                else {
                     return Ok(false);
                 };
                 let mut h = [0u8; 32];
@@ -255,7 +352,7 @@ impl AppState {
         {
             return Ok(Some(s.clone()));
         }
-        let Some(stored) = self.db.swp_session(device_id).await? else {
+        let Some(stored) = self.device_db().swp_session(device_id).await? else {
             lock(&self.sessions).remove(&device_id);
             return Ok(None);
         };

@@ -16,7 +16,7 @@ use crate::cli::{Cli, Command};
 use crate::client::Admin;
 use crate::commands::{
     admins, assignments, audit, bundle, devices, files, folders, jobs, login, network, profiles,
-    settings, swp, token,
+    settings, swp, token, update_mode,
 };
 use crate::context::Context;
 
@@ -80,5 +80,6 @@ async fn dispatch(ctx: &Context, admin: &mut Admin, command: Command) -> anyhow:
         Command::Swp(command) => swp::run(json, admin, command).await,
         Command::Audit(args) => audit::run(json, admin, args).await,
         Command::SupportBundle(args) => bundle::run(json, admin, args).await,
+        Command::Update(command) => update_mode::run(json, admin, command).await,
     }
 }

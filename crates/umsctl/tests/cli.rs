@@ -209,6 +209,7 @@ admin_service! {
         delete_swp_licence(DeleteSwpLicenceRequest) -> Empty;
         list_swp_sessions(ListSwpSessionsRequest) -> ListSwpSessionsResponse;
         end_swp_session(EndSwpSessionRequest) -> SwpSession;
+        end_update_mode(EndUpdateModeRequest) -> EndUpdateModeResponse;
 }
 
 /// Starts the fake admin API on its own runtime thread; returns its URL and CA PEM.

@@ -15,6 +15,7 @@ use ums_proto::device::v1 as pb;
 use ums_proto::device::v1::device_service_server::DeviceService;
 
 use crate::error::ApiError;
+use crate::network::update::maintenance;
 use crate::settings::{
     DeviceRow, DeviceView, Enablement, device_settings, pick_directory, revision, session_revision,
     swp_enablement, user_revision, user_settings,
@@ -34,8 +35,9 @@ pub struct DeviceApi {
 
 /// Refuses at once while the database cannot be reached, so devices move on (through the broker
 /// to another server, or retry later) instead of waiting for a call that cannot succeed.
+/// In update mode devices are served from the local copy, whatever the shared database does.
 fn serving(state: &AppState) -> Result<(), ApiError> {
-    if state.network.available() {
+    if state.network.available() || state.network.local_copy().is_some() {
         Ok(())
     } else {
         Err(ApiError::Unavailable(
@@ -114,15 +116,24 @@ impl DeviceApi {
             ums_domain::validate_name("device name", &r.name)?
         };
         let firmware = short_field("firmware", &r.firmware)?;
-        let out = state
-            .batcher
-            .register(Registration {
-                unit_id: unit_id.clone(),
-                name: name.clone(),
-                firmware,
-                secret_hash: crate::secrets::sha256_hex(&r.secret),
-            })
-            .await?;
+        let registration = Registration {
+            unit_id: unit_id.clone(),
+            name: name.clone(),
+            firmware,
+            secret_hash: crate::secrets::sha256_hex(&r.secret),
+        };
+        let out = match state.network.local_copy() {
+            // A known device registering again with its own secret is answered from the
+            // copy; a new one waits for the update's end.
+            Some(copy) => match copy.registered(&registration).await? {
+                Some(device_id) => ums_db::devices::Registered {
+                    device_id,
+                    created: false,
+                },
+                None => return Err(maintenance("the registration of a new device")),
+            },
+            None => state.batcher.register(registration).await?,
+        };
         if out.created {
             tracing::info!(device_id = out.device_id, unit_id = %unit_id, %address, "device registered");
         }
@@ -153,17 +164,20 @@ impl DeviceApi {
         // Revisions come from a database counter: one past i64 was never handed out.
         let applied_revision = i64::try_from(r.known_revision)
             .map_err(|_| ApiError::Invalid("known_revision is not a settings revision".into()))?;
-        let row = state
-            .batcher
-            .check_in(CheckIn {
-                device_id,
-                firmware: short_field("firmware", &r.firmware)?,
-                state: short_field("state", &r.state)?,
-                at: now,
-                applied_revision,
-            })
-            .await?
-            .ok_or_else(|| ApiError::NotFound("device no longer exists".into()))?;
+        let check_in = CheckIn {
+            device_id,
+            firmware: short_field("firmware", &r.firmware)?,
+            state: short_field("state", &r.state)?,
+            at: now,
+            applied_revision,
+        };
+        let local = state.network.local_copy();
+        let row = match &local {
+            // Kept in the copy's journal, replayed into the shared database after the update.
+            Some(copy) => copy.check_in(&check_in).await?,
+            None => state.batcher.check_in(check_in).await?,
+        }
+        .ok_or_else(|| ApiError::NotFound("device no longer exists".into()))?;
         let model = state.settings();
         let view = DeviceView {
             id: device_id,
@@ -179,7 +193,7 @@ impl DeviceApi {
             None => revision(&model, &view),
         };
         let jobs_due = match row.next_job_at {
-            Some(at) if at <= now => state.db.count_due_jobs(device_id, now).await?,
+            Some(at) if at <= now => state.device_db().count_due_jobs(device_id, now).await?,
             _ => 0,
         };
         let settings_changed = rev != r.known_revision;
@@ -220,7 +234,7 @@ impl DeviceApi {
     async fn fetch_jobs(&self, device_id: i64) -> Result<pb::FetchJobsResponse, ApiError> {
         let jobs = self
             .state
-            .db
+            .device_db()
             .fetch_due_jobs(device_id, ums_db::now_ms())
             .await?;
         Ok(pb::FetchJobsResponse {
@@ -245,15 +259,23 @@ impl DeviceApi {
                 "message must be at most {MAX_JOB_MESSAGE} bytes"
             )));
         }
-        self.state
-            .db
-            .report_job_result(device_id, r.job_id, r.success, &r.message)
-            .await?;
+        match self.state.network.local_copy() {
+            Some(copy) => {
+                copy.report_job_result(device_id, r.job_id, r.success, &r.message)
+                    .await?
+            }
+            None => {
+                self.state
+                    .db
+                    .report_job_result(device_id, r.job_id, r.success, &r.message)
+                    .await?
+            }
+        }
         Ok(pb::ReportJobResultResponse {})
     }
 
     async fn list_files(&self) -> Result<pb::ListFilesResponse, ApiError> {
-        let db = &self.state.db;
+        let db = &self.state.device_db();
         let files = db.list_files(false).await?;
         let (_, revision) = db.change_counters().await?;
         Ok(pb::ListFilesResponse {
@@ -275,7 +297,7 @@ impl DeviceApi {
         r: pb::DownloadFileRequest,
     ) -> Result<<Self as DeviceService>::DownloadFileStream, ApiError> {
         let state = &self.state;
-        let file = state.db.file(r.file_id).await?;
+        let file = state.device_db().file(r.file_id).await?;
         if r.offset > file.size as u64 {
             return Err(ApiError::OutOfRange(format!(
                 "offset {} is past the end of file {} ({} bytes)",
@@ -303,6 +325,9 @@ impl DeviceApi {
         r: pb::LoginRequest,
     ) -> Result<pb::LoginResponse, ApiError> {
         let state = &self.state;
+        if state.network.local_copy().is_some() {
+            return Err(maintenance("a user login"));
+        }
         let model = state.settings();
         let row = state.device_row(device_id).await?;
         admit(state, &model, &row, device_id).await?;
@@ -357,6 +382,9 @@ impl DeviceApi {
     /// Ends a device's user session: the device's own settings.
     async fn logout(&self, device_id: i64) -> Result<pb::GetSettingsResponse, ApiError> {
         let state = &self.state;
+        if state.network.local_copy().is_some() {
+            return Err(maintenance("a user logout"));
+        }
         if let Some(s) = state.db.end_swp_session(device_id).await? {
             tracing::info!(device_id, user = %s.login, "user logged out");
         }

@@ -124,6 +124,9 @@ pub struct Network {
     stopping: AtomicBool,
     /// Steps this build knows that wait (contract steps until no older server is left).
     pending: std::sync::Mutex<Vec<ums_db::Pending>>,
+    /// The local copy devices are served from while this server is in update mode (the last
+    /// server migrates the shared database through a major step).
+    local_copy: std::sync::RwLock<Option<Arc<ums_db::update_mode::LocalCopy>>>,
 }
 
 /// Probe events remembered.
@@ -160,7 +163,33 @@ impl Network {
             update_mode: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             pending: std::sync::Mutex::new(Vec::new()),
+            local_copy: std::sync::RwLock::new(None),
         })
+    }
+
+    /// The local copy this server serves devices from, while it is in update mode.
+    pub fn local_copy(&self) -> Option<Arc<ums_db::update_mode::LocalCopy>> {
+        self.local_copy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Switches to (`Some`) or from (`None`) the local copy; returns the one it replaces.
+    pub fn set_local_copy(
+        &self,
+        copy: Option<Arc<ums_db::update_mode::LocalCopy>>,
+    ) -> Option<Arc<ums_db::update_mode::LocalCopy>> {
+        let mut g = self
+            .local_copy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = g.take();
+        *g = copy;
+        if g.is_some() {
+            self.set_update_mode(true);
+        }
+        before
     }
 
     /// Whether the network is being updated, as this server reports it.

@@ -74,6 +74,26 @@ pub fn running_others<'a>(
         .collect()
 }
 
+/// The other servers running now whose release does not reach `version`: a major step to it
+/// waits for them, with the servers on the new release in update mode.
+pub fn on_older_release<'a>(
+    rows: &'a [ProcessRow],
+    now: i64,
+    silent: Duration,
+    own_id: &str,
+    version: SchemaVersion,
+) -> Vec<&'a ProcessRow> {
+    running_others(rows, now, silent, own_id)
+        .into_iter()
+        .filter(|r| {
+            r.schema_max
+                .as_deref()
+                .and_then(|v| v.parse::<SchemaVersion>().ok())
+                .is_none_or(|max| max < version)
+        })
+        .collect()
+}
+
 /// Whether versions are mixed: servers running with different schema ranges.
 pub fn versions_mixed(rows: &[ProcessRow], now: i64, silent: Duration) -> bool {
     let silent = silent.as_millis() as i64;
@@ -119,8 +139,9 @@ fn describe_steps(db_from: Option<SchemaVersion>, outcome: &MigrateOutcome) -> S
 }
 
 /// Brings the schema as far as this server may at start: expand steps always; a pending major
-/// step only when no other server runs (else refused, naming them); pending contract steps when
-/// no server needs the older schema. Each step is logged in the update log.
+/// step only when every other running server runs this release (in update mode; else this
+/// server goes into update mode itself, see [`update_mode_target`]); pending contract steps
+/// when no server needs the older schema. Each step is logged in the update log.
 pub async fn migrate_at_start(
     db: &Db,
     process_id: &str,
@@ -146,16 +167,28 @@ pub async fn migrate_at_start(
     };
     let (rows, now) = db.list_processes().await?;
     if next.version.major > first.to.major {
-        let others = running_others(&rows, now, silent, process_id);
-        if !others.is_empty() {
-            anyhow::bail!(
-                "schema {} -> {}: a major update runs with downtime, only on a server that is alone in the network, and these servers still run: {}. Stop them (`umsctl network stop ID`, through their watchdogs) and start this server again; devices are told the network is in maintenance meanwhile",
+        // Servers that run this release already serve devices from their local copies (update
+        // mode): the shared database is this server's alone. Those still on the older release
+        // use it, so this server joins them in update mode instead, until the last server
+        // starts on this release and migrates.
+        let older = on_older_release(&rows, now, silent, process_id, next.version);
+        if older.is_empty() {
+            return contract(db, process_id, first.to).await;
+        }
+        log(
+            db,
+            &actor,
+            "update-mode",
+            &format!(
+                "schema {} -> {} is a major step: serving devices from a local copy until the last server migrates; still on the older release: {}",
                 first.to,
                 next.version,
-                describe(&others)
-            );
-        }
-        return contract(db, process_id, first.to).await;
+                describe(&older)
+            ),
+            true,
+        )
+        .await;
+        return Ok(first);
     }
     let waiting = blockers(&rows, now, CONTRACT_SETTLE, process_id, next.version);
     if waiting.is_empty() {
@@ -175,6 +208,31 @@ pub async fn migrate_at_start(
     )
     .await;
     Ok(first)
+}
+
+/// The schema version a start waits for in update mode: a major step [`migrate_at_start`] left
+/// pending because servers on the older release still use the shared database.
+pub fn update_mode_target(outcome: &MigrateOutcome) -> Option<SchemaVersion> {
+    outcome
+        .pending
+        .iter()
+        .find(|p| p.version.major > outcome.to.major)
+        .map(|p| p.version)
+}
+
+/// What an administrator's change gets in update mode.
+pub fn refused_in_update_mode(target: SchemaVersion) -> crate::error::ApiError {
+    crate::error::ApiError::FailedPrecondition(format!(
+        "this server is in update mode: the shared database is being updated to schema {target} and this server serves devices from a local copy, so changes are refused (they would be lost). Make the change once the update is over (`umsctl update end-mode` ends update mode on a server that did not reconnect)"
+    ))
+}
+
+/// What a device gets for what update mode cannot do (a registration of an unknown device, a
+/// user login): maintenance, and when to retry.
+pub fn maintenance(what: &str) -> crate::error::ApiError {
+    crate::error::ApiError::Unavailable(format!(
+        "maintenance: the management network is being updated and {what} waits until it is over; retry in 60 seconds"
+    ))
 }
 
 /// Applies every pending step, contract and major ones included, and logs it.
@@ -263,5 +321,61 @@ mod tests {
             .map(|r| r.id.as_str())
             .collect();
         assert_eq!(others, ["new", "old", "ancient"]);
+    }
+
+    #[test]
+    fn a_major_step_waits_in_update_mode_for_servers_on_the_older_release() {
+        let major = SchemaVersion::new(2, 0);
+        let now = 100_000;
+        let silent = Duration::from_secs(5);
+        let rows = vec![
+            row("me", "running", now, Some("2.0")),
+            // On the new release, serving from its local copy.
+            row("copy", "running", now, Some("2.0")),
+            row("old", "running", now, Some("1.7")),
+            // Stopped to be upgraded: it no longer uses the shared database.
+            row("upgrading", "stopped", now - 1_000, Some("1.7")),
+        ];
+        let ids = |rows: &[ProcessRow]| -> Vec<String> {
+            on_older_release(rows, now, silent, "me", major)
+                .iter()
+                .map(|r| r.id.clone())
+                .collect()
+        };
+        assert_eq!(ids(&rows), ["old"], "this server goes into update mode");
+        assert!(
+            ids(&[rows[0].clone(), rows[1].clone(), rows[3].clone()]).is_empty(),
+            "the last server on the new release migrates"
+        );
+
+        let outcome =
+            |to: SchemaVersion, pending: Vec<(SchemaVersion, ums_db::Phase)>| MigrateOutcome {
+                from: Some(to),
+                to,
+                applied: Vec::new(),
+                pending: pending
+                    .into_iter()
+                    .map(|(version, phase)| Pending {
+                        version,
+                        name: "step",
+                        phase,
+                    })
+                    .collect(),
+                ahead: false,
+            };
+        let released = SchemaVersion::new(1, 7);
+        assert_eq!(
+            update_mode_target(&outcome(released, vec![(major, ums_db::Phase::Contract)])),
+            Some(major)
+        );
+        assert_eq!(
+            update_mode_target(&outcome(
+                released,
+                vec![(SchemaVersion::new(1, 8), ums_db::Phase::Contract)]
+            )),
+            None,
+            "a minor contract step waits without update mode"
+        );
+        assert_eq!(update_mode_target(&outcome(major, Vec::new())), None);
     }
 }

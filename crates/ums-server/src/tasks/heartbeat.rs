@@ -63,6 +63,7 @@ pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
                 network.set_servers(running_servers(&rows, now, silent));
                 state.swp.set_registry(running_swp_auth(&rows, now, silent));
                 update_step(&network, db, &rows, now).await;
+                follow_update_mode(&state).await;
             }
             Ok(Err(e)) => unavailable(&network, &e.to_string()),
             Err(_) => unavailable(&network, "the database did not answer in time"),
@@ -115,7 +116,8 @@ async fn update_step(network: &Network, db: &Db, rows: &[ums_db::network::Proces
         }
     }
     let mixed = update::versions_mixed(rows, now, network.config.silent_after)
-        || !network.pending().is_empty();
+        || !network.pending().is_empty()
+        || network.local_copy().is_some();
     if network.set_update_mode(mixed) != mixed {
         let (mode, detail) = if mixed {
             ("update", "versions are mixed or schema steps wait")
@@ -130,6 +132,25 @@ async fn update_step(network: &Network, db: &Db, rows: &[ums_db::network::Proces
             true,
         )
         .await;
+    }
+}
+
+/// In update mode: once the shared database is at the schema the local copy waits for (the
+/// last server migrated it), replays the journal and serves from the shared database again.
+async fn follow_update_mode(state: &AppState) {
+    // Only the target: the copy itself is removed once no one holds it.
+    let Some(target) = state.network.local_copy().map(|c| c.target) else {
+        return;
+    };
+    let Ok(Some(schema)) = state.db.schema_version().await else {
+        return;
+    };
+    if schema < target {
+        return;
+    }
+    let why = format!("the shared database is at schema {schema}");
+    if let Err(e) = state.leave_update_mode(&why).await {
+        tracing::warn!(error = %e, "update mode: the journal could not be replayed yet");
     }
 }
 

@@ -17,6 +17,7 @@ pub mod login_guard;
 pub mod network;
 pub mod settings;
 pub mod swp;
+pub mod update_mode;
 
 use std::sync::Arc;
 
@@ -79,6 +80,21 @@ impl Caller {
 /// that needs a `...:write` permission, and a password change.
 fn audited(auth: &str, method: &str) -> bool {
     auth.contains(":write") || method == "SetAdminPassword"
+}
+
+/// Refuses a change while this server is in update mode (it serves from a local copy whose
+/// changes would be lost); ending update mode itself is the one change it takes.
+fn refuse_in_update_mode(
+    state: &crate::state::AppState,
+    auth: &str,
+    method: &str,
+) -> Result<(), ApiError> {
+    match state.network.local_copy() {
+        Some(copy) if audited(auth, method) && method != "EndUpdateMode" => {
+            Err(crate::network::update::refused_in_update_mode(copy.target))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The client's address for the audit log.
@@ -150,6 +166,7 @@ macro_rules! admin_service {
             $(
                 async fn $jmethod(&self, request: Request<$jreq>) -> Result<Response<$jresp>, Status> {
                     let caller = admin_service!(@auth self, request, $jauth);
+                    refuse_in_update_mode(&self.state, stringify!($jauth), $jname)?;
                     // A change is recorded in the audit log once it succeeded.
                     let audit = audited(stringify!($jauth), $jname).then(|| {
                         (
@@ -169,6 +186,7 @@ macro_rules! admin_service {
             $(
                 async fn $method(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
                     let caller = admin_service!(@auth self, request, $auth);
+                    refuse_in_update_mode(&self.state, stringify!($auth), $name)?;
                     // A streamed request is described by what it produced.
                     let audit = audited(stringify!($auth), $name)
                         .then(|| (caller.username.clone(), client_addr(&request)));
@@ -266,6 +284,8 @@ admin_service! {
         "DeleteSwpLicence": "devices:write" delete_swp_licence(pb::DeleteSwpLicenceRequest) -> pb::Empty => swp::delete_licence;
         "ListSwpSessions": "devices:read" list_swp_sessions(pb::ListSwpSessionsRequest) -> pb::ListSwpSessionsResponse => swp::list_sessions;
         "EndSwpSession": "devices:write" end_swp_session(pb::EndSwpSessionRequest) -> pb::SwpSession => swp::end_session;
+
+        "EndUpdateMode": "network:write" end_update_mode(pb::EndUpdateModeRequest) -> pb::EndUpdateModeResponse => update_mode::end;
     }
     grpc_only {
         "UploadFile": "files:write" upload_file(tonic::Streaming<pb::UploadFileChunk>) -> pb::FileInfo => files::upload;
