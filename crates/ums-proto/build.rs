@@ -9,6 +9,7 @@ const FILES: &[&str] = &[
     "ums/device/v1/device.proto",
     "ums/admin/v1/admin.proto",
     "ums/admin/v1/update_mode.proto",
+    "ums/admin/v1/release.proto",
     "ums/network/v1/network.proto",
     "ums/swp/v1/swp.proto",
 ];

@@ -22,6 +22,7 @@ mod m0004_applied_revision;
 mod m0005_update_service;
 mod m0006_swp_sessions;
 mod m0007_audit;
+mod m0008_releases;
 #[cfg(any(debug_assertions, feature = "test-migrations"))]
 mod next;
 
@@ -202,6 +203,12 @@ const RELEASED: &[Migration] = {
             name: "audit",
             phase: Phase::Expand,
             statements: m0007_audit::statements,
+        },
+        Migration {
+            version: SchemaVersion::new(1, 7),
+            name: "releases",
+            phase: Phase::Expand,
+            statements: m0008_releases::statements,
         },
     ];
     ALL

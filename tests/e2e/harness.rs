@@ -511,6 +511,13 @@ impl Watchdog {
 }
 
 impl Umsctl {
+    /// `umsctl` with its config in `dir`, not logged in: for the commands that need no server.
+    pub fn offline(dir: &Path) -> Umsctl {
+        Umsctl {
+            config: dir.join("umsctl.toml"),
+        }
+    }
+
     /// `umsctl` logged in to `admin_url` as the first administrator, its config in `dir`.
     pub fn login(dir: &Path, admin_url: &str, ca: &Path, password: &str) -> Umsctl {
         Self::login_as(dir, admin_url, ca, "admin", password)

@@ -12,6 +12,7 @@ mod harness;
 mod monitor;
 mod network;
 mod readme;
+mod release;
 mod server;
 mod swp;
 mod update_mode;

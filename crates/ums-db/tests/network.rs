@@ -1,7 +1,7 @@
 //! The HA network's shared state on both backends: tokens, registry, leases with fencing, files.
 
 use ums_db::Db;
-use ums_db::network::{NetworkCa, NewToken, ProcessRow};
+use ums_db::network::{NetworkCa, NewToken, ProcessRow, ReleaseNodeRow};
 
 mod common;
 
@@ -17,6 +17,7 @@ both_backends!(
     files_are_recorded_replaced_and_deleted_with_a_revision,
     the_audit_log_lists_changes_newest_first_with_filters,
     heartbeats_keep_the_reported_config_hash,
+    releases_only_grow_and_nodes_log_their_steps,
 );
 
 async fn open(url: &str) -> Db {
@@ -366,4 +367,74 @@ async fn heartbeats_keep_the_reported_config_hash(backend: &str) {
             .as_deref(),
         Some("abc")
     );
+}
+
+async fn releases_only_grow_and_nodes_log_their_steps(backend: &str) {
+    let (url, _dir) = fresh_url(backend);
+    let db = open(&url).await;
+    assert_eq!(db.latest_release().await.expect("latest"), None);
+    let r = db
+        .insert_release(4, "0.4.0", "d4", "{\"m\":4}", "root")
+        .await
+        .expect("insert");
+    assert_eq!(r.revision, 4);
+    for revision in [4, 3] {
+        let err = db
+            .insert_release(revision, "old", "dx", "{}", "root")
+            .await
+            .expect_err("not above the newest");
+        assert!(err.to_string().contains("not above revision 4"), "{err}");
+    }
+    db.insert_release(5, "0.5.0", "d5", "{\"m\":5}", "root")
+        .await
+        .expect("insert");
+    let latest = db.latest_release().await.expect("latest").expect("one");
+    assert_eq!(
+        (latest.revision, latest.manifest.as_str()),
+        (5, "{\"m\":5}")
+    );
+    let all: Vec<i64> = db
+        .releases(10)
+        .await
+        .expect("list")
+        .iter()
+        .map(|r| r.revision)
+        .collect();
+    assert_eq!(all, [5, 4]);
+
+    let mut node = ReleaseNodeRow {
+        node_id: "watchdog/a".into(),
+        host: "127.0.0.2".into(),
+        roles: "broker,server,watchdog".into(),
+        installed_revision: 4,
+        target_revision: 5,
+        state: "downloading".into(),
+        ..Default::default()
+    };
+    db.report_release_node(&node, Some(("download", "bin/ums-server 24 bytes")))
+        .await
+        .expect("report");
+    node.state = "updated".into();
+    node.installed_revision = 5;
+    node.target_revision = 0;
+    db.report_release_node(&node, Some(("done", "revision 5 installed")))
+        .await
+        .expect("report");
+    db.report_release_node(&node, None).await.expect("report");
+    let nodes = db.release_nodes().await.expect("nodes");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(
+        (nodes[0].installed_revision, nodes[0].state.as_str()),
+        (5, "updated")
+    );
+    let log = db.release_log(Some("watchdog/a"), 10).await.expect("log");
+    let steps: Vec<(i64, &str)> = log.iter().map(|e| (e.revision, e.step.as_str())).collect();
+    assert_eq!(steps, [(5, "download"), (5, "done")]);
+    assert!(
+        db.release_log(Some("watchdog/b"), 10)
+            .await
+            .expect("log")
+            .is_empty()
+    );
+    assert_eq!(db.release_log(None, 1).await.expect("log").len(), 1);
 }

@@ -130,6 +130,7 @@ fn target_of(action: &str, json: &Value) -> (String, Option<&'static str>) {
         "username",
         "name",
         "path",
+        "revision",
     ];
     let found = KEYS.iter().find_map(|k| field(k).map(|v| (*k, v)));
     let key = found.as_ref().map(|(k, _)| *k);
@@ -156,6 +157,7 @@ fn noun_of(action: &str) -> &'static str {
         ("SharedWorkplace", "device"),
         ("User", "user assignment"),
         ("Assign", "assignment"),
+        ("Release", "release"),
     ];
     NOUNS
         .iter()

@@ -34,6 +34,18 @@ pub struct ServerConfig {
     pub log: LogConfig,
     pub swp: SwpConfig,
     pub metrics: ums_service::metrics::MetricsConfig,
+    pub release: ReleaseConfig,
+}
+
+/// Software releases: the `[release]` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReleaseConfig {
+    /// The public release keys (`ed25519:...`, as `umsctl release keygen` prints them) a
+    /// release's manifest must be signed with before this server stores it. Pinned at install,
+    /// never read from the database. Empty: uploading releases is refused.
+    #[serde(deserialize_with = "ums_service::list_or_commas")]
+    pub public_keys: Vec<String>,
 }
 
 /// Shared Workplace: where the login service runs.
@@ -175,6 +187,7 @@ impl Default for ServerConfig {
             log: LogConfig::default(),
             swp: SwpConfig::default(),
             metrics: ums_service::metrics::MetricsConfig::default(),
+            release: ReleaseConfig::default(),
         }
     }
 }
@@ -328,6 +341,8 @@ impl ServerConfig {
             );
         }
         let metrics_listen = self.metrics.validate()?;
+        let release_keys = ums_release::parse_keys(&self.release.public_keys)
+            .map_err(|e| anyhow::anyhow!("release.public_keys: {e}"))?;
         let token_file = if net.token_file.as_os_str().is_empty() {
             self.data_dir.join("network-token")
         } else {
@@ -367,6 +382,7 @@ impl ServerConfig {
             swp_timeout: Duration::from_millis(self.swp.timeout_ms),
             swp_refresh: Duration::from_secs(self.swp.refresh_s),
             log: self.log.clone(),
+            release_keys,
         })
     }
 }
@@ -421,6 +437,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Where `/metrics` is served, when it is.
     pub metrics_listen: Option<SocketAddr>,
+    /// The pinned public release keys (`[release] public_keys`).
+    pub release_keys: Vec<ums_release::PublicKey>,
 }
 
 #[derive(Debug, Clone)]

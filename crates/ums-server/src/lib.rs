@@ -281,6 +281,7 @@ pub async fn run(
         session: cfg.admin.session,
         online_within: cfg.device.online_within,
         swp_refresh: cfg.swp_refresh,
+        release_keys: cfg.release_keys.clone(),
     };
     let net = network::Network::new(
         prepared.process_id.clone(),

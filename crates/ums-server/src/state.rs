@@ -73,6 +73,8 @@ pub struct ServerInfo {
     pub online_within: std::time::Duration,
     /// Age after which the user of a Shared Workplace session is looked up again; zero: never.
     pub swp_refresh: std::time::Duration,
+    /// The pinned public release keys a release must be signed with.
+    pub release_keys: Vec<ums_release::PublicKey>,
 }
 
 impl AppState {

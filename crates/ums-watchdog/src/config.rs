@@ -38,6 +38,54 @@ pub struct WatchdogConfig {
     pub restart: RestartConfig,
     pub log: LogConfig,
     pub metrics: ums_service::metrics::MetricsConfig,
+    pub release: ReleaseConfig,
+}
+
+/// Software releases: the `[release]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReleaseConfig {
+    /// The public release keys (`ed25519:...`) a release must be signed with before this node
+    /// installs it: pinned here at install, never taken from the network. Empty: the node does
+    /// not update itself.
+    #[serde(deserialize_with = "ums_service::list_or_commas")]
+    pub public_keys: Vec<String>,
+    /// Where releases are installed (`versions/<revision>/`, the `current` link, the state
+    /// file `installed.json`, `update.log`). Empty: `<data_dir>/release`. A child whose
+    /// executable's name is in `current/bin/` runs from there.
+    pub dir: PathBuf,
+    /// Roles of custom files this node installs besides its children's (`server`, `broker`,
+    /// `swp-auth`) and `watchdog`.
+    #[serde(deserialize_with = "ums_service::list_or_commas")]
+    pub roles: Vec<String>,
+    /// How often the node asks for the network's revision, in ms.
+    pub check_interval_ms: u64,
+    /// How long every child must keep running after the restart before the update counts as
+    /// done, in ms.
+    pub healthy_for_ms: u64,
+}
+
+impl Default for ReleaseConfig {
+    fn default() -> Self {
+        Self {
+            public_keys: Vec::new(),
+            dir: PathBuf::new(),
+            roles: Vec::new(),
+            check_interval_ms: 10_000,
+            healthy_for_ms: 5_000,
+        }
+    }
+}
+
+/// The checked `[release]` section of a node that updates itself.
+#[derive(Debug, Clone)]
+pub struct ReleaseSettings {
+    pub keys: Vec<ums_release::PublicKey>,
+    pub dir: PathBuf,
+    /// Every role the node installs, sorted.
+    pub roles: Vec<String>,
+    pub check_interval: std::time::Duration,
+    pub healthy_for: std::time::Duration,
 }
 
 /// One supervised process.
@@ -114,6 +162,7 @@ impl Default for WatchdogConfig {
             restart: RestartConfig::default(),
             log: LogConfig::default(),
             metrics: Default::default(),
+            release: ReleaseConfig::default(),
         }
     }
 }
@@ -188,6 +237,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Where `/metrics` is served, when it is.
     pub metrics_listen: Option<SocketAddr>,
+    /// Software updates of this node, when release keys are pinned.
+    pub release: Option<ReleaseSettings>,
 }
 
 /// One enabled child.
@@ -255,15 +306,55 @@ impl WatchdogConfig {
                 "server.id, broker.id and swp_auth.id: must differ"
             );
         }
+        let release = self.release_settings(&children)?;
         Ok(Config {
             data_dir: self.data_dir.clone(),
             internal_listen,
             network,
+            release,
             children,
             restart: self.restart.clone(),
             log: self.log.clone(),
             metrics_listen: self.metrics.validate()?,
         })
+    }
+}
+
+impl WatchdogConfig {
+    fn release_settings(&self, children: &[Child]) -> anyhow::Result<Option<ReleaseSettings>> {
+        let r = &self.release;
+        if r.public_keys.is_empty() {
+            return Ok(None);
+        }
+        let keys = ums_release::parse_keys(&r.public_keys)
+            .map_err(|e| anyhow::anyhow!("release.public_keys: {e}"))?;
+        let mut roles: Vec<String> = children
+            .iter()
+            .map(|c| c.kind.as_str().to_owned())
+            .collect();
+        roles.push("watchdog".into());
+        for role in &r.roles {
+            ums_release::validate_role(role).map_err(|e| anyhow::anyhow!("release.roles: {e}"))?;
+            roles.push(role.clone());
+        }
+        roles.sort();
+        roles.dedup();
+        anyhow::ensure!(
+            r.check_interval_ms >= 100,
+            "release.check_interval_ms: must be at least 100"
+        );
+        let dir = if r.dir.as_os_str().is_empty() {
+            self.data_dir.join("release")
+        } else {
+            r.dir.clone()
+        };
+        Ok(Some(ReleaseSettings {
+            keys,
+            dir,
+            roles,
+            check_interval: std::time::Duration::from_millis(r.check_interval_ms),
+            healthy_for: std::time::Duration::from_millis(r.healthy_for_ms),
+        }))
     }
 }
 
@@ -346,6 +437,25 @@ mod tests {
             ["server-node1.example.org", "broker-node1.example.org"]
         );
         assert_eq!(v.network.id, "watchdog-node1.example.org");
+    }
+
+    #[test]
+    fn release_settings_need_a_pinned_key_and_name_bad_ones() {
+        let mut cfg = WatchdogConfig::default();
+        cfg.server.enabled = true;
+        assert!(cfg.validate().expect("valid").release.is_none());
+        cfg.release.public_keys = vec!["ed25519:nope".into()];
+        let err = cfg.validate().expect_err("bad key");
+        assert!(err.to_string().contains("release.public_keys"), "{err}");
+        let key = ums_release::SigningKey::generate().expect("key");
+        cfg.release.public_keys = vec![key.public_key().to_string()];
+        cfg.release.roles = vec!["kiosk-files".into()];
+        let r = cfg.validate().expect("valid").release.expect("on");
+        assert_eq!(r.roles, ["kiosk-files", "server", "watchdog"]);
+        assert_eq!(r.dir, Path::new("watchdog-data/release"));
+        cfg.release.roles = vec!["Bad Role".into()];
+        let err = cfg.validate().expect_err("bad role");
+        assert!(err.to_string().contains("release.roles"), "{err}");
     }
 
     #[test]

@@ -14,9 +14,11 @@ pub mod config;
 pub mod heartbeat;
 pub mod notify;
 mod pdeathsig;
+pub mod release;
 pub mod supervisor;
 #[cfg(test)]
 mod tests;
+pub mod updater;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -226,6 +228,7 @@ impl Watchdog {
                 id: child.id.clone(),
                 config: child.config.clone(),
                 logs_dir: logs_dir.clone(),
+                release_current: cfg.release.as_ref().map(|r| r.dir.join("current")),
             };
             let after = children.last().map(|c| c.subscribe());
             children.push(supervisor::spawn(
@@ -367,6 +370,11 @@ async fn network(
             &cfg.network.servers,
         ));
         let _ = reporter_slot.set(reporter.clone());
+        if let Some(settings) = cfg.release.clone() {
+            let updater =
+                updater::Updater::new(node.clone(), &identity, &cfg.network.servers, settings);
+            tokio::spawn(updater.run(stop.clone()));
+        }
         heartbeat::run(reporter, cfg.network.heartbeat, changed, stop).await;
     }
     let _ = serve.await;

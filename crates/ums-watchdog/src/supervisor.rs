@@ -99,6 +99,22 @@ pub struct ChildSpec {
     pub config: ChildConfig,
     /// Where `output = "file"` writes `<id>.log`.
     pub logs_dir: PathBuf,
+    /// The installed release (`<release dir>/current`): when it holds `bin/<the binary's file
+    /// name>`, that is what runs, so switching the link and restarting runs the new release.
+    pub release_current: Option<PathBuf>,
+}
+
+impl ChildSpec {
+    /// The executable to start: the installed release's, else the configured one.
+    pub fn binary(&self) -> PathBuf {
+        let cfg = &self.config;
+        self.release_current
+            .as_ref()
+            .zip(cfg.binary.file_name())
+            .map(|(current, name)| current.join("bin").join(name))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| cfg.binary.clone())
+    }
 }
 
 /// The handle of one supervised child.
@@ -288,7 +304,7 @@ impl Supervisor {
             let child = match self.start_process() {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::error!(process = %id, binary = %self.spec.config.binary.display(), error = %e, "could not start");
+                    tracing::error!(process = %id, binary = %self.spec.binary().display(), error = %e, "could not start");
                     crashes = crashes.saturating_add(1).max(2);
                     self.update(|s| {
                         s.last_exit = Some(format!("not started: {e}"));
@@ -371,7 +387,7 @@ impl Supervisor {
 
     fn start_process(&self) -> std::io::Result<Child> {
         let cfg = &self.spec.config;
-        let mut cmd = tokio::process::Command::new(&cfg.binary);
+        let mut cmd = tokio::process::Command::new(self.spec.binary());
         cmd.args(&cfg.args);
         if !cfg.config.as_os_str().is_empty() {
             cmd.arg("--config").arg(&cfg.config);

@@ -118,6 +118,10 @@ pub enum Command {
     /// and, of every running server, watchdog and swp-auth, its configuration with secrets
     /// redacted and its recent logs (brokers' output through their watchdogs). Mode 0600.
     SupportBundle(crate::commands::bundle::BundleArgs),
+    /// Software releases of the suite: generate the release key and sign a bundle (offline),
+    /// upload it, and follow the rollout node by node.
+    #[command(subcommand)]
+    Release(crate::commands::release::ReleaseCommand),
 }
 
 /// `devices` subcommands.

@@ -16,7 +16,7 @@ use crate::cli::{Cli, Command};
 use crate::client::Admin;
 use crate::commands::{
     admins, assignments, audit, bundle, devices, files, folders, jobs, login, network, profiles,
-    settings, swp, token, update_mode,
+    release, settings, swp, token, update_mode,
 };
 use crate::context::Context;
 
@@ -48,6 +48,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             login::login(&mut ctx, &user, password.password_file.as_deref()).await
         }
+        Command::Release(command) if command.offline() => release::run_offline(ctx.json, command),
         command => {
             let mut admin = ctx.admin().await?;
             dispatch(&ctx, &mut admin, command).await
@@ -81,5 +82,6 @@ async fn dispatch(ctx: &Context, admin: &mut Admin, command: Command) -> anyhow:
         Command::Audit(args) => audit::run(json, admin, args).await,
         Command::SupportBundle(args) => bundle::run(json, admin, args).await,
         Command::Update(command) => update_mode::run(json, admin, command).await,
+        Command::Release(command) => release::run(json, admin, command).await,
     }
 }

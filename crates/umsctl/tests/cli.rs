@@ -210,6 +210,9 @@ admin_service! {
         list_swp_sessions(ListSwpSessionsRequest) -> ListSwpSessionsResponse;
         end_swp_session(EndSwpSessionRequest) -> SwpSession;
         end_update_mode(EndUpdateModeRequest) -> EndUpdateModeResponse;
+        upload_release(UploadReleaseRequest) -> UploadReleaseResponse;
+        release_status(ReleaseStatusRequest) -> ReleaseStatusResponse;
+        release_log(ReleaseLogRequest) -> ReleaseLogResponse;
 }
 
 /// Starts the fake admin API on its own runtime thread; returns its URL and CA PEM.
@@ -485,4 +488,78 @@ fn reports_connection_problems() {
         stderr(&out),
         "error: not logged in: run `umsctl init` or `umsctl login`\n"
     );
+}
+
+#[test]
+fn generates_a_release_key_and_signs_a_bundle_offline() {
+    let env = Env::new("release");
+    let key = env.dir.join("release.key");
+    let key_arg = key.to_string_lossy().into_owned();
+    let out = env.run(&["release", "keygen", &key_arg], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(
+        printed.contains("public_keys = [\"ed25519:"),
+        "the public key to pin: {printed}"
+    );
+    let mode = std::fs::metadata(&key)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // An existing key is never overwritten.
+    let out = env.run(&["release", "keygen", &key_arg], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("never overwritten"),
+        "{}",
+        stderr(&out)
+    );
+
+    let bundle = env.dir.join("bundle");
+    std::fs::create_dir_all(bundle.join("server/bin")).expect("dir");
+    std::fs::create_dir_all(bundle.join("broker/bin")).expect("dir");
+    std::fs::write(bundle.join("server/bin/ums-server"), b"#!/bin/sh\n").expect("write");
+    std::fs::set_permissions(
+        bundle.join("server/bin/ums-server"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::fs::write(bundle.join("broker/bin/ums-broker"), b"broker").expect("write");
+    let bundle_arg = bundle.to_string_lossy().into_owned();
+    let sign = |revision: &str| {
+        env.run(
+            &[
+                "release",
+                "sign",
+                &bundle_arg,
+                "--key",
+                &key_arg,
+                "--release-version",
+                "0.5.0",
+                "--revision",
+                revision,
+                "--json",
+            ],
+            &[],
+        )
+    };
+    let out = sign("7");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let written = std::fs::read_to_string(bundle.join("manifest.json")).expect("manifest");
+    let manifest: serde_json::Value = serde_json::from_str(&written).expect("json");
+    assert_eq!(manifest["signed"]["revision"], 7);
+    let files = manifest["signed"]["files"].as_array().expect("files");
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[1]["name"], "bin/ums-server");
+    assert_eq!(files[1]["roles"], serde_json::json!(["server"]));
+    assert_eq!(files[1]["mode"], 0o755);
+    assert_eq!(manifest["signatures"].as_array().map(Vec::len), Some(1));
+
+    let out = sign("0");
+    assert_eq!(out.status.code(), Some(2), "clap refuses revision 0");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = sign("8");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
 }

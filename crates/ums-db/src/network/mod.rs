@@ -8,13 +8,14 @@
 //! One file per concern: `identity` (the network CA and network tokens), `registry` (process
 //! rows, heartbeats, status), `leases` (leases with fencing tokens, the scheduler's sweep),
 //! `events` (NOTIFY/LISTEN and the change counters), `files` (replicated file records and
-//! their replicas) and `update` (the schema history and the update log).
+//! their replicas), `releases` (software releases, nodes' update states and steps) and `update` (the schema history and the update log).
 
 mod events;
 mod files;
 mod identity;
 mod leases;
 mod registry;
+mod releases;
 mod update;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, Value};
@@ -23,6 +24,7 @@ pub use events::{EVENTS_CHANNEL, EventListener};
 pub use files::{FileRow, ReplicaRow};
 pub use identity::{NetworkCa, NewToken, TokenRow};
 pub use registry::ProcessRow;
+pub use releases::{ReleaseLogRow, ReleaseNodeRow, ReleaseRow};
 pub use update::UpdateLogRow;
 
 use crate::{Backend, Db, DbError, Result};

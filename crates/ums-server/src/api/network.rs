@@ -134,8 +134,9 @@ impl NetworkService for NetworkApi {
         request: Request<pb::ReadFileRequest>,
     ) -> Result<Response<Self::ReadFileStream>, Status> {
         let peer = peer(&request)?;
-        if peer.kind != ComponentKind::Server {
-            return Err(ApiError::Denied("only servers copy files".into()).into());
+        // Watchdogs download the files of software releases.
+        if !matches!(peer.kind, ComponentKind::Server | ComponentKind::Watchdog) {
+            return Err(ApiError::Denied("only servers and watchdogs copy files".into()).into());
         }
         let req = request.into_inner();
         if req.sha256.len() != 64 || !req.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -148,4 +149,72 @@ impl NetworkService for NetworkApi {
         });
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn get_release(
+        &self,
+        request: Request<pb::GetReleaseRequest>,
+    ) -> Result<Response<pb::GetReleaseResponse>, Status> {
+        let peer = watchdog(&request)?;
+        let mut req = request.into_inner();
+        // The node downloads from this server: no slot before every file of the release is
+        // here (replication may still be copying it).
+        let missing = if req.want_slot {
+            self.missing_release_file().await?
+        } else {
+            None
+        };
+        req.want_slot &= missing.is_none();
+        let mut answer = self
+            .state
+            .network
+            .release_offer(&self.state.db, &peer.id, &req)
+            .await?;
+        if let Some(name) = missing
+            && answer.revision != req.installed_revision
+        {
+            answer.waiting_for = format!("this server has no copy of {name} yet");
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn report_release(
+        &self,
+        request: Request<pb::ReportReleaseRequest>,
+    ) -> Result<Response<pb::ReportReleaseResponse>, Status> {
+        let peer = watchdog(&request)?;
+        self.state
+            .network
+            .release_report(&self.state.db, &peer.id, request.into_inner())
+            .await?;
+        Ok(Response::new(pb::ReportReleaseResponse {}))
+    }
+}
+
+impl NetworkApi {
+    /// The first file of the newest release this server has no copy of.
+    async fn missing_release_file(&self) -> Result<Option<String>, ApiError> {
+        let Some(latest) = self.state.db.latest_release().await? else {
+            return Ok(None);
+        };
+        let Ok(signed) = ums_release::SignedManifest::from_json(latest.manifest.as_bytes()) else {
+            return Ok(None);
+        };
+        for f in &signed.signed.files {
+            if !self.state.files.has(&f.sha256, f.size).await {
+                return Ok(Some(f.name.clone()));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The calling watchdog, or a refusal: releases are a node's business, told by its certificate.
+fn watchdog<T>(req: &Request<T>) -> Result<Peer, ApiError> {
+    let peer = peer(req)?;
+    if peer.kind != ComponentKind::Watchdog {
+        return Err(ApiError::Denied(
+            "only watchdogs install software releases".into(),
+        ));
+    }
+    Ok(peer)
 }

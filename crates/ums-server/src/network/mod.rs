@@ -4,6 +4,8 @@
 //!   server and recovered with the token by the others.
 //! - **Registry** ([`registry`]): this server's own entry, the registry as administrators see
 //!   it, and heartbeats other components send.
+//! - **Releases** ([`release`]): the newest software release for watchdogs, and the update
+//!   slot that lets one node at a time install it.
 //! - **Updates** ([`update`]): what a start migrates, when contract steps may run, the mode.
 //! - **Messaging**: [`Network::publish`] sends an event to every server (PostgreSQL NOTIFY, and
 //!   this server's own subscribers at once). The tasks that apply events, write heartbeats and
@@ -12,6 +14,7 @@
 
 pub mod bootstrap;
 pub mod registry;
+pub mod release;
 pub mod update;
 
 use std::collections::{HashMap, VecDeque};

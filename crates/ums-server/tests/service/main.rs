@@ -9,5 +9,6 @@
 mod harness;
 mod monitor;
 mod network;
+mod release;
 mod server;
 mod swp;

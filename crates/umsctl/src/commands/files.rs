@@ -71,42 +71,7 @@ pub async fn run(json: bool, admin: &mut Admin, command: FilesCommand) -> anyhow
                     .context("the file has no usable name: pass --as PATH")?
                     .to_owned(),
             };
-            // Hash first, so the server can refuse a file that changed while it was sent.
-            let (size, sha256) = hash(&file).await?;
-            let mut f = tokio::fs::File::open(&file)
-                .await
-                .with_context(|| format!("open {}", file.display()))?;
-            let (tx, rx) = tokio::sync::mpsc::channel::<pb::UploadFileChunk>(4);
-            let bar = crate::output::byte_bar(size, &format!("uploading {}", file.display()));
-            let progress = bar.clone();
-            let reader = tokio::spawn(async move {
-                let mut first = Some((path, size, sha256));
-                loop {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    let n = f.read(&mut buf).await?;
-                    buf.truncate(n);
-                    let (path, size, sha256) = first.take().unwrap_or_default();
-                    if n == 0 && path.is_empty() {
-                        break;
-                    }
-                    let chunk = pb::UploadFileChunk {
-                        path,
-                        size,
-                        sha256,
-                        data: buf,
-                    };
-                    if tx.send(chunk).await.is_err() || n == 0 {
-                        break;
-                    }
-                    progress.inc(n as u64);
-                }
-                Ok::<_, std::io::Error>(())
-            });
-            let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-            let info = ok(admin.upload_file(stream).await);
-            bar.finish_and_clear();
-            let info = info?;
-            reader.await??;
+            let info = send_file(admin, &file, path).await?;
             show(json, &info, |f| {
                 format!(
                     "uploaded {} as file {} ({} bytes, sha256 {})",
@@ -121,6 +86,53 @@ pub async fn run(json: bool, admin: &mut Admin, command: FilesCommand) -> anyhow
             })
         }
     }
+}
+
+/// Uploads a local file to `path` in the file store, with a progress bar; the server refuses it
+/// unless what arrives has the size and sha256 computed here first.
+pub async fn send_file(
+    admin: &mut Admin,
+    file: &std::path::Path,
+    path: String,
+) -> anyhow::Result<pb::FileInfo> {
+    let file = file.to_path_buf();
+    // Hash first, so the server can refuse a file that changed while it was sent.
+    let (size, sha256) = hash(&file).await?;
+    let mut f = tokio::fs::File::open(&file)
+        .await
+        .with_context(|| format!("open {}", file.display()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::UploadFileChunk>(4);
+    let bar = crate::output::byte_bar(size, &format!("uploading {}", file.display()));
+    let progress = bar.clone();
+    let reader = tokio::spawn(async move {
+        let mut first = Some((path, size, sha256));
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            let n = f.read(&mut buf).await?;
+            buf.truncate(n);
+            let (path, size, sha256) = first.take().unwrap_or_default();
+            if n == 0 && path.is_empty() {
+                break;
+            }
+            let chunk = pb::UploadFileChunk {
+                path,
+                size,
+                sha256,
+                data: buf,
+            };
+            if tx.send(chunk).await.is_err() || n == 0 {
+                break;
+            }
+            progress.inc(n as u64);
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let info = ok(admin.upload_file(stream).await);
+    bar.finish_and_clear();
+    let info = info?;
+    reader.await??;
+    Ok(info)
 }
 
 async fn hash(path: &PathBuf) -> anyhow::Result<(u64, String)> {

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod login;
 pub mod network;
 pub mod profiles;
+pub mod release;
 pub mod settings;
 pub mod swp;
 pub mod token;

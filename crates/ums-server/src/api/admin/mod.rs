@@ -15,6 +15,7 @@ pub mod files;
 pub mod jobs;
 pub mod login_guard;
 pub mod network;
+pub mod release;
 pub mod settings;
 pub mod swp;
 pub mod update_mode;
@@ -286,8 +287,12 @@ admin_service! {
         "EndSwpSession": "devices:write" end_swp_session(pb::EndSwpSessionRequest) -> pb::SwpSession => swp::end_session;
 
         "EndUpdateMode": "network:write" end_update_mode(pb::EndUpdateModeRequest) -> pb::EndUpdateModeResponse => update_mode::end;
+        "ReleaseStatus": "network:read" release_status(pb::ReleaseStatusRequest) -> pb::ReleaseStatusResponse => release::status;
+        "ReleaseLog": "network:read" release_log(pb::ReleaseLogRequest) -> pb::ReleaseLogResponse => release::log;
     }
     grpc_only {
         "UploadFile": "files:write" upload_file(tonic::Streaming<pb::UploadFileChunk>) -> pb::FileInfo => files::upload;
+        // Audited by its answer (revision, version, digest), not the whole manifest.
+        "UploadRelease": "network:write" upload_release(pb::UploadReleaseRequest) -> pb::UploadReleaseResponse => release::upload;
     }
 }
