@@ -24,6 +24,7 @@ pub struct TestArgs {
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     ensure_postgres()?;
     ensure_slapd()?;
+    ensure_samba()?;
     ensure_chromium()?;
     ensure_nextest()?;
 
@@ -144,6 +145,45 @@ fn ensure_slapd() -> anyhow::Result<()> {
     let path =
         ums_testkit::ldap::slapd_path().context("slapd was installed but is still not found")?;
     step!("slapd installed at {}", path.display());
+    Ok(())
+}
+
+/// Makes sure Samba's Active Directory domain controller is installed: a Shared Workplace test
+/// logs users in against a real Active Directory the harness provisions and starts on a
+/// loopback address (which needs root, as Samba binds the LDAP ports below 1024).
+fn ensure_samba() -> anyhow::Result<()> {
+    if let Some((samba, _)) = ums_testkit::samba::samba_path() {
+        step!("samba found at {}", samba.display());
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "samba not found; install the Samba AD DC (e.g. `sudo apt-get install samba samba-ad-dc samba-ad-provision`)"
+        );
+    }
+    step!(
+        "samba not found; installing the `samba`, `samba-ad-dc` and `samba-ad-provision` packages with apt-get"
+    );
+    util::run(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    util::run(
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "samba",
+                "samba-ad-dc",
+                "samba-ad-provision",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let (samba, _) =
+        ums_testkit::samba::samba_path().context("samba was installed but is still not found")?;
+    step!("samba installed at {}", samba.display());
     Ok(())
 }
 

@@ -45,8 +45,10 @@ pub enum AuthError {
     /// find out which user names exist.
     #[error("wrong user name or password")]
     WrongCredentials,
-    /// The directory refused the user for a reason it gave (locked, disabled, expired).
-    #[error("login refused: {0}")]
+    /// The account may not log in (disabled, locked, expired), or the directory refused the
+    /// bind for a reason it gave. The reason is logged; the answer reads like a wrong password,
+    /// so a device learns nothing about the account.
+    #[error("wrong user name or password")]
     Refused(String),
     /// Lookup of an unknown user.
     #[error("{0}")]

@@ -9,7 +9,8 @@ use swp_auth::login::LoginName;
 use swp_auth::{AuthError, Authenticator, SwpAuthConfig};
 use ums_proto::swp::v1 as pb;
 use ums_testkit::ldap::{
-    AD_DOMAIN, AD_NETBIOS, AD_SUFFIX, LDAP_SUFFIX, SERVICE_PASSWORD, Slapd, TestDirectory,
+    AD_DOMAIN, AD_NETBIOS, AD_SUFFIX, HARDENED_BIND_CN, LDAP_SUFFIX, SERVICE_PASSWORD, Slapd,
+    TestDirectory,
 };
 
 fn options() -> PoolOptions {
@@ -406,4 +407,355 @@ async fn only_servers_may_call_over_mutual_tls() {
 
     let _ = stop.send(());
     served.await.expect("join").expect("run");
+}
+
+/// What the service logs while a test runs, as plain text.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Captures this thread's logs (the test's runtime is single-threaded) until the guard
+    /// drops.
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || logs.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+
+    /// The lines at `level` that contain every one of `words`.
+    fn lines(&self, level: &str, words: &[&str]) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(level) && words.iter().all(|w| l.contains(w)))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn groups_outside_a_base_dn_narrowed_to_the_users_ou_are_resolved() {
+    ums_tls::install_crypto_provider();
+    // Active Directory's default layout: the groups in CN=Users, the users in OUs.
+    let slapd = Slapd::start(&TestDirectory::in_users_container()).expect("slapd");
+    let users = format!("cn=Users,{AD_SUFFIX}");
+
+    let mut berlin = ad_config(&slapd);
+    berlin.base_dn = format!("ou=Berlin,{AD_SUFFIX}");
+    let ad = directory(&berlin);
+    let alice = ad
+        .authenticate(&name("alice"), "alice-pw-1")
+        .await
+        .unwrap_or_else(|e| panic!("alice: {e}\n{}", slapd.log_tail(20)));
+    let primary = alice.primary_group.as_ref().expect("primary group");
+    assert_eq!(primary.name, "Domain Users");
+    assert_eq!(primary.dn, format!("cn=Domain Users,{users}"));
+    assert_eq!(
+        groups(&alice),
+        [
+            ("Domain Users".to_owned(), 1),
+            ("sales".to_owned(), 1),
+            ("staff".to_owned(), 2),
+            ("everyone".to_owned(), 3)
+        ]
+    );
+    assert!(alice.groups.iter().all(|g| g.dn.ends_with(&users)));
+
+    // The primary group's own nesting, from another OU.
+    let mut munich = ad_config(&slapd);
+    munich.base_dn = format!("ou=Munich,{AD_SUFFIX}");
+    let ad = directory(&munich);
+    let carol = ad
+        .authenticate(&name("carol"), "carol-pw-1")
+        .await
+        .expect("carol");
+    assert_eq!(
+        groups(&carol),
+        [("Contractors".to_owned(), 1), ("everyone".to_owned(), 2)]
+    );
+    // Users are still only found under the base DN.
+    assert!(matches!(
+        ad.authenticate(&name("alice"), "alice-pw-1").await,
+        Err(AuthError::WrongCredentials)
+    ));
+
+    // A generic directory that lists members in the groups: the group search leaves the base
+    // DN too.
+    let mut ldap = ldap_config(&slapd, "member");
+    ldap.base_dn = format!("ou=Berlin,{LDAP_SUFFIX}");
+    let alice = directory(&ldap)
+        .authenticate(&name("alice"), "alice-pw-1")
+        .await
+        .expect("alice in ldap");
+    assert_eq!(
+        groups(&alice),
+        [
+            ("sales".to_owned(), 1),
+            ("staff".to_owned(), 2),
+            ("everyone".to_owned(), 3)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_bind_account_that_cannot_read_the_sid_logs_a_warning_and_keeps_the_other_groups() {
+    ums_tls::install_crypto_provider();
+    let slapd = Slapd::start(&TestDirectory::sample()).expect("slapd");
+    let mut cfg = ad_config(&slapd);
+    cfg.bind_dn = format!("cn={HARDENED_BIND_CN},ou=Service,{AD_SUFFIX}");
+    let ad = directory(&cfg);
+
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let alice = ad
+        .authenticate(&name("alice"), "alice-pw-1")
+        .await
+        .unwrap_or_else(|e| panic!("alice: {e}\n{}", slapd.log_tail(20)));
+    assert!(alice.primary_group.is_none());
+    assert_eq!(
+        groups(&alice),
+        [
+            ("sales".to_owned(), 1),
+            ("staff".to_owned(), 2),
+            ("everyone".to_owned(), 3)
+        ]
+    );
+    let warned = logs.lines(
+        "WARN",
+        &[
+            "alice",
+            "primaryGroupID and objectSid cannot be read",
+            "primary group",
+        ],
+    );
+    assert_eq!(warned.len(), 1, "{}", logs.text());
+
+    // The account that may read them: no warning.
+    let full = directory(&ad_config(&slapd));
+    let before = logs.lines("WARN", &[]).len();
+    let alice = full
+        .authenticate(&name("alice"), "alice-pw-1")
+        .await
+        .expect("alice");
+    assert!(alice.primary_group.is_some());
+    assert_eq!(logs.lines("WARN", &[]).len(), before, "{}", logs.text());
+}
+
+#[tokio::test]
+async fn refusals_for_account_state_are_logged_and_read_like_a_wrong_password() {
+    ums_tls::install_crypto_provider();
+    let mut data = TestDirectory::sample();
+    let template = data.users[0].clone();
+    let user = |login: &str, rid: u32, extra: &[(&str, &str)]| ums_testkit::ldap::TestUser {
+        login: login.into(),
+        display_name: format!("{login} Test"),
+        password: format!("{login}-pw-1"),
+        extra: extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        rid,
+        ..template.clone()
+    };
+    data.users.extend([
+        user("dave", 1301, &[("userAccountControl", "514")]),
+        user(
+            "erin",
+            1302,
+            &[
+                ("userAccountControl", "512"),
+                ("msDS-User-Account-Control-Computed", "16"),
+            ],
+        ),
+        // Expired on 1601-01-01 plus a moment.
+        user("frank", 1303, &[("accountExpires", "1")]),
+        // A normal account that never expires.
+        user(
+            "grace",
+            1304,
+            &[
+                ("userAccountControl", "512"),
+                ("accountExpires", "9223372036854775807"),
+            ],
+        ),
+    ]);
+    let slapd = Slapd::start(&data).expect("slapd");
+    let ad = directory(&ad_config(&slapd));
+    let logs = Logs::default();
+    let _capture = logs.capture();
+
+    let wrong: tonic::Status = ad
+        .authenticate(&name("alice"), "not-her-password")
+        .await
+        .expect_err("wrong password")
+        .into();
+    for (login, state) in [
+        ("dave", "disabled"),
+        ("erin", "locked"),
+        ("frank", "expired"),
+    ] {
+        for password in [format!("{login}-pw-1"), "not-the-password".to_owned()] {
+            let err = ad
+                .authenticate(&name(login), &password)
+                .await
+                .expect_err(login);
+            assert!(
+                matches!(&err, AuthError::Refused(s) if s == state),
+                "{login}: {err:?}"
+            );
+            // What the device gets is what a wrong password gets.
+            let status: tonic::Status = err.into();
+            assert_eq!(status.code(), wrong.code(), "{login}");
+            assert_eq!(status.message(), wrong.message(), "{login}");
+            assert!(!status.message().contains(state), "{login}");
+        }
+        let logged = logs.lines(
+            "WARN",
+            &[
+                &format!("user={login}"),
+                &format!("login refused: the account is {state}"),
+            ],
+        );
+        assert_eq!(logged.len(), 2, "{login}:\n{}", logs.text());
+    }
+    let grace = ad
+        .authenticate(&name("grace"), "grace-pw-1")
+        .await
+        .expect("grace");
+    assert_eq!(grace.login, "grace");
+}
+
+/// A real Active Directory: a Samba AD DC with the groups in `CN=Users` (AD's default), the
+/// users in OUs and the directory's base DN narrowed to one OU.
+#[tokio::test]
+async fn a_samba_active_directory_keeps_groups_outside_the_users_ou() {
+    use ums_testkit::samba::{SAMBA_ADMIN_PASSWORD, SAMBA_DOMAIN, SAMBA_SUFFIX, SambaDc};
+
+    ums_tls::install_crypto_provider();
+    let mut data = TestDirectory::in_users_container();
+    // AD does not take parentheses in a sAMAccountName.
+    data.users.retain(|u| u.login != "o'hara (ext)");
+    let mut dave = data.users[1].clone();
+    dave.login = "dave".into();
+    dave.display_name = "Dave Miller".into();
+    dave.password = "dave-pw-1".into();
+    dave.extra = vec![("userAccountControl".into(), "514".into())];
+    data.users.push(dave);
+    let dc = SambaDc::start("127.0.0.23", &data).expect("samba");
+    let config = |base: &str| pb::Directory {
+        id: 3,
+        revision: 1,
+        name: "samba".into(),
+        kind: "ad".into(),
+        domain: SAMBA_DOMAIN.into(),
+        netbios: AD_NETBIOS.into(),
+        urls: vec![dc.ldaps_url()],
+        base_dn: format!("{base}{SAMBA_SUFFIX}"),
+        bind_dn: dc.admin_dn(),
+        bind_password: SAMBA_ADMIN_PASSWORD.into(),
+        ca_pem: dc.ca_pem().into(),
+        page_size: 100,
+        ..Default::default()
+    };
+    let users = format!("CN=Users,{SAMBA_SUFFIX}");
+
+    let ad = directory(&config("OU=Berlin,"));
+    let upn = format!("alice@{SAMBA_DOMAIN}");
+    for spelling in ["alice", "AD\\alice", upn.as_str()] {
+        let alice = ad
+            .authenticate(&name(spelling), "alice-pw-1")
+            .await
+            .unwrap_or_else(|e| panic!("{spelling}: {e}\n{}", dc.log_tail(30)));
+        assert_eq!(alice.login, "alice");
+        assert_eq!(
+            alice.dn,
+            format!("CN=Alice Smith,OU=Sales,OU=Berlin,{SAMBA_SUFFIX}")
+        );
+        let primary = alice.primary_group.as_ref().expect("primary group");
+        assert_eq!(primary.name, "Domain Users");
+        assert!(
+            primary
+                .dn
+                .eq_ignore_ascii_case(&format!("CN=Domain Users,{users}")),
+            "{primary:?}"
+        );
+        let found = groups(&alice);
+        for expected in [
+            ("Domain Users", 1),
+            ("sales", 1),
+            ("staff", 2),
+            ("everyone", 3),
+        ] {
+            assert!(
+                found.contains(&(expected.0.to_owned(), expected.1)),
+                "{expected:?} missing from {found:?}"
+            );
+        }
+        let ous: Vec<&str> = alice.ous.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(ous, ["Sales", "Berlin"]);
+    }
+    // A NetBIOS domain that is not this directory's finds nobody, as an unknown user.
+    for typed in ["OTHER\\alice", "nobody"] {
+        let r = ad.authenticate(&name(typed), "alice-pw-1").await;
+        assert!(
+            matches!(r, Err(AuthError::WrongCredentials)),
+            "{typed}: {r:?}"
+        );
+    }
+    let wrong = ad
+        .authenticate(&name("alice"), "bob-pw-1")
+        .await
+        .expect_err("wrong password");
+    assert!(matches!(wrong, AuthError::WrongCredentials), "{wrong:?}");
+    // A disabled account: refused, and the device reads what a wrong password gives.
+    let disabled = ad
+        .authenticate(&name("dave"), "dave-pw-1")
+        .await
+        .expect_err("disabled");
+    assert!(
+        matches!(&disabled, AuthError::Refused(s) if s == "disabled"),
+        "{disabled:?}"
+    );
+    assert_eq!(disabled.to_string(), wrong.to_string());
+
+    // Carol's primary group is her own (Contractors, nested in everyone), from another OU.
+    let ad = directory(&config("OU=Munich,"));
+    let carol = ad
+        .authenticate(&name("carol"), "carol-pw-1")
+        .await
+        .unwrap_or_else(|e| panic!("carol: {e}\n{}", dc.log_tail(30)));
+    assert_eq!(
+        carol.primary_group.as_ref().map(|g| g.name.as_str()),
+        Some("Contractors")
+    );
+    let found = groups(&carol);
+    assert!(found.contains(&("Contractors".to_owned(), 1)), "{found:?}");
+    assert!(found.contains(&("everyone".to_owned(), 2)), "{found:?}");
+    assert!(!found.iter().any(|(g, _)| g == "Domain Users"), "{found:?}");
+    // Users are only found under the base DN.
+    assert!(matches!(
+        ad.authenticate(&name("alice"), "alice-pw-1").await,
+        Err(AuthError::WrongCredentials)
+    ));
 }

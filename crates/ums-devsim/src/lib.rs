@@ -11,7 +11,7 @@ mod swp;
 
 pub use failover::Failover;
 
-pub use swp::{LoginReport, run_logins};
+pub use swp::{LoginReport, SessionCheckIns, run_logins, run_session_load};
 
 use std::collections::HashSet;
 use std::error::Error as _;

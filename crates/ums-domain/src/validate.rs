@@ -162,6 +162,38 @@ mod tests {
         assert_eq!(normalize_unit_id(&"x".repeat(64)), Ok("x".repeat(64)));
     }
 
+    /// The README's table of unit ids ("the device sends | the server stores") holds.
+    #[test]
+    fn the_readme_unit_id_examples_hold() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("| the device sends | the server stores |")
+            .expect("the README's unit id table");
+        let rows: Vec<(&str, &str)> = readme[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| {
+                let mut cells = l.trim_matches('|').split('|').map(str::trim);
+                Some((cells.next()?, cells.next()?))
+            })
+            .collect();
+        assert!(rows.len() >= 6, "{rows:?}");
+        let code = |cell: &str| cell.split('`').nth(1).map(str::to_owned);
+        for (sent, stored) in rows {
+            let sent = code(sent).expect("the id sent, in backquotes");
+            if stored.starts_with("refused") {
+                assert!(normalize_unit_id(&sent).is_err(), "{sent}");
+            } else {
+                assert_eq!(
+                    normalize_unit_id(&sent),
+                    Ok(code(stored).expect("stored")),
+                    "{sent}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn bad_ids_are_rejected() {
         assert_eq!(

@@ -13,7 +13,10 @@
 //!   memberof overlay.
 //!
 //! Both have a bind account `cn=svc-ums,ou=Service,<suffix>` with [`SERVICE_PASSWORD`] that may
-//! read everything; users may only bind and read themselves.
+//! read everything, and a hardened one ([`HARDENED_BIND_CN`]) that may not read
+//! `primaryGroupID` and `objectSid`; users may only bind and read themselves. The look-alike
+//! also knows AD's account state (`userAccountControl`, `msDS-User-Account-Control-Computed`,
+//! `accountExpires`) and the `container` class of `CN=Users`.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -37,6 +40,10 @@ pub const AD_NETBIOS: &str = "AD";
 pub const LDAP_SUFFIX: &str = "dc=example,dc=org";
 /// Password of the bind accounts.
 pub const SERVICE_PASSWORD: &str = "svc-secret-42";
+/// A second bind account, `cn=svc-hardened,ou=Service,<suffix>` with [`SERVICE_PASSWORD`], that
+/// may read everything but `primaryGroupID` and `objectSid`, as a hardened Active Directory
+/// bind account may.
+pub const HARDENED_BIND_CN: &str = "svc-hardened";
 /// The domain SID of the Active Directory look-alike.
 pub const DOMAIN_SID: &str = "S-1-5-21-1004336348-1177238915-682003330";
 
@@ -54,9 +61,22 @@ attributetype ( 1.2.840.113556.1.4.98 NAME 'primaryGroupID'
 attributetype ( 1.2.840.113556.1.4.146 NAME 'objectSid'
     EQUALITY octetStringMatch
     SYNTAX 1.3.6.1.4.1.1466.115.121.1.40 SINGLE-VALUE )
+attributetype ( 1.2.840.113556.1.4.8 NAME 'userAccountControl'
+    EQUALITY integerMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.2.840.113556.1.4.1460 NAME 'msDS-User-Account-Control-Computed'
+    EQUALITY integerMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.2.840.113556.1.4.159 NAME 'accountExpires'
+    EQUALITY integerMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
 objectclass ( 1.2.840.113556.1.5.9 NAME 'user'
     SUP inetOrgPerson STRUCTURAL
-    MAY ( sAMAccountName $ userPrincipalName $ primaryGroupID $ objectSid ) )
+    MAY ( sAMAccountName $ userPrincipalName $ primaryGroupID $ objectSid $
+          userAccountControl $ msDS-User-Account-Control-Computed $ accountExpires ) )
+objectclass ( 1.2.840.113556.1.3.23 NAME 'container'
+    SUP top STRUCTURAL
+    MUST cn )
 objectclass ( 1.2.840.113556.1.5.8 NAME 'group'
     SUP top STRUCTURAL
     MUST cn
@@ -103,6 +123,9 @@ pub struct TestGroup {
     pub name: String,
     /// OU path below the suffix, top first, e.g. `["Groups"]`.
     pub ous: Vec<String>,
+    /// A container directly below the suffix the group sits in instead of the OUs, as
+    /// Active Directory's `CN=Users` (`Some("Users")`).
+    pub container: Option<String>,
     /// Names of the groups this group is a member of.
     pub member_of: Vec<String>,
     /// AD: relative id of the group's SID.
@@ -124,6 +147,8 @@ pub struct TestUser {
     pub primary_group: Option<String>,
     /// AD: relative id of the user's SID.
     pub rid: u32,
+    /// AD: further attributes of the entry, e.g. `("userAccountControl", "514")`.
+    pub extra: Vec<(String, String)>,
 }
 
 /// The content of the generated directory, loaded into both databases.
@@ -147,6 +172,7 @@ impl TestDirectory {
         let g = |name: &str, member_of: &[&str], rid: u32| TestGroup {
             name: name.into(),
             ous: vec!["Groups".into()],
+            container: None,
             member_of: member_of.iter().map(|s| (*s).to_owned()).collect(),
             rid,
         };
@@ -159,6 +185,7 @@ impl TestDirectory {
                 groups: groups.iter().map(|s| (*s).to_owned()).collect(),
                 primary_group: Some(primary.to_owned()),
                 rid,
+                extra: Vec::new(),
             }
         };
         TestDirectory {
@@ -207,6 +234,17 @@ impl TestDirectory {
         }
     }
 
+    /// [`TestDirectory::sample`] laid out as Active Directory keeps it by default: every group
+    /// in the container `CN=Users` below the domain's root, the users in their OUs.
+    pub fn in_users_container() -> TestDirectory {
+        let mut d = TestDirectory::sample();
+        for g in &mut d.groups {
+            g.ous.clear();
+            g.container = Some("Users".into());
+        }
+        d
+    }
+
     /// `n` users `user00000` ... with password `<login>-pw-1`, spread over 10 OUs and 50 groups
     /// (each user in two groups, every group nested in one of five department groups), for
     /// benchmarks.
@@ -214,6 +252,7 @@ impl TestDirectory {
         let mut groups = vec![TestGroup {
             name: "Domain Users".into(),
             ous: vec!["Groups".into()],
+            container: None,
             member_of: vec![],
             rid: 513,
         }];
@@ -221,6 +260,7 @@ impl TestDirectory {
             groups.push(TestGroup {
                 name: format!("dept{d}"),
                 ous: vec!["Groups".into()],
+                container: None,
                 member_of: vec![],
                 rid: 2000 + d,
             });
@@ -229,6 +269,7 @@ impl TestDirectory {
             groups.push(TestGroup {
                 name: format!("team{t:02}"),
                 ous: vec!["Groups".into()],
+                container: None,
                 member_of: vec![format!("dept{}", t % 5)],
                 rid: 3000 + t,
             });
@@ -246,6 +287,7 @@ impl TestDirectory {
                     ],
                     primary_group: Some("Domain Users".into()),
                     rid: 100_000 + u32::try_from(i).unwrap_or(0),
+                    extra: Vec::new(),
                     login,
                 }
             })
@@ -290,17 +332,38 @@ impl TestDirectory {
                 dn_in(suffix, path, "ou", &name)
             );
         }
-        // The bind account.
-        let svc = format!("cn=svc-ums,ou=Service,{suffix}");
-        let _ = write!(
-            out,
-            "dn: {svc}\nobjectClass: inetOrgPerson\ncn: svc-ums\nsn: service\nuserPassword: {SERVICE_PASSWORD}\n\n"
-        );
+        // Containers (AD's `CN=Users`).
+        let mut containers: Vec<&str> = self
+            .groups
+            .iter()
+            .filter_map(|g| g.container.as_deref())
+            .collect();
+        containers.sort_unstable();
+        containers.dedup();
+        for c in containers {
+            let _ = write!(
+                out,
+                "dn: cn={},{suffix}\nobjectClass: container\ncn: {c}\n\n",
+                escape_dn(c)
+            );
+        }
+        // The bind accounts.
+        for cn in ["svc-ums", HARDENED_BIND_CN] {
+            let _ = write!(
+                out,
+                "dn: cn={cn},ou=Service,{suffix}\nobjectClass: inetOrgPerson\ncn: {cn}\nsn: service\nuserPassword: {SERVICE_PASSWORD}\n\n"
+            );
+        }
 
         let group_dn = |name: &str| -> String {
             let g = self.groups.iter().find(|g| g.name == name);
-            let path = g.map(|g| g.ous.clone()).unwrap_or_default();
-            dn_in(suffix, &path, "cn", name)
+            match g.and_then(|g| g.container.as_deref()) {
+                Some(c) => format!("cn={},cn={},{suffix}", escape_dn(name), escape_dn(c)),
+                None => {
+                    let path = g.map(|g| g.ous.clone()).unwrap_or_default();
+                    dn_in(suffix, &path, "cn", name)
+                }
+            }
         };
         let user_dn = |u: &TestUser| dn_in(suffix, &u.ous, "cn", &u.display_name);
         // Members and memberOf, computed here because slapadd bypasses the overlay.
@@ -349,6 +412,9 @@ impl TestDirectory {
                     && let Some(g) = self.groups.iter().find(|g| &g.name == p)
                 {
                     let _ = writeln!(out, "primaryGroupID: {}", g.rid);
+                }
+                for (attr, value) in &u.extra {
+                    let _ = writeln!(out, "{attr}: {value}");
                 }
             } else {
                 let _ = writeln!(out, "dn: {dn}\nobjectClass: inetOrgPerson");
@@ -652,8 +718,13 @@ access to attrs=userPassword
     by anonymous auth
     by self auth
     by * none
+access to attrs=primaryGroupID,objectSid
+    by dn.exact="cn=svc-ums,ou=Service,{suffix}" read
+    by self read
+    by * none
 access to *
     by dn.exact="cn=svc-ums,ou=Service,{suffix}" read
+    by dn.exact="cn={HARDENED_BIND_CN},ou=Service,{suffix}" read
     by self read
     by * none
 overlay memberof

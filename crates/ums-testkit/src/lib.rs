@@ -7,6 +7,7 @@
 //! * Process helpers: [`free_port`], [`wait_for_tcp`], [`workspace_root`],
 //!   [`bin_path`] and [`ChildGuard`].
 //! * [`ldap::Slapd`]: a real OpenLDAP server with TLS and a generated directory.
+//! * [`samba::SambaDc`]: a real Active Directory (a Samba AD DC) on a loopback address.
 //!
 //! Everything here is blocking std code so it can be used from any test,
 //! synchronous or not. `postgres` holds the PostgreSQL harness, `process` the
@@ -16,6 +17,7 @@ pub mod ldap;
 mod net;
 mod postgres;
 mod process;
+pub mod samba;
 
 pub use net::{TcpSwitch, free_port, wait_for_tcp};
 pub use postgres::{

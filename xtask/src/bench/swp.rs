@@ -3,7 +3,9 @@
 //! A fresh release server (SQLite) and swp-auth, a slapd holding the Active Directory look-alike
 //! with N users in nested groups and OUs; `ums-swp-load` sets up the directory, profiles and
 //! licences through the admin API, registers the devices, warms up, then logs users in from every
-//! device at the given concurrency. Goal: p99 under 50 ms at 1,000 logins/s or more.
+//! device at the given concurrency, and between the logins devices with a user logged in check
+//! in while a group's profile keeps changing, downloading the user's merged settings when told
+//! they changed. Goal: p99 under 50 ms at 1,000 logins/s or more.
 
 use std::fs::File;
 use std::process::{Command, Stdio};
@@ -33,6 +35,12 @@ pub struct SwpArgs {
     /// Seconds measured.
     #[arg(long, default_value_t = 20)]
     duration_s: u64,
+    /// Check-ins of devices with a user logged in after each login (0: logins only).
+    #[arg(long, default_value_t = 2)]
+    checkins_per_login: usize,
+    /// How often a group's profile changes while its users are logged in, in ms (0: never).
+    #[arg(long, default_value_t = 500)]
+    change_every_ms: u64,
 }
 
 /// Runs the benchmark.
@@ -126,6 +134,8 @@ pub fn run(args: SwpArgs) -> anyhow::Result<()> {
         .args(["--users", &args.users.to_string()])
         .args(["--concurrency", &args.concurrency.to_string()])
         .args(["--duration-s", &args.duration_s.to_string()])
+        .args(["--checkins-per-login", &args.checkins_per_login.to_string()])
+        .args(["--change-every-ms", &args.change_every_ms.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -168,6 +178,12 @@ pub fn run(args: SwpArgs) -> anyhow::Result<()> {
         "logins_per_s": logins_per_s,
         "p50_ms": result.pointer("/latency/p50_ms"),
         "p99_ms": p99,
+        "checkins_per_login": args.checkins_per_login,
+        "checkins_per_s": result.get("checkins_per_s"),
+        "checkin_p99_ms": result.pointer("/checkin_latency/p99_ms"),
+        "settings_changed": result.get("settings_changed"),
+        "user_settings": result.get("user_settings"),
+        "profile_changes": result.get("profile_changes"),
         "server_cpu_s": server_cpu_s,
         "goal": { "p99_ms_below": 50.0, "logins_per_s_at_least": 1000.0 },
         "goal_met": p99 < 50.0 && logins_per_s >= 1000.0,
@@ -177,13 +193,24 @@ pub fn run(args: SwpArgs) -> anyhow::Result<()> {
     eprintln!();
     super::print_table(
         &[
-            "logins/s", "p50 ms", "p99 ms", "max ms", "errors", "goal met",
+            "logins/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "check-ins/s",
+            "check-in p99 ms",
+            "user settings",
+            "errors",
+            "goal met",
         ],
         &[vec![
             format!("{logins_per_s:.0}"),
             super::fmt_number(result.pointer("/latency/p50_ms"), 2),
             format!("{p99:.2}"),
             super::fmt_number(result.pointer("/latency/max_ms"), 2),
+            super::fmt_number(result.get("checkins_per_s"), 0),
+            super::fmt_number(result.pointer("/checkin_latency/p99_ms"), 2),
+            result["user_settings"].to_string(),
             result["errors"].to_string(),
             doc["goal_met"].to_string(),
         ]],

@@ -135,6 +135,14 @@ impl DirectoryConfig {
         })
     }
 
+    /// Whether `DOMAIN` of a `DOMAIN\user` login names this directory: its NetBIOS name or its
+    /// DNS domain. A directory configured with neither takes any.
+    pub fn has_netbios(&self, domain: &str) -> bool {
+        (self.netbios.is_empty() && self.domain.is_empty())
+            || domain.eq_ignore_ascii_case(&self.netbios)
+            || domain.eq_ignore_ascii_case(&self.domain)
+    }
+
     /// The search filter for a typed login name; every piece of user input is escaped.
     pub fn user_filter_for(&self, name: &LoginName) -> String {
         let domain_matches =
@@ -184,6 +192,9 @@ impl DirectoryConfig {
                     "userPrincipalName",
                     "primaryGroupID",
                     "objectSid",
+                    "userAccountControl",
+                    "msDS-User-Account-Control-Computed",
+                    "accountExpires",
                 ]
                 .map(str::to_owned),
             ),
@@ -239,6 +250,8 @@ mod tests {
             "(&(objectClass=user)(userPrincipalName=alice@other.org))"
         );
         assert_eq!(f("AD\\bob"), "(&(objectClass=user)(sAMAccountName=bob))");
+        assert!(ad.has_netbios("ad.example.org"));
+        assert!(!ad.has_netbios("OTHER"));
         assert_eq!(
             f("*)(objectClass=*"),
             "(&(objectClass=user)(sAMAccountName=\\2a\\29\\28objectClass=\\2a))"

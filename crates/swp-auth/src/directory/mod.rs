@@ -12,8 +12,14 @@
 //! Simple binds go over TLS only: `ldaps://` URLs, or `ldap://` with StartTLS.
 //!
 //! `config` holds a directory's validated configuration and the filters built from it, `pool`
-//! the connection pools, failover and binds, `resolve` the lookups of a user (search, groups,
-//! primary group, OUs).
+//! the connection pools, failover and binds, `resolve` the lookups of a user (search, account
+//! state, groups, primary group, OUs).
+//!
+//! Users are searched under the configured base DN; groups wherever they live in the domain:
+//! nested groups are read by their DN, and the searches for groups (the primary group by SID,
+//! groups listing a member) start at the naming context that holds the base DN, as the
+//! directory's RootDSE names it (`defaultNamingContext`, `namingContexts`), so a base DN
+//! narrowed to the users' OU keeps groups kept in `CN=Users`.
 
 mod config;
 mod pool;
@@ -47,6 +53,8 @@ pub struct Directory {
     groups: Mutex<HashMap<String, CachedGroup>>,
     /// Primary group SID (binary) -> (DN, name).
     primary: Mutex<HashMap<Vec<u8>, (String, String, Instant)>>,
+    /// The naming context (domain root) groups are searched in, once the RootDSE told it.
+    root: Mutex<Option<String>>,
 }
 
 impl Directory {
@@ -78,6 +86,7 @@ impl Directory {
             preferred: AtomicUsize::new(0),
             groups: Mutex::new(HashMap::new()),
             primary: Mutex::new(HashMap::new()),
+            root: Mutex::new(None),
         })
     }
 }

@@ -28,6 +28,14 @@ pub(super) struct CachedGroup {
 impl Directory {
     /// Finds the one user entry a typed name denotes.
     async fn find_user(&self, name: &LoginName) -> Result<Option<SearchEntry>, AuthError> {
+        if let LoginName::DownLevel { domain, .. } = name
+            && !self.config.has_netbios(domain)
+        {
+            // The server picks the directory by this name; a caller that sent another
+            // directory's still finds nobody, like an unknown user.
+            tracing::info!(directory = %self.config.name, domain = %domain, user = %name.user(), "the NetBIOS domain is not this directory's");
+            return Ok(None);
+        }
         let filter = self.config.user_filter_for(name);
         let mut found = self
             .search(
@@ -50,6 +58,10 @@ impl Directory {
 
     /// Checks a password and resolves the user. The password was checked for emptiness by the
     /// caller.
+    ///
+    /// An account the directory says may not log in (disabled, locked, expired) is refused
+    /// before its password is tried; the log names the user and the state, the caller gets
+    /// [`AuthError::Refused`], which reads like a wrong password.
     pub async fn authenticate(
         &self,
         name: &LoginName,
@@ -59,9 +71,21 @@ impl Directory {
             tracing::info!(directory = %self.config.name, user = %name.user(), "login refused: unknown user");
             return Err(AuthError::WrongCredentials);
         };
+        if self.config.kind == Kind::ActiveDirectory
+            && let Some(state) = account_state(&entry, filetime_now())
+        {
+            tracing::warn!(directory = %self.config.name, user = %name.user(), dn = %entry.dn, state, "login refused: the account is {state}");
+            return Err(AuthError::Refused(state.to_owned()));
+        }
         if let Err(e) = self.bind_user(&entry.dn, password).await {
-            if matches!(e, AuthError::WrongCredentials) {
-                tracing::info!(directory = %self.config.name, user = %name.user(), "login refused: wrong password");
+            match &e {
+                AuthError::WrongCredentials => {
+                    tracing::info!(directory = %self.config.name, user = %name.user(), "login refused: wrong password");
+                }
+                AuthError::Refused(state) => {
+                    tracing::warn!(directory = %self.config.name, user = %name.user(), dn = %entry.dn, state = %state, "login refused by the directory: {state}");
+                }
+                _ => {}
             }
             return Err(e);
         }
@@ -100,7 +124,7 @@ impl Directory {
         };
 
         let primary_group = match self.config.kind {
-            Kind::ActiveDirectory => self.primary_group(&entry).await?,
+            Kind::ActiveDirectory => self.primary_group(&entry, &login).await?,
             Kind::Ldap => None,
         };
         let direct: Vec<String> = match self.config.membership {
@@ -212,34 +236,85 @@ impl Directory {
         let filter = format!(
             "(&(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))(|(member={v})(uniqueMember={v})))"
         );
+        let base = self.group_base().await;
         let found = self
-            .search(
-                &self.config.base_dn,
-                Scope::Subtree,
-                &filter,
-                &["cn".to_owned()],
-                true,
-            )
+            .search(&base, Scope::Subtree, &filter, &["cn".to_owned()], true)
             .await?;
         Ok(found.into_iter().map(|e| e.dn).collect())
     }
 
+    /// Where groups are searched: the naming context that holds the base DN (the domain's
+    /// root in Active Directory), so groups outside a base DN narrowed to the users' OU are
+    /// found. Asked once from the RootDSE; when it does not answer, the base DN's `dc=`
+    /// components, else the base DN itself.
+    async fn group_base(&self) -> String {
+        if let Some(root) = self.root.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return root;
+        }
+        let attrs = vec![
+            "defaultNamingContext".to_owned(),
+            "namingContexts".to_owned(),
+        ];
+        match self
+            .search("", Scope::Base, "(objectClass=*)", &attrs, false)
+            .await
+        {
+            Ok(found) => {
+                let candidates: Vec<String> = found
+                    .first()
+                    .map(|e| {
+                        let mut c = attr_values(e, "defaultNamingContext");
+                        c.extend(attr_values(e, "namingContexts"));
+                        c
+                    })
+                    .unwrap_or_default();
+                let root = naming_context(&self.config.base_dn, &candidates);
+                tracing::debug!(directory = %self.config.name, root = %root, "groups are searched from the naming context");
+                *self.root.lock().unwrap_or_else(|p| p.into_inner()) = Some(root.clone());
+                root
+            }
+            Err(e) => {
+                tracing::debug!(directory = %self.config.name, error = %e, "the RootDSE did not answer: groups are searched from the base DN's domain");
+                domain_of(&self.config.base_dn)
+            }
+        }
+    }
+
     /// Active Directory: the group whose objectSid is the user's domain SID with the user's
-    /// primaryGroupID as the last sub-authority.
+    /// primaryGroupID as the last sub-authority, searched from the domain's root.
+    ///
+    /// A user without a readable `primaryGroupID` or `objectSid` (a bind account not allowed
+    /// to read them) logs in without the primary group and the groups it is nested in; the
+    /// warning says so, since the settings of those groups are then missing.
     async fn primary_group(
         &self,
         entry: &SearchEntry,
+        login: &str,
     ) -> Result<Option<DirectoryGroup>, AuthError> {
-        let Some(rid) = attr_values(entry, "primaryGroupID")
-            .first()
-            .and_then(|v| v.trim().parse::<u32>().ok())
-        else {
+        let rid = attr_values(entry, "primaryGroupID");
+        let user_sid = sid_bytes(entry, "objectSid");
+        let unreadable = match (rid.first(), &user_sid) {
+            (None, None) => Some("primaryGroupID and objectSid"),
+            (None, Some(_)) => Some("primaryGroupID"),
+            (Some(_), None) => Some("objectSid"),
+            (Some(_), Some(_)) => None,
+        };
+        if let Some(attrs) = unreadable {
+            tracing::warn!(
+                directory = %self.config.name,
+                user = %login,
+                dn = %entry.dn,
+                "the user's {attrs} cannot be read (the bind account may not be allowed to read it): \
+                 the primary group and the groups it is nested in are left out of the login"
+            );
+            return Ok(None);
+        }
+        let Some(rid) = rid.first().and_then(|v| v.trim().parse::<u32>().ok()) else {
+            tracing::warn!(directory = %self.config.name, user = %login, dn = %entry.dn, "the user's primaryGroupID is not a number: the primary group is left out of the login");
             return Ok(None);
         };
-        let Some(user_sid) = sid_bytes(entry, "objectSid") else {
-            return Ok(None);
-        };
-        let Some(group_sid) = sid_with_rid(&user_sid, rid) else {
+        let Some(group_sid) = user_sid.and_then(|sid| sid_with_rid(&sid, rid)) else {
+            tracing::warn!(directory = %self.config.name, user = %login, dn = %entry.dn, "the user's objectSid is not a SID: the primary group is left out of the login");
             return Ok(None);
         };
         let cached = self
@@ -253,17 +328,12 @@ impl Directory {
             Some((dn, name, _)) => (dn, name),
             None => {
                 let filter = format!("(objectSid={})", filter_bytes(&group_sid));
+                let base = self.group_base().await;
                 let found = self
-                    .search(
-                        &self.config.base_dn,
-                        Scope::Subtree,
-                        &filter,
-                        &["cn".to_owned()],
-                        false,
-                    )
+                    .search(&base, Scope::Subtree, &filter, &["cn".to_owned()], false)
                     .await?;
                 let Some(e) = found.into_iter().next() else {
-                    tracing::warn!(directory = %self.config.name, rid, "primary group not found");
+                    tracing::warn!(directory = %self.config.name, user = %login, rid, base = %base, "the user's primary group is not found in the domain: it is left out of the login");
                     return Ok(None);
                 };
                 let name = attr_values(&e, "cn")
@@ -331,6 +401,90 @@ fn sid_with_rid(sid: &[u8], rid: u32) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// `userAccountControl` bits (MS-ADTS 2.2.16).
+const UF_ACCOUNTDISABLE: u32 = 0x2;
+const UF_LOCKOUT: u32 = 0x10;
+const UF_PASSWORD_EXPIRED: u32 = 0x80_0000;
+
+/// Why an Active Directory account may not log in, from `userAccountControl`,
+/// `msDS-User-Account-Control-Computed` (where AD reports a lockout and an expired password)
+/// and `accountExpires` (a FILETIME; 0 and the largest value mean never), or `None`.
+fn account_state(e: &SearchEntry, now_filetime: i64) -> Option<&'static str> {
+    let flags = |attr: &str| {
+        attr_values(e, attr)
+            .first()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            // The attributes are signed 32-bit integers on the wire; the bits are what counts.
+            .map_or(0, |v| v as u32)
+    };
+    let control = flags("userAccountControl") | flags("msDS-User-Account-Control-Computed");
+    if control & UF_ACCOUNTDISABLE != 0 {
+        return Some("disabled");
+    }
+    if control & UF_LOCKOUT != 0 {
+        return Some("locked");
+    }
+    let expires = attr_values(e, "accountExpires")
+        .first()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    if expires > 0 && expires != i64::MAX && expires <= now_filetime {
+        return Some("expired");
+    }
+    if control & UF_PASSWORD_EXPIRED != 0 {
+        return Some("password expired");
+    }
+    None
+}
+
+/// Now as a Windows FILETIME: 100 ns intervals since 1601-01-01 UTC.
+fn filetime_now() -> i64 {
+    const UNIX_EPOCH_AS_FILETIME: i64 = 116_444_736_000_000_000;
+    let since_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    UNIX_EPOCH_AS_FILETIME.saturating_add(i64::try_from(since_unix.as_nanos() / 100).unwrap_or(0))
+}
+
+/// Normalised RDNs (`attr=value`, lower case), for comparing DNs.
+fn dn_key(dn: &str) -> Option<Vec<String>> {
+    parse_dn(dn).map(|rdns| {
+        rdns.into_iter()
+            .map(|r| format!("{}={}", r.attr, r.value.to_lowercase()))
+            .collect()
+    })
+}
+
+/// The longest of the naming contexts the base DN lies in, else the base DN's domain.
+fn naming_context(base_dn: &str, candidates: &[String]) -> String {
+    let Some(base) = dn_key(base_dn) else {
+        return base_dn.to_owned();
+    };
+    candidates
+        .iter()
+        .filter_map(|c| dn_key(c).map(|k| (c, k)))
+        .filter(|(_, k)| !k.is_empty() && base.ends_with(k))
+        .max_by_key(|(_, k)| k.len())
+        .map(|(c, _)| c.clone())
+        .unwrap_or_else(|| domain_of(base_dn))
+}
+
+/// The trailing `dc=` components of a DN (the root of its domain), or the DN itself when it
+/// has none.
+fn domain_of(dn: &str) -> String {
+    let Some(rdns) = parse_dn(dn) else {
+        return dn.to_owned();
+    };
+    let first_dc = rdns
+        .iter()
+        .rposition(|r| r.attr != "dc")
+        .map_or(0, |i| i + 1);
+    match rdns.get(first_dc) {
+        Some(r) => dn[r.start..].to_owned(),
+        None => dn.to_owned(),
+    }
+}
+
 /// The value of the first RDN of a DN (a group's name when it has no cn).
 fn rdn_value(dn: &str) -> String {
     parse_dn(dn)
@@ -357,6 +511,83 @@ pub fn ous_of(dn: &str) -> Vec<DirectoryOu> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(attrs: &[(&str, &str)]) -> SearchEntry {
+        SearchEntry {
+            dn: "cn=x,dc=ad,dc=example,dc=org".into(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), vec![(*v).to_owned()]))
+                .collect(),
+            bin_attrs: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn account_states() {
+        let now = 133_000_000_000_000_000;
+        assert_eq!(
+            account_state(&entry(&[("userAccountControl", "512")]), now),
+            None
+        );
+        assert_eq!(
+            account_state(&entry(&[("userAccountControl", "514")]), now),
+            Some("disabled")
+        );
+        assert_eq!(
+            account_state(
+                &entry(&[
+                    ("userAccountControl", "512"),
+                    ("msDS-User-Account-Control-Computed", "16")
+                ]),
+                now
+            ),
+            Some("locked")
+        );
+        let expired = (now - 1).to_string();
+        assert_eq!(
+            account_state(&entry(&[("accountExpires", &expired)]), now),
+            Some("expired")
+        );
+        let later = (now + 1).to_string();
+        assert_eq!(
+            account_state(&entry(&[("accountExpires", &later)]), now),
+            None
+        );
+        assert_eq!(account_state(&entry(&[("accountExpires", "0")]), now), None);
+        assert_eq!(
+            account_state(&entry(&[("accountExpires", "9223372036854775807")]), now),
+            None
+        );
+        assert_eq!(
+            account_state(&entry(&[("userAccountControl", "-2147483646")]), now),
+            Some("disabled")
+        );
+        assert!(filetime_now() > now);
+    }
+
+    #[test]
+    fn groups_are_searched_from_the_naming_context() {
+        let contexts = vec![
+            "dc=example,dc=org".to_owned(),
+            "DC=ad,DC=example,DC=org".to_owned(),
+        ];
+        assert_eq!(
+            naming_context("OU=Staff,OU=Berlin,DC=ad,DC=example,DC=org", &contexts),
+            "DC=ad,DC=example,DC=org"
+        );
+        assert_eq!(
+            naming_context("ou=People,dc=example,dc=org", &contexts),
+            "dc=example,dc=org"
+        );
+        // No naming context holds it: the base DN's domain components.
+        assert_eq!(
+            naming_context("OU=Staff,DC=corp,DC=test", &contexts),
+            "DC=corp,DC=test"
+        );
+        assert_eq!(domain_of("ou=People,o=Example"), "ou=People,o=Example");
+        assert_eq!(domain_of("dc=example,dc=org"), "dc=example,dc=org");
+    }
 
     #[test]
     fn sids_and_ous() {

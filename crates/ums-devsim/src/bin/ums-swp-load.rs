@@ -4,6 +4,10 @@
 //! profiles on the devices and on groups and OUs, licences), registers the devices, then logs
 //! users in from every device for a while and prints one JSON line: logins per second and the
 //! latency from sending a login to holding the user's settings.
+//!
+//! Between the logins, devices with a user logged in check in (`--checkins-per-login`) while
+//! an administrator changes a group's profile (`--change-every-ms`): the check-ins that find the
+//! change download the user's merged settings, as a device with a user logged in does.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +55,13 @@ struct Args {
     /// Seconds measured.
     #[arg(long, default_value_t = 20)]
     duration_s: u64,
+    /// Check-ins of logged-in devices after each login (0: logins only).
+    #[arg(long, default_value_t = 2)]
+    checkins_per_login: usize,
+    /// How often the profile of one department group changes during the measurement, in
+    /// milliseconds (0: never).
+    #[arg(long, default_value_t = 500)]
+    change_every_ms: u64,
 }
 
 #[tokio::main]
@@ -124,6 +135,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await?
         .into_inner()
         .id;
+    let mut dept_profiles = Vec::new();
     for d in 0..5 {
         let id = admin
             .create_profile(authed(
@@ -139,6 +151,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await?
             .into_inner()
             .id;
+        dept_profiles.push(id);
         admin
             .assign_user(authed(
                 t,
@@ -213,12 +226,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })
         .collect();
 
+    // Only the users' side sets `display.monitors` (the department groups' profiles).
+    let session_checkins = ums_devsim::SessionCheckIns {
+        per_login: args.checkins_per_login,
+        user_key: "display.monitors".into(),
+    };
     eprintln!("warm-up {} s", args.warmup_s);
-    let warm = ums_devsim::run_logins(
+    let warm = ums_devsim::run_session_load(
         devices.clone(),
         users.clone(),
         args.concurrency,
         Duration::from_secs(args.warmup_s),
+        session_checkins.clone(),
     )
     .await?;
     if warm.logins == 0 {
@@ -231,13 +250,56 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "measuring {} s at concurrency {}",
         args.duration_s, args.concurrency
     );
-    let report = ums_devsim::run_logins(
+    // An administrator keeps changing the profile of dept0's users while they are logged in.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let changer = {
+        let mut admin = admin.clone();
+        let token = token.clone();
+        let profile_id = dept_profiles.first().copied();
+        let every = Duration::from_millis(args.change_every_ms);
+        tokio::spawn(async move {
+            let mut changes = 0u64;
+            let (Some(id), false) = (profile_id, every.is_zero()) else {
+                return Ok(changes);
+            };
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return Ok::<u64, anyhow::Error>(changes),
+                    _ = tick.tick() => {}
+                }
+                let monitors = if changes.is_multiple_of(2) { "3" } else { "2" };
+                admin
+                    .update_profile_params(authed(
+                        &token,
+                        pb::UpdateProfileParamsRequest {
+                            id,
+                            set: vec![pb::Param {
+                                key: "display.monitors".into(),
+                                value: monitors.into(),
+                            }],
+                            unset: vec![],
+                        },
+                    )?)
+                    .await
+                    .context("change the group's profile")?;
+                changes += 1;
+            }
+        })
+    };
+    let report = ums_devsim::run_session_load(
         devices,
         users,
         args.concurrency,
         Duration::from_secs(args.duration_s),
+        session_checkins,
     )
     .await?;
-    println!("{}", serde_json::to_string(&report)?);
+    let _ = stop.send(());
+    let changes = changer.await.context("the profile changer")??;
+    let mut out = serde_json::to_value(&report)?;
+    out["profile_changes"] = changes.into();
+    println!("{}", serde_json::to_string(&out)?);
     Ok(())
 }

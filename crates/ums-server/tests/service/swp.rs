@@ -415,13 +415,22 @@ async fn a_session_follows_the_user_and_licences_come_from_the_pool() {
         .await
         .expect("folder switch");
 
-    // A domain no directory has is refused like a wrong password.
+    // A domain no directory has is refused like a wrong password, and like an unknown user.
     let e = device
         .login("OTHER\\alice", "alice-pw-1")
         .await
         .expect_err("unknown domain");
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     assert_eq!(e.message(), "wrong user name or password");
+    let unknown = device
+        .login("AD\\mallory", "alice-pw-1")
+        .await
+        .expect_err("unknown user");
+    assert_eq!(
+        (e.code(), e.message()),
+        (unknown.code(), unknown.message()),
+        "{unknown:?}"
+    );
 
     let login = device
         .login("AD\\alice", "alice-pw-1")
@@ -620,5 +629,150 @@ async fn a_session_follows_the_user_and_licences_come_from_the_pool() {
         .expect("licences")
         .into_inner();
     assert_eq!(pool.licences.len(), 1, "{pool:?}");
+    server.stop().await;
+}
+
+/// Every user who logs into a shared device gets their own profile, not only the first: three
+/// users in turn (with and without a logout between them), each one's check-ins and settings
+/// downloads carry that user's settings. The screen settings a user may have (resolution,
+/// layout, refresh, rotation, screens, connectors) come from the user's profile; the device-only
+/// parameters of the catalog are refused in a profile for users.
+#[tokio::test]
+async fn every_user_of_a_shared_device_gets_their_own_profile() {
+    let slapd = Slapd::start(&TestDirectory::sample()).expect("slapd");
+    let swp = SwpAuth::bind();
+    let url = swp.url.clone();
+    let server = TestServer::start_with(None, |cfg| cfg.swp.url = url).await;
+    let swp = swp.start(&server);
+    let mut admin = server.admin();
+    add_directory(&mut admin, &slapd).await;
+
+    let device_base = profile(
+        &mut admin,
+        "device-base",
+        &["audio.volume=20", "display.color_depth=24"],
+        false,
+    )
+    .await;
+    let screens = [
+        (
+            "alice",
+            "alice-pw-1",
+            &[
+                "audio.volume=81",
+                "display.resolution=2560x1440",
+                "display.layout=extend_left",
+                "display.monitors=2",
+            ][..],
+        ),
+        (
+            "bob",
+            "bob-pw-1",
+            &[
+                "audio.volume=82",
+                "display.refresh_hz=75",
+                "display.rotation=left",
+                "display.screen0.connector=dvi",
+            ][..],
+        ),
+        (
+            "carol",
+            "carol-pw-1",
+            &["audio.volume=83", "display.resolution=3840x2160"][..],
+        ),
+    ];
+    let mut own = Vec::new();
+    for (user, _, pairs) in &screens {
+        let id = profile(&mut admin, &format!("{user}-own"), pairs, false).await;
+        assign_user(&mut admin, id, ("user", user))
+            .await
+            .unwrap_or_else(|e| panic!("assign to {user}: {e:?}"));
+        own.push(id);
+    }
+    // The device-only parameters of the catalog are refused in a profile for users, and the
+    // profile keeps what it had.
+    let alice_own = own[0];
+    for key in [
+        "partition.custom.enabled=true",
+        "browser.plugin0.name=flash",
+        "appliance.mode=citrix",
+        "input.mouse.three_button_emulation=true",
+        "display.color_depth=16",
+        "sharedworkplace.logoff_hotkey=Ctrl+Alt+L",
+        "sharedworkplace.logoff_launcher=true",
+    ] {
+        let refused = admin
+            .update_profile_params(pb::UpdateProfileParamsRequest {
+                id: alice_own,
+                set: params(&[key]),
+                unset: vec![],
+            })
+            .await
+            .expect_err(key);
+        assert_eq!(refused.code(), Code::InvalidArgument, "{key}: {refused:?}");
+        assert!(
+            refused.message().contains("device-only"),
+            "{key}: {refused}"
+        );
+        let name = key.split('=').next().unwrap_or(key);
+        assert!(refused.message().contains(name), "{key}: {refused}");
+    }
+
+    let mut device = server.device().await;
+    let id = device
+        .register("00:aa:bb:cc:dd:31", "shift-desk")
+        .await
+        .expect("register")
+        .device_id;
+    assign(&mut admin, device_base, Some(id), None).await;
+    set_swp(&mut admin, id, Some(true), Some(true)).await;
+
+    let mut revision = device
+        .check_in("idle", 0)
+        .await
+        .expect("check in")
+        .settings_revision;
+    // Alice, Bob (after a logout), Carol (a change of user without a logout), Alice again.
+    for (round, (user, password, pairs)) in screens.iter().chain(&screens[..1]).enumerate() {
+        if round == 1 {
+            device.logout().await.expect("logout");
+        }
+        let login = device
+            .login(user, password)
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e:?}\n{}", swp.log_text()));
+        assert_eq!(login.user, *user);
+        let c = device.check_in("idle", revision).await.expect("check in");
+        assert!(c.settings_changed, "{user}: {c:?}");
+        assert_eq!(c.settings_revision, login.revision, "{user}");
+        revision = c.settings_revision;
+        for got in [
+            settings(&login.settings),
+            settings(&device.get_settings().await.expect("settings").settings),
+        ] {
+            for pair in *pairs {
+                let (k, v) = pair.split_once('=').expect("pair");
+                assert_eq!(got.get(k).map(String::as_str), Some(v), "{user}: {got:?}");
+            }
+            // The device's colour depth stays; nobody else's screens leak in.
+            assert_eq!(
+                got.get("display.color_depth").map(String::as_str),
+                Some("24")
+            );
+            let others = screens
+                .iter()
+                .filter(|(u, _, _)| u != user)
+                .flat_map(|(_, _, p)| p.iter())
+                .filter(|p| {
+                    !pairs
+                        .iter()
+                        .any(|own| own.split('=').next() == p.split('=').next())
+                });
+            for p in others {
+                let (k, _) = p.split_once('=').expect("pair");
+                assert_eq!(got.get(k), None, "{user} got {k}: {got:?}");
+            }
+        }
+    }
     server.stop().await;
 }
