@@ -393,3 +393,96 @@ pub fn ensure_exists(path: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `umsctl` with its own configuration file, logged in to one server's admin API.
+pub struct Ctl {
+    config: PathBuf,
+    bin: PathBuf,
+}
+
+impl Ctl {
+    /// Logs in to the release server `server` as `admin`.
+    pub fn login_server(dir: &Path, server: &Server, password: &str) -> anyhow::Result<Ctl> {
+        Self::login(
+            dir,
+            &release_bin("umsctl"),
+            &format!("https://{}", server.admin_addr),
+            &server.data_dir().join("tls/ca.pem"),
+            password,
+        )
+    }
+
+    /// Logs in with the `umsctl` binary `bin` to the admin API at `url`, trusting `ca`.
+    pub fn login(
+        dir: &Path,
+        bin: &Path,
+        url: &str,
+        ca: &Path,
+        password: &str,
+    ) -> anyhow::Result<Ctl> {
+        let name: String = url
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let ctl = Ctl {
+            config: dir.join(format!("umsctl-{name}.toml")),
+            bin: bin.to_path_buf(),
+        };
+        let out = ctl
+            .command()
+            .args(["init", "--server", url])
+            .arg("--ca")
+            .arg(ca)
+            .args(["--user", "admin"])
+            .env("UMS_PASSWORD", password)
+            .output()
+            .context("run umsctl init")?;
+        if !out.status.success() {
+            bail!(
+                "umsctl init failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(ctl)
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--config").arg(&self.config).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `umsctl --json ARGS` and parses what it prints.
+    pub fn json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let out = self
+            .command()
+            .arg("--json")
+            .args(args)
+            .output()
+            .context("run umsctl")?;
+        if !out.status.success() {
+            bail!(
+                "umsctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| format!("umsctl {args:?}: not json"))
+    }
+
+    /// The scheduler's holder and the running servers.
+    pub fn registry(&self) -> anyhow::Result<(Option<String>, Vec<String>)> {
+        let list = self.json(&["network", "list"])?;
+        let ps = list["processes"].as_array().cloned().unwrap_or_default();
+        let holder = ps
+            .iter()
+            .find(|p| p["scheduler"] == true)
+            .and_then(|p| p["id"].as_str())
+            .map(str::to_owned);
+        let running = ps
+            .iter()
+            .filter(|p| p["kind"] == "server" && p["status"] == "running")
+            .filter_map(|p| p["id"].as_str().map(str::to_owned))
+            .collect();
+        Ok((holder, running))
+    }
+}
