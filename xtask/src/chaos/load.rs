@@ -222,7 +222,14 @@ async fn worker(cfg: LoadConfig, w: usize, stop: Arc<AtomicBool>, ledger: Arc<Mu
     let mut round = 0u64;
     while !stop.load(Ordering::SeqCst) {
         round += 1;
-        let ok = if devices.len() < DEVICES_PER_WORKER && round % 3 == 1 {
+        // Devices keep arriving: a new one every tenth call once the pool is full, taking
+        // the place of the oldest.
+        let arrives = if devices.len() < DEVICES_PER_WORKER {
+            round % 3 == 1
+        } else {
+            round % 10 == 5
+        };
+        let ok = if arrives {
             register(&cfg, &ledger, &addrs, w, &mut next_unit, &mut devices).await
         } else if devices.is_empty() {
             tokio::time::sleep(cfg.pace).await;
@@ -288,6 +295,9 @@ async fn register(
                     unit_id: unit,
                     device_id,
                 });
+            if devices.len() >= DEVICES_PER_WORKER {
+                devices.remove(0);
+            }
             devices.push(Device {
                 client,
                 revision: 0,
