@@ -12,7 +12,7 @@ use serde::Serialize;
 use ums_devsim::DeviceClient;
 
 /// Devices one worker keeps registered and checks in, round robin.
-const DEVICES_PER_WORKER: usize = 12;
+pub const DEVICES_PER_WORKER: usize = 12;
 
 /// Distinct error messages kept for the report.
 const ERROR_SAMPLES: usize = 20;

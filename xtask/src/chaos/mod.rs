@@ -473,6 +473,7 @@ pub fn passes(args: ChaosArgs) -> anyhow::Result<bool> {
             load.ledger.clone(),
         );
         let mut rng = Rng::new(seed ^ 0x10b5);
+        let workers = args.workers;
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_secs(2));
@@ -480,6 +481,8 @@ pub fn passes(args: ChaosArgs) -> anyhow::Result<bool> {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .device_ids();
+                // The newest devices: the ones the workers still hold and check in.
+                let ids = &ids[ids.len().saturating_sub(workers * load::DEVICES_PER_WORKER)..];
                 if ids.is_empty() {
                     continue;
                 }
