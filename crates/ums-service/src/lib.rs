@@ -196,6 +196,13 @@ pub fn raise_open_files_limit() -> Option<(u64, u64)> {
     }
 }
 
+/// The soft limit of open files of this process.
+pub fn open_files_limit() -> Option<u64> {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+}
+
 /// Unblocks SIGINT and SIGTERM in the calling thread, and so in the threads it starts later.
 ///
 /// A blocked signal is inherited across `exec` (a launcher that blocks SIGINT to outlive its
