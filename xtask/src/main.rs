@@ -5,11 +5,13 @@
 //! * `up`: builds the binaries and runs a local server.
 //! * `network`: a local HA network: PostgreSQL and two nodes of watchdog, server and broker.
 //! * `bench`: end-to-end benchmarks against release builds.
+//! * `chaos`: faults under device load on a local HA network, then an audit of the database.
 //! * `fuzz`: the libFuzzer targets of every parser fed from outside.
 //! * `images`: the container images, from the release binaries, with podman.
 //! * `deploy-test`: the compose `ha` stack and the Kubernetes manifests, for real.
 
 mod bench;
+mod chaos;
 mod deploy;
 mod fuzz;
 mod images;
@@ -43,6 +45,11 @@ enum Command {
     Network(network::NetworkArgs),
     /// Run a benchmark against release builds.
     Bench(bench::BenchArgs),
+    /// Faults under load: PostgreSQL, three servers under watchdogs, two brokers and swp-auth on
+    /// loopback, devices registering, checking in, downloading and reporting job results while
+    /// processes are killed and paused, PostgreSQL restarts and connections are cut; then an
+    /// audit of every acknowledged write. Report in target/chaos/report.json.
+    Chaos(chaos::ChaosArgs),
     /// Run the libFuzzer targets (cargo-fuzz on the stable toolchain) and merge new inputs into
     /// the corpus in fuzz/corpus.
     Fuzz(fuzz::FuzzArgs),
@@ -64,6 +71,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Network(args) => network::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Chaos(args) => chaos::run(args),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Images(args) => images::run(args),
         Command::DeployTest(args) => deploy::run(args),

@@ -26,87 +26,151 @@ pub struct NetworkArgs {
     release: bool,
 }
 
-/// The standard ports every node uses on its own loopback address.
-const BROKER_PORT: u16 = 30001;
-const DEVICE_PORT: u16 = 30002;
-const ADMIN_PORT: u16 = 8443;
-const INTERNAL_PORT: u16 = 61616;
-const WATCHDOG_PORT: u16 = 61618;
-const METRICS_PORT: u16 = 9102;
+/// The ports of one node, on its own loopback address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ports {
+    pub broker: u16,
+    pub device: u16,
+    pub admin: u16,
+    pub internal: u16,
+    pub watchdog: u16,
+    pub metrics: u16,
+    pub swp: u16,
+}
 
-/// One node: its loopback address and directory.
-struct Node {
-    n: u8,
-    ip: Ipv4Addr,
-    dir: PathBuf,
+impl Ports {
+    /// The standard ports every node of `cargo xtask network` uses.
+    pub const STANDARD: Ports = Ports {
+        broker: 30001,
+        device: 30002,
+        admin: 8443,
+        internal: 61616,
+        watchdog: 61618,
+        metrics: 9102,
+        swp: 61617,
+    };
+
+    /// Ports that were free a moment ago, for a network that must not clash with another.
+    pub fn free() -> Ports {
+        let p = ums_testkit::free_port;
+        Ports {
+            broker: p(),
+            device: p(),
+            admin: p(),
+            internal: p(),
+            watchdog: p(),
+            metrics: p(),
+            swp: p(),
+        }
+    }
+}
+
+/// One node: its loopback address, directory, ports and which processes its watchdog runs
+/// (always a server; a broker and swp-auth when asked).
+pub(crate) struct Node {
+    pub n: u8,
+    pub ip: Ipv4Addr,
+    pub dir: PathBuf,
+    pub ports: Ports,
+    pub broker: bool,
+    pub swp_auth: bool,
+    /// TOML appended to the server's configuration.
+    pub server_extra: String,
 }
 
 impl Node {
-    fn new(root: &Path, n: u8) -> Node {
+    /// Node `n` of `cargo xtask network`: 127.0.0.n, standard ports, server and broker.
+    pub fn new(root: &Path, n: u8) -> Node {
         Node {
             n,
             ip: Ipv4Addr::new(127, 0, 0, n),
             dir: root.join(format!("node{n}")),
+            ports: Ports::STANDARD,
+            broker: true,
+            swp_auth: false,
+            server_extra: String::new(),
         }
     }
 
-    fn server_dir(&self) -> PathBuf {
+    pub fn server_dir(&self) -> PathBuf {
         self.dir.join("server")
     }
 
-    fn token_file(&self) -> PathBuf {
+    pub fn token_file(&self) -> PathBuf {
         self.server_dir().join("network-token")
     }
 
-    fn log(&self) -> PathBuf {
+    pub fn log(&self) -> PathBuf {
         self.dir.join("watchdog.log")
     }
 
-    /// Writes the node's three configuration files.
-    fn write_config(&self, nodes: &[Node], db_url: &str, bins: &Path) -> anyhow::Result<()> {
+    pub fn broker_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, self.ports.broker))
+    }
+
+    pub fn device_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, self.ports.device))
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, self.ports.admin))
+    }
+
+    pub fn swp_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, self.ports.swp))
+    }
+
+    /// Writes the node's configuration files.
+    pub fn write_config(&self, nodes: &[Node], db_url: &str, bins: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("create {}", self.dir.display()))?;
         let ip = self.ip;
+        let ports = self.ports;
         let q = |p: &Path| toml_string(&p.display().to_string());
         let server = format!(
-            r#"# ums-server of node {n} (written by cargo xtask network)
+            r#"# ums-server of node {n} (written by cargo xtask)
 data_dir = {data}
 database_url = {db}
 
 [device]
-listen = "{ip}:{DEVICE_PORT}"
+listen = "{ip}:{device}"
 behind_broker = true
-# Devices reach the network through either broker, and each broker sends them to either
-# server: every server's certificate names both brokers' addresses.
+# Devices reach the network through any broker, and each broker sends them to any server:
+# every server's certificate names every broker's address.
 names = [{broker_names}]
 
 [admin]
-listen = "{ip}:{ADMIN_PORT}"
+listen = "{ip}:{admin}"
 
 [tls]
 names = ["{ip}", "localhost"]
 
 [network]
 mode = "ha"
-internal_listen = "{ip}:{INTERNAL_PORT}"
+internal_listen = "{ip}:{internal}"
 advertise_host = "{ip}"
-"#,
+{extra}"#,
             n = self.n,
             data = q(&self.server_dir()),
             db = toml_string(db_url),
+            device = ports.device,
+            admin = ports.admin,
+            internal = ports.internal,
             broker_names = nodes
                 .iter()
+                .filter(|o| o.broker)
                 .map(|o| format!("\"{}\"", o.ip))
                 .collect::<Vec<_>>()
                 .join(", "),
+            extra = self.server_extra,
         );
         let all_devices: Vec<String> = nodes
             .iter()
-            .map(|o| format!("\"{}:{DEVICE_PORT}\"", o.ip))
+            .map(|o| format!("\"{}\"", o.device_addr()))
             .collect();
         let broker = format!(
-            r#"# ums-broker of node {n} (written by cargo xtask network)
-listen = "{ip}:{BROKER_PORT}"
+            r#"# ums-broker of node {n} (written by cargo xtask)
+listen = "{ip}:{broker}"
 servers = [{servers}]
 drain_timeout_s = 2
 
@@ -115,19 +179,59 @@ drain_timeout_s = 2
 per_second = 0
 
 [metrics]
-listen = "{ip}:{METRICS_PORT}"
+listen = "{ip}:{metrics}"
 "#,
             n = self.n,
+            broker = ports.broker,
+            metrics = ports.metrics,
             servers = all_devices.join(", "),
         );
         let all_admin: Vec<String> = std::iter::once(self)
             .chain(nodes.iter().filter(|o| o.n != self.n))
-            .map(|o| format!("\"{}:{ADMIN_PORT}\"", o.ip))
+            .map(|o| format!("\"{}\"", o.admin_addr()))
             .collect();
-        let watchdog = format!(
-            r#"# ums-watchdog of node {n} (written by cargo xtask network)
+        let swp = format!(
+            r#"# swp-auth of node {n} (written by cargo xtask)
 data_dir = {data}
-internal_listen = "{ip}:{WATCHDOG_PORT}"
+
+[internal]
+listen = "{ip}:{swp}"
+
+[network]
+id = "swp-auth-node{n}"
+advertise_host = "{ip}"
+servers = [{servers}]
+token_file = {token}
+"#,
+            n = self.n,
+            data = q(&self.dir.join("swp-auth")),
+            swp = ports.swp,
+            servers = all_admin.join(", "),
+            token = q(&self.token_file()),
+        );
+        let swp_child = if self.swp_auth {
+            format!(
+                r#"
+[swp_auth]
+enabled = true
+id = "swp-auth-node{n}"
+binary = {bin}
+config = {cfg}
+ready_addr = "{ip}:{swp}"
+stop_timeout_ms = 5000
+"#,
+                n = self.n,
+                bin = q(&bins.join("swp-auth")),
+                cfg = q(&self.dir.join("swp-auth.toml")),
+                swp = ports.swp,
+            )
+        } else {
+            String::new()
+        };
+        let watchdog = format!(
+            r#"# ums-watchdog of node {n} (written by cargo xtask)
+data_dir = {data}
+internal_listen = "{ip}:{watchdog}"
 
 [network]
 id = "watchdog-node{n}"
@@ -141,19 +245,23 @@ binary = {server_bin}
 args = ["run"]
 config = {server_cfg}
 id_file = {server_id}
-ready_addr = "{ip}:{ADMIN_PORT}"
+ready_addr = "{ip}:{admin}"
 stop_timeout_ms = 10000
 
 [broker]
-enabled = true
+enabled = {broker_enabled}
 id = "broker-node{n}"
 binary = {broker_bin}
 config = {broker_cfg}
-ready_addr = "{ip}:{BROKER_PORT}"
+ready_addr = "{ip}:{broker}"
 stop_timeout_ms = 5000
-"#,
+{swp_child}"#,
             n = self.n,
             data = q(&self.dir.join("watchdog")),
+            watchdog = ports.watchdog,
+            admin = ports.admin,
+            broker = ports.broker,
+            broker_enabled = self.broker,
             servers = all_admin.join(", "),
             token = q(&self.token_file()),
             server_bin = q(&bins.join("ums-server")),
@@ -162,21 +270,28 @@ stop_timeout_ms = 5000
             broker_bin = q(&bins.join("ums-broker")),
             broker_cfg = q(&self.dir.join("ums-broker.toml")),
         );
-        for (name, text) in [
+        let mut files = vec![
             ("ums-server.toml", server),
             ("ums-broker.toml", broker),
             ("ums-watchdog.toml", watchdog),
-        ] {
+        ];
+        if self.swp_auth {
+            files.push(("swp-auth.toml", swp));
+        }
+        for (name, text) in files {
             let path = self.dir.join(name);
             std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
         }
         Ok(())
     }
 
-    /// Starts the node's watchdog, its output in the node's `watchdog.log`.
-    fn start(&self, bins: &Path) -> anyhow::Result<Child> {
-        let log = std::fs::File::create(self.log())
-            .with_context(|| format!("create {}", self.log().display()))?;
+    /// Starts the node's watchdog, its output appended to the node's `watchdog.log`.
+    pub fn start(&self, bins: &Path) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .with_context(|| format!("open {}", self.log().display()))?;
         let mut cmd = Command::new(bins.join("ums-watchdog"));
         cmd.arg("--config")
             .arg(self.dir.join("ums-watchdog.toml"))
@@ -194,19 +309,31 @@ stop_timeout_ms = 5000
         cmd.spawn().context("start ums-watchdog")
     }
 
+    /// Copies the network token of `from` (the node that created the network) into this
+    /// node's server directory, mode 0600, before its first start.
+    pub fn copy_token_from(&self, from: &Node) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(self.server_dir())?;
+        std::fs::set_permissions(self.server_dir(), std::fs::Permissions::from_mode(0o700))?;
+        std::fs::copy(from.token_file(), self.token_file())?;
+        std::fs::set_permissions(self.token_file(), std::fs::Permissions::from_mode(0o600))?;
+        Ok(())
+    }
+
     /// The ports this node takes.
-    fn addrs(&self) -> Vec<SocketAddr> {
-        [
-            BROKER_PORT,
-            DEVICE_PORT,
-            ADMIN_PORT,
-            INTERNAL_PORT,
-            WATCHDOG_PORT,
-            METRICS_PORT,
-        ]
-        .into_iter()
-        .map(|p| SocketAddr::from((self.ip, p)))
-        .collect()
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        let p = self.ports;
+        let mut ports = vec![p.device, p.admin, p.internal, p.watchdog];
+        if self.broker {
+            ports.extend([p.broker, p.metrics]);
+        }
+        if self.swp_auth {
+            ports.push(p.swp);
+        }
+        ports
+            .into_iter()
+            .map(|port| SocketAddr::from((self.ip, port)))
+            .collect()
     }
 }
 
@@ -299,20 +426,10 @@ pub fn run(args: NetworkArgs) -> anyhow::Result<ExitCode> {
         "node 1 to create the network token",
         || nodes[0].token_file().exists(),
     )?;
-    let token_copy = nodes[1].token_file();
-    std::fs::create_dir_all(nodes[1].server_dir())?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            nodes[1].server_dir(),
-            std::fs::Permissions::from_mode(0o700),
-        )?;
-        std::fs::copy(nodes[0].token_file(), &token_copy)?;
-        std::fs::set_permissions(&token_copy, std::fs::Permissions::from_mode(0o600))?;
-    }
+    nodes[1].copy_token_from(&nodes[0])?;
     watchdogs.0.push((2, nodes[1].start(&bins)?));
     for node in &nodes {
-        let broker = SocketAddr::from((node.ip, BROKER_PORT));
+        let broker = node.broker_addr();
         let what = format!("node {}'s server and broker", node.n);
         wait_until(&mut watchdogs, &nodes, &what, || {
             std::net::TcpStream::connect_timeout(&broker, Duration::from_millis(200)).is_ok()
@@ -330,11 +447,9 @@ pub fn run(args: NetworkArgs) -> anyhow::Result<ExitCode> {
     eprintln!("  database:       {}", redact(&db_url));
     eprintln!("  network token:  {}/network-token (mode 0600)", data);
     eprintln!("  device CA:      {data}/tls/ca.pem");
+    eprintln!("  devices:        https://127.0.0.1:30001 and https://127.0.0.2:30001 (brokers)");
     eprintln!(
-        "  devices:        https://127.0.0.1:{BROKER_PORT} and https://127.0.0.2:{BROKER_PORT} (brokers)"
-    );
-    eprintln!(
-        "  admin:          https://127.0.0.1:{ADMIN_PORT} and https://127.0.0.2:{ADMIN_PORT}, user admin, password in {data}/initial-admin-password"
+        "  admin:          https://127.0.0.1:8443 and https://127.0.0.2:8443, user admin, password in {data}/initial-admin-password"
     );
     eprintln!(
         "  logs:           {}/node{{1,2}}/watchdog.log (server and broker lines prefixed)",
@@ -343,12 +458,10 @@ pub fn run(args: NetworkArgs) -> anyhow::Result<ExitCode> {
     eprintln!();
     eprintln!("in another terminal:");
     eprintln!(
-        "  UMS_PASSWORD=$(cat {data}/initial-admin-password) {umsctl} init --server https://127.0.0.1:{ADMIN_PORT} --ca {data}/tls/ca.pem --user admin"
+        "  UMS_PASSWORD=$(cat {data}/initial-admin-password) {umsctl} init --server https://127.0.0.1:8443 --ca {data}/tls/ca.pem --user admin"
     );
     eprintln!("  {umsctl} network list");
-    eprintln!(
-        "  {devsim} --addr https://127.0.0.2:{BROKER_PORT} --ca {data}/tls/ca.pem --devices 1000"
-    );
+    eprintln!("  {devsim} --addr https://127.0.0.2:30001 --ca {data}/tls/ca.pem --devices 1000");
     eprintln!(
         "  {umsctl} network stop <server id>   # its watchdog stops it; `network start` brings it back"
     );
@@ -406,7 +519,7 @@ fn wait_until(
 }
 
 /// Pids of processes whose command line or environment names `dir`.
-fn processes_under(dir: &Path) -> Vec<u32> {
+pub(crate) fn processes_under(dir: &Path) -> Vec<u32> {
     let needle = dir.as_os_str().as_encoded_bytes();
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -424,7 +537,7 @@ fn processes_under(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-fn toml_string(s: &str) -> String {
+pub(crate) fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 

@@ -1,5 +1,5 @@
-//! `cargo xtask test`: set up what the tests need, then run every test: nextest, then the
-//! deployment tests of `cargo xtask deploy-test`.
+//! `cargo xtask test`: set up what the tests need, then run every test: nextest, a short
+//! `cargo xtask chaos` run, then the deployment tests of `cargo xtask deploy-test`.
 
 use std::process::{Command, ExitCode, Stdio};
 
@@ -54,6 +54,20 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     step!("stopping postgresql");
     drop(pg);
 
+    // A short chaos run: faults under device load on a local HA network, then the audit. The
+    // binaries are the ones built above.
+    step!(
+        "chaos run (cargo xtask chaos --duration {})",
+        crate::chaos::TEST_DURATION_S
+    );
+    let chaos_ok = match crate::chaos::passes(crate::chaos::ChaosArgs::for_test()) {
+        Ok(passed) => passed,
+        Err(e) => {
+            eprintln!("xtask: chaos run failed: {e:#}");
+            false
+        }
+    };
+
     // The container deployments: images from the release binaries, the compose ha stack with
     // devices, the Kubernetes manifests. Run whatever nextest said, so every failure shows.
     step!("deployment tests (cargo xtask deploy-test)");
@@ -65,13 +79,17 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = &deploy {
         eprintln!("xtask: deployment tests failed: {e:#}");
     }
-    match (status.success(), deploy.is_ok()) {
-        (true, true) => step!("all tests passed"),
-        (false, _) => step!("tests failed ({status})"),
-        (true, false) => step!("tests passed, deployment tests failed"),
+    match (status.success(), chaos_ok, deploy.is_ok()) {
+        (true, true, true) => step!("all tests passed"),
+        (false, _, _) => step!("tests failed ({status})"),
+        (true, false, _) => step!("tests passed, the chaos run failed (target/chaos/report.json)"),
+        (true, true, false) => step!("tests passed, deployment tests failed"),
     }
     if !status.success() {
         return Ok(util::exit_code(status));
+    }
+    if !chaos_ok {
+        return Ok(ExitCode::FAILURE);
     }
     deploy
 }

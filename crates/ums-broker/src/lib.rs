@@ -74,7 +74,7 @@ pub async fn run_with_servers(
         limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
         active: AtomicUsize::new(0),
         idle: Notify::new(),
-        max_connections: config.max_connections,
+        max_connections: connection_cap(config.max_connections, ums_service::open_files_limit()),
         connect_timeout: config.connect_timeout,
         sweeper: config.idle_timeout.map(|t| Arc::new(IdleSweeper::new(t))),
         buffer_size: config.buffer_size,
@@ -197,6 +197,29 @@ impl Drop for Admitted {
 }
 
 /// Applies the limits to a new device connection and starts its task.
+/// Descriptors kept free of device connections: listeners, health checks, metrics, logs.
+const RESERVED_FDS: u64 = 128;
+
+/// The connections the broker holds at most: `configured`, or fewer when the open-files limit
+/// would run out first (two descriptors a connection). Past it a device is closed at once and
+/// retries, instead of the broker failing to accept, or to reach a server, for want of a
+/// descriptor.
+fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
+    let Some(limit) = open_files else {
+        return configured;
+    };
+    let fit = usize::try_from(limit.saturating_sub(RESERVED_FDS) / 2).unwrap_or(usize::MAX);
+    if fit < configured {
+        tracing::warn!(
+            configured,
+            open_files_limit = limit,
+            max_connections = fit.max(1),
+            "the open-files limit allows fewer connections than max_connections"
+        );
+    }
+    configured.min(fit).max(1)
+}
+
 fn admit(shared: &Arc<Shared>, device: TcpStream, peer: SocketAddr) {
     if !shared.limiter.allow(peer.ip(), Instant::now()) {
         shared
@@ -294,6 +317,15 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     use super::*;
+
+    #[test]
+    fn connections_are_capped_by_the_open_files_limit() {
+        // Two descriptors a connection, with room for the listeners and health checks.
+        assert_eq!(connection_cap(50_000, Some(20_000)), (20_000 - 128) / 2);
+        assert_eq!(connection_cap(100, Some(20_000)), 100);
+        assert_eq!(connection_cap(50_000, None), 50_000);
+        assert_eq!(connection_cap(50_000, Some(10)), 1);
+    }
 
     /// An echo server that uppercases nothing: it returns what it reads.
     async fn echo_server() -> SocketAddr {

@@ -191,6 +191,11 @@ impl ServerSet {
                     backend.set_up(true);
                     return Some((backend, stream));
                 }
+                Ok(Err(e)) if local_failure(&e) => {
+                    // Out of descriptors or memory here: says nothing about the server.
+                    tracing::warn!(server = %backend.addr, error = %e, "cannot open a connection to a server");
+                    return None;
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(server = %backend.addr, error = %e, "connect failed, trying the next server");
                 }
@@ -214,11 +219,12 @@ impl ServerSet {
             let mut checks = tokio::task::JoinSet::new();
             for backend in self.snapshot().iter().cloned() {
                 checks.spawn(async move {
-                    let ok = matches!(
-                        tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await,
-                        Ok(Ok(_))
-                    );
-                    backend.set_up(ok);
+                    match tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await {
+                        Ok(Ok(_)) => backend.set_up(true),
+                        // The check could not even be tried: the server keeps its state.
+                        Ok(Err(e)) if local_failure(&e) => {}
+                        _ => backend.set_up(false),
+                    }
                 });
             }
             while checks.join_next().await.is_some() {}
@@ -226,9 +232,26 @@ impl ServerSet {
     }
 }
 
+/// Whether a failed connect failed for want of a local resource (descriptors, buffers,
+/// memory) rather than because of the server.
+fn local_failure(e: &std::io::Error) -> bool {
+    // Linux: ENOMEM, ENFILE, EMFILE, ENOBUFS.
+    matches!(e.raw_os_error(), Some(12 | 23 | 24 | 105))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_is_not_the_servers_fault() {
+        assert!(local_failure(&std::io::Error::from_raw_os_error(24)));
+        assert!(local_failure(&std::io::Error::from_raw_os_error(23)));
+        assert!(!local_failure(&std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused
+        )));
+        assert!(!local_failure(&std::io::Error::from_raw_os_error(111)));
+    }
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))

@@ -125,6 +125,16 @@ pub(crate) async fn report_job_result_in<C: ConnectionTrait>(
         .one(tx)
         .await?
         .ok_or_else(|| DbError::NotFound(format!("job {job_id} of this device")))?;
+    let outcome = if success {
+        JobState::Done
+    } else {
+        JobState::Failed
+    };
+    if j.state == outcome.as_str() && j.result == message {
+        // A device repeating its report because the answer to the first one was lost:
+        // already recorded, nothing changes.
+        return Ok(());
+    }
     if j.state != JobState::Sent.as_str() {
         return Err(DbError::Conflict(format!(
             "job {job_id} is {}, not sent: only a fetched job can be reported",
@@ -132,13 +142,7 @@ pub(crate) async fn report_job_result_in<C: ConnectionTrait>(
         )));
     }
     let mut am: job::ActiveModel = j.into();
-    am.state = Set(if success {
-        JobState::Done
-    } else {
-        JobState::Failed
-    }
-    .as_str()
-    .to_owned());
+    am.state = Set(outcome.as_str().to_owned());
     am.finished_at = Set(Some(at));
     am.result = Set(message.to_owned());
     am.update(tx).await?;

@@ -545,6 +545,11 @@ async fn jobs_are_handed_out_once_and_reported_by_their_device(backend: &str) {
         .expect("list");
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].result, "disk full");
+    // The same report again, as a device retries when the answer to the first was lost: it
+    // changes nothing and is not refused. A different outcome is.
+    db.report_job_result(a, ids[0], false, "disk full")
+        .await
+        .expect("the same report again");
     assert!(matches!(
         db.report_job_result(a, ids[0], true, "").await,
         Err(DbError::Conflict(_))

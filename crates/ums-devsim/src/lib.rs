@@ -48,10 +48,20 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// the IP address entries of the certificate. A plain `http://` address opens an unencrypted
 /// channel, which is only meant for tests.
 fn endpoint(addr: &str, ca_pem: &[u8]) -> anyhow::Result<Endpoint> {
+    endpoint_with(addr, ca_pem, CONNECT_TIMEOUT, CALL_TIMEOUT)
+}
+
+/// [`endpoint`] with the given connect and call timeouts.
+fn endpoint_with(
+    addr: &str,
+    ca_pem: &[u8],
+    connect_timeout: Duration,
+    call_timeout: Duration,
+) -> anyhow::Result<Endpoint> {
     let endpoint = Endpoint::from_shared(addr.to_owned())
         .with_context(|| format!("invalid server address {addr:?}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
+        .connect_timeout(connect_timeout)
+        .timeout(call_timeout);
     if addr.starts_with("http://") {
         return Ok(endpoint);
     }
@@ -154,6 +164,21 @@ impl DeviceClient {
         let channels = addresses(addr)
             .into_iter()
             .map(|a| Ok(endpoint(a, ca_pem)?.connect_lazy()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self::from_failover(Failover::new(channels)))
+    }
+
+    /// Like [`DeviceClient::connect_lazy`], giving up on a connection attempt or a call after
+    /// `timeout` (instead of 10 s and 30 s): a call that times out moves the device on to its
+    /// next address, as one that cannot connect does.
+    pub fn connect_lazy_with_timeout(
+        addr: &str,
+        ca_pem: &[u8],
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let channels = addresses(addr)
+            .into_iter()
+            .map(|a| Ok(endpoint_with(a, ca_pem, timeout, timeout)?.connect_lazy()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self::from_failover(Failover::new(channels)))
     }
@@ -336,6 +361,10 @@ pub struct SimConfig {
     pub prefix: String,
     /// Check-ins per device after registering.
     pub checkins: usize,
+    /// Times a device whose registration failed (refused, reset, timed out) tries again, on a
+    /// new connection after a random wait of up to a second per try so far, as devices
+    /// back off.
+    pub retries: usize,
 }
 
 impl SimConfig {
@@ -349,6 +378,7 @@ impl SimConfig {
             concurrency: 64,
             prefix: random_prefix(),
             checkins: 1,
+            retries: 0,
         }
     }
 }
@@ -397,6 +427,12 @@ pub struct Report {
     pub errors: usize,
     /// The first distinct error messages.
     pub error_samples: Vec<String>,
+    /// Registrations tried again after a failure (see [`SimConfig::retries`]).
+    pub retries: u64,
+    /// Devices that registered only after one or more retries.
+    pub ok_after_retry: usize,
+    /// The first distinct errors that were retried (what a refused device was told).
+    pub retried_error_samples: Vec<String>,
     /// Wall time of the run, in seconds.
     pub elapsed_s: f64,
     /// Successful register and check-in calls.
@@ -417,6 +453,8 @@ pub struct Report {
 #[derive(Default)]
 struct DeviceRun {
     register: Option<u64>,
+    /// Errors of the registrations that were tried again.
+    retried: Vec<String>,
     checkins: Vec<u64>,
     settings: Option<u64>,
     total: Option<u64>,
@@ -429,28 +467,47 @@ fn micros(since: Instant) -> u64 {
 
 /// Simulates one device: register, `checkins` check-ins, and one settings download after the
 /// first check-in when the server reports changed settings.
-async fn simulate_device(addr: &str, ca_pem: &[u8], unit_id: String, checkins: usize) -> DeviceRun {
+async fn simulate_device(
+    addr: &str,
+    ca_pem: &[u8],
+    unit_id: String,
+    checkins: usize,
+    retries: usize,
+) -> DeviceRun {
     let mut run = DeviceRun::default();
-    let mut client = match DeviceClient::connect_lazy(addr, ca_pem) {
-        Ok(client) => client,
-        Err(err) => {
-            run.error = Some(format!("connect: {err:#}"));
-            return run;
-        }
-    };
+    let secret = rand::random::<[u8; 32]>().to_vec();
     let started = Instant::now();
-
-    let t = Instant::now();
-    let mut revision = match client.register(&unit_id, &unit_id).await {
-        Ok(_) => {
-            run.register = Some(micros(t));
-            0
-        }
-        Err(status) => {
-            run.error = Some(describe("register", &status));
-            return run;
+    let mut attempt = 0;
+    let mut client = loop {
+        let mut client = match DeviceClient::connect_lazy(addr, ca_pem) {
+            Ok(client) => client,
+            Err(err) => {
+                run.error = Some(format!("connect: {err:#}"));
+                return run;
+            }
+        };
+        // The same secret on every try: a registration whose answer was lost is answered
+        // again with the same device.
+        client.set_secret(secret.clone());
+        let t = Instant::now();
+        match client.register(&unit_id, &unit_id).await {
+            Ok(_) => {
+                run.register = Some(micros(t));
+                break client;
+            }
+            Err(status) if attempt < retries => {
+                run.retried.push(describe("register", &status));
+                attempt += 1;
+                let ms = rand::random::<u64>() % (1000 * attempt as u64) + 1;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Err(status) => {
+                run.error = Some(describe("register", &status));
+                return run;
+            }
         }
     };
+    let mut revision = 0;
 
     for i in 0..checkins {
         let t = Instant::now();
@@ -521,6 +578,17 @@ impl Tally {
         }
         if let Some(us) = run.total {
             self.total.saturating_record(us.max(1));
+        }
+        self.report.retries += run.retried.len() as u64;
+        if run.error.is_none() && !run.retried.is_empty() {
+            self.report.ok_after_retry += 1;
+        }
+        for e in run.retried {
+            if self.report.retried_error_samples.len() < ERROR_SAMPLES
+                && !self.report.retried_error_samples.contains(&e)
+            {
+                self.report.retried_error_samples.push(e);
+            }
         }
         match run.error {
             None => self.report.ok += 1,
@@ -604,8 +672,10 @@ pub async fn run(
         let unit_id = format!("{}-{i:08}", cfg.prefix);
         let addr = addr.clone();
         let ca_pem = ca_pem.clone();
-        let checkins = cfg.checkins;
-        tasks.spawn(async move { simulate_device(&addr, &ca_pem, unit_id, checkins).await });
+        let (checkins, retries) = (cfg.checkins, cfg.retries);
+        tasks.spawn(
+            async move { simulate_device(&addr, &ca_pem, unit_id, checkins, retries).await },
+        );
     }
     while let Some(joined) = tasks.join_next().await {
         finished(&mut tally, joined);

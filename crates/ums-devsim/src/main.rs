@@ -37,6 +37,10 @@ struct Args {
     /// Check-ins per device after registering.
     #[arg(long, value_name = "K", default_value_t = 1)]
     checkins: usize,
+    /// Times a device whose registration failed tries again, on a new connection after a
+    /// random wait (up to a second per try so far); retries are counted in the report.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    retries: usize,
     /// Print the report as one JSON line on stdout, and no progress bar.
     #[arg(long)]
     json: bool,
@@ -72,6 +76,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     cfg.devices = args.devices;
     cfg.concurrency = args.concurrency;
     cfg.checkins = args.checkins;
+    cfg.retries = args.retries;
     if let Some(prefix) = args.prefix {
         cfg.prefix = prefix;
     }
@@ -171,6 +176,12 @@ fn human(report: &Report, prefix: &str) -> String {
     ));
     out.push_str(&format!("ok         {}\n", report.ok));
     out.push_str(&format!("errors     {}\n", report.errors));
+    if report.retries > 0 {
+        out.push_str(&format!(
+            "retries    {} ({} devices registered after a retry)\n",
+            report.retries, report.ok_after_retry
+        ));
+    }
     out.push_str(&format!("elapsed    {:.2} s\n", report.elapsed_s));
     out.push_str(&format!(
         "throughput {:.1} ops/s ({} register and check-in calls)\n",

@@ -148,6 +148,7 @@ where
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -172,6 +173,34 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// Raises the soft limit of open files to the hard limit: every device connection is a
+/// descriptor (two in a broker), and the usual soft limit of 1024 would refuse a storm of
+/// devices long before memory or CPU run out. Returns the limits before and after.
+pub fn raise_open_files_limit() -> Option<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft >= hard {
+        return Some((soft, soft));
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::debug!(from = soft, to = hard, "raised the open files limit");
+            Some((soft, hard))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, soft, hard, "could not raise the open files limit");
+            Some((soft, soft))
+        }
+    }
+}
+
+/// The soft limit of open files of this process.
+pub fn open_files_limit() -> Option<u64> {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
 }
 
 /// Unblocks SIGINT and SIGTERM in the calling thread, and so in the threads it starts later.
@@ -305,6 +334,18 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        use nix::sys::resource::{Resource, getrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        let (_, now) = raise_open_files_limit().expect("limits");
+        assert_eq!(now, hard);
+        assert_eq!(
+            getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit").0,
+            hard
+        );
+    }
 
     #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
     #[serde(default)]

@@ -650,7 +650,7 @@ fn psql(server: &ServerAddr, database: &str, sql: &str) -> anyhow::Result<String
     loop {
         attempt += 1;
         let mut cmd = Command::new(&psql);
-        cmd.args(["-X", "-q", "-h", &server.host])
+        cmd.args(["-X", "-q", "-A", "-t", "-h", &server.host])
             .args(["-p", &server.port.to_string()])
             .args(["-U", &server.user, "-d", database])
             .args(["-v", "ON_ERROR_STOP=1", "-c", sql])

@@ -42,9 +42,9 @@ pub struct BrokerArgs {
 }
 
 /// A proxy process under test.
-struct Proxy {
-    child: ChildGuard,
-    addr: SocketAddr,
+pub(super) struct Proxy {
+    pub child: ChildGuard,
+    pub addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -223,7 +223,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
 }
 
 /// Raises the open-files limit as far as allowed; returns the soft limit in effect.
-fn raise_nofile() -> u64 {
+pub(super) fn raise_nofile() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     const WANT: u64 = 65_536;
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
@@ -250,7 +250,7 @@ fn rss_kb(pid: u32) -> Option<u64> {
 
 /// A KiB figure of /proc/<pid>/status: `VmRSS:`, `RssAnon:` (heap and stacks), `RssFile:` (the
 /// mapped binary and libraries).
-fn status_kb(pid: u32, key: &str) -> Option<u64> {
+pub(super) fn status_kb(pid: u32, key: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -278,14 +278,18 @@ fn wait_listening(child: &mut ChildGuard, addr: SocketAddr, log: &Path) -> anyho
 }
 
 fn start_broker(server: SocketAddr) -> anyhow::Result<Proxy> {
+    start_broker_bin(&super::release_bin("ums-broker"), server)
+}
+
+/// Starts the broker binary `bin` on a free port in front of `server`.
+pub(super) fn start_broker_bin(bin: &Path, server: SocketAddr) -> anyhow::Result<Proxy> {
     let dir = tempfile::Builder::new()
         .prefix("ums-bench-broker-")
         .tempdir()?;
     let addr = free_addr();
     let log = dir.path().join("broker.log");
     let log_file = fs::File::create(&log)?;
-    let bin = super::release_bin("ums-broker");
-    let mut cmd = Command::new(&bin);
+    let mut cmd = Command::new(bin);
     cmd.env("UMS_LISTEN", addr.to_string())
         .env("UMS_SERVERS", server.to_string())
         .env("UMS_METRICS__LISTEN", free_addr().to_string())

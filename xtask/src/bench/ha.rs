@@ -10,7 +10,6 @@
 //!   every server holds a verified copy.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use ums_testkit::Postgres;
 
-use super::Server;
+use super::{Ctl, Server};
 use crate::util::{self, step};
 
 /// Arguments of `cargo xtask bench ha`.
@@ -38,79 +37,6 @@ pub struct HaArgs {
     /// Size of the replicated file in MiB.
     #[arg(long, default_value_t = 64)]
     file_mib: u64,
-}
-
-/// `umsctl` with its own configuration file, logged in to one server.
-struct Ctl {
-    config: PathBuf,
-}
-
-impl Ctl {
-    fn login(dir: &Path, server: &Server, password: &str) -> anyhow::Result<Ctl> {
-        let ctl = Ctl {
-            config: dir.join(format!("umsctl-{}.toml", server.admin_addr.port())),
-        };
-        let ca = server.data_dir().join("tls/ca.pem");
-        let out = ctl
-            .command()
-            .args([
-                "init",
-                "--server",
-                &format!("https://{}", server.admin_addr),
-            ])
-            .arg("--ca")
-            .arg(&ca)
-            .args(["--user", "admin"])
-            .env("UMS_PASSWORD", password)
-            .output()
-            .context("run umsctl init")?;
-        if !out.status.success() {
-            bail!(
-                "umsctl init failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(ctl)
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(super::release_bin("umsctl"));
-        cmd.arg("--config").arg(&self.config).stdin(Stdio::null());
-        cmd
-    }
-
-    fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
-        let out = self
-            .command()
-            .arg("--json")
-            .args(args)
-            .output()
-            .context("run umsctl")?;
-        if !out.status.success() {
-            bail!(
-                "umsctl {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        serde_json::from_slice(&out.stdout).with_context(|| format!("umsctl {args:?}: not json"))
-    }
-
-    /// The scheduler's holder and the running servers.
-    fn registry(&self) -> anyhow::Result<(Option<String>, Vec<String>)> {
-        let list = self.json(&["network", "list"])?;
-        let ps = list["processes"].as_array().cloned().unwrap_or_default();
-        let holder = ps
-            .iter()
-            .find(|p| p["scheduler"] == true)
-            .and_then(|p| p["id"].as_str())
-            .map(str::to_owned);
-        let running = ps
-            .iter()
-            .filter(|p| p["kind"] == "server" && p["status"] == "running")
-            .filter_map(|p| p["id"].as_str().map(str::to_owned))
-            .collect();
-        Ok((holder, running))
-    }
 }
 
 /// A device checking in every 2 ms, with its output lines on a channel.
@@ -230,7 +156,7 @@ pub fn run(args: HaArgs) -> anyhow::Result<()> {
         .context("admin password")?;
     let ctls = servers
         .iter()
-        .map(|s| Ctl::login(work.path(), s, password.trim()))
+        .map(|s| Ctl::login_server(work.path(), s, password.trim()))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     // Event propagation.

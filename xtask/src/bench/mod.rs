@@ -6,6 +6,7 @@
 mod broker;
 mod ha;
 mod herd;
+mod storm;
 mod swp;
 
 use std::fs;
@@ -40,6 +41,10 @@ enum Bench {
     /// Shared Workplace logins through a server and swp-auth against a real slapd: logins per
     /// second and p99 login-to-settings latency.
     Swp(swp::SwpArgs),
+    /// A connection storm: N devices (20,000 by default) connecting at once through one broker
+    /// to one server; refused devices retry. Peak memory and descriptors, registrations at
+    /// once and after retries.
+    Storm(storm::StormArgs),
 }
 
 /// Runs `cargo xtask bench`.
@@ -49,6 +54,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Bench::Broker(a) => broker::run(a),
         Bench::Ha(a) => ha::run(a),
         Bench::Swp(a) => swp::run(a),
+        Bench::Storm(a) => storm::run(a),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -130,10 +136,21 @@ pub struct Server {
     pub admin_addr: SocketAddr,
     log: PathBuf,
     env: Vec<(String, String)>,
+    bin: PathBuf,
     data: tempfile::TempDir,
 }
 
 impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the server process still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// CPU seconds (user + system) the server process has used so far, from /proc.
     pub fn cpu_seconds(&self) -> Option<f64> {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
@@ -158,6 +175,16 @@ impl Server {
     /// Starts a server with extra `UMS_` variables; with `token`, the network token is written
     /// to the data directory first so the server joins that network.
     pub fn start_with(
+        database_url: Option<&str>,
+        env: &[(&str, &str)],
+        token: Option<&str>,
+    ) -> anyhow::Result<Server> {
+        Self::start_from(&release_bin("ums-server"), database_url, env, token)
+    }
+
+    /// Like [`Server::start_with`], running the `ums-server` binary `bin`.
+    pub fn start_from(
+        bin: &Path,
         database_url: Option<&str>,
         env: &[(&str, &str)],
         token: Option<&str>,
@@ -188,13 +215,14 @@ impl Server {
         }
         all_env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let log = data.path().join("server.log");
-        let child = spawn_server(&all_env, &log)?;
+        let child = spawn_server(bin, &all_env, &log)?;
         let mut server = Server {
             child,
             device_addr,
             admin_addr,
             log,
             env: all_env,
+            bin: bin.to_path_buf(),
             data,
         };
         server
@@ -212,7 +240,7 @@ impl Server {
 
     /// Starts the server again in its data directory on its ports.
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        self.child = spawn_server(&self.env, &self.log)?;
+        self.child = spawn_server(&self.bin, &self.env, &self.log)?;
         self.wait_ready(Duration::from_secs(60))
     }
 
@@ -273,14 +301,13 @@ impl Server {
     }
 }
 
-fn spawn_server(env: &[(String, String)], log: &Path) -> anyhow::Result<ChildGuard> {
+fn spawn_server(bin: &Path, env: &[(String, String)], log: &Path) -> anyhow::Result<ChildGuard> {
     let log_file = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("could not open {}", log.display()))?;
-    let bin = release_bin("ums-server");
-    let mut cmd = Command::new(&bin);
+    let mut cmd = Command::new(bin);
     cmd.arg("run")
         .env_remove("UMS_DATABASE_URL")
         .stdin(Stdio::null())
@@ -392,4 +419,97 @@ pub fn ensure_exists(path: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `umsctl` with its own configuration file, logged in to one server's admin API.
+pub struct Ctl {
+    config: PathBuf,
+    bin: PathBuf,
+}
+
+impl Ctl {
+    /// Logs in to the release server `server` as `admin`.
+    pub fn login_server(dir: &Path, server: &Server, password: &str) -> anyhow::Result<Ctl> {
+        Self::login(
+            dir,
+            &release_bin("umsctl"),
+            &format!("https://{}", server.admin_addr),
+            &server.data_dir().join("tls/ca.pem"),
+            password,
+        )
+    }
+
+    /// Logs in with the `umsctl` binary `bin` to the admin API at `url`, trusting `ca`.
+    pub fn login(
+        dir: &Path,
+        bin: &Path,
+        url: &str,
+        ca: &Path,
+        password: &str,
+    ) -> anyhow::Result<Ctl> {
+        let name: String = url
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let ctl = Ctl {
+            config: dir.join(format!("umsctl-{name}.toml")),
+            bin: bin.to_path_buf(),
+        };
+        let out = ctl
+            .command()
+            .args(["init", "--server", url])
+            .arg("--ca")
+            .arg(ca)
+            .args(["--user", "admin"])
+            .env("UMS_PASSWORD", password)
+            .output()
+            .context("run umsctl init")?;
+        if !out.status.success() {
+            bail!(
+                "umsctl init failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(ctl)
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--config").arg(&self.config).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `umsctl --json ARGS` and parses what it prints.
+    pub fn json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let out = self
+            .command()
+            .arg("--json")
+            .args(args)
+            .output()
+            .context("run umsctl")?;
+        if !out.status.success() {
+            bail!(
+                "umsctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| format!("umsctl {args:?}: not json"))
+    }
+
+    /// The scheduler's holder and the running servers.
+    pub fn registry(&self) -> anyhow::Result<(Option<String>, Vec<String>)> {
+        let list = self.json(&["network", "list"])?;
+        let ps = list["processes"].as_array().cloned().unwrap_or_default();
+        let holder = ps
+            .iter()
+            .find(|p| p["scheduler"] == true)
+            .and_then(|p| p["id"].as_str())
+            .map(str::to_owned);
+        let running = ps
+            .iter()
+            .filter(|p| p["kind"] == "server" && p["status"] == "running")
+            .filter_map(|p| p["id"].as_str().map(str::to_owned))
+            .collect();
+        Ok((holder, running))
+    }
 }
