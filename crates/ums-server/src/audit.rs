@@ -156,6 +156,7 @@ fn noun_of(action: &str) -> &'static str {
         ("SharedWorkplace", "device"),
         ("User", "user assignment"),
         ("Assign", "assignment"),
+        ("Update", "schema"),
     ];
     NOUNS
         .iter()

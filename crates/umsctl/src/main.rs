@@ -16,7 +16,7 @@ use crate::cli::{Cli, Command};
 use crate::client::Admin;
 use crate::commands::{
     admins, assignments, audit, bundle, devices, files, folders, jobs, login, network, profiles,
-    settings, swp, token,
+    settings, swp, token, update,
 };
 use crate::context::Context;
 
@@ -79,6 +79,7 @@ async fn dispatch(ctx: &Context, admin: &mut Admin, command: Command) -> anyhow:
         Command::Settings(command) => settings::run(json, admin, command).await,
         Command::Swp(command) => swp::run(json, admin, command).await,
         Command::Audit(args) => audit::run(json, admin, args).await,
+        Command::Update(command) => update::run(json, admin, command).await,
         Command::SupportBundle(args) => bundle::run(json, admin, args).await,
     }
 }

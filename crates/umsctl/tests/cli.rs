@@ -209,6 +209,10 @@ admin_service! {
         delete_swp_licence(DeleteSwpLicenceRequest) -> Empty;
         list_swp_sessions(ListSwpSessionsRequest) -> ListSwpSessionsResponse;
         end_swp_session(EndSwpSessionRequest) -> SwpSession;
+        update_status(UpdateStatusRequest) -> UpdateStatus;
+        update_plan(UpdatePlanRequest) -> UpdatePlan;
+        update_log(UpdateLogRequest) -> UpdateLogResponse;
+        update_apply(UpdateApplyRequest) -> UpdateApplyResponse;
 }
 
 /// Starts the fake admin API on its own runtime thread; returns its URL and CA PEM.

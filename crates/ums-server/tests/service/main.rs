@@ -11,3 +11,4 @@ mod monitor;
 mod network;
 mod server;
 mod swp;
+mod update;

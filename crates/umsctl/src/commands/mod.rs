@@ -15,6 +15,7 @@ pub mod profiles;
 pub mod settings;
 pub mod swp;
 pub mod token;
+pub mod update;
 
 use serde::Serialize;
 

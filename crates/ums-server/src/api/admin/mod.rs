@@ -17,6 +17,7 @@ pub mod login_guard;
 pub mod network;
 pub mod settings;
 pub mod swp;
+pub mod update;
 
 use std::sync::Arc;
 
@@ -266,6 +267,11 @@ admin_service! {
         "DeleteSwpLicence": "devices:write" delete_swp_licence(pb::DeleteSwpLicenceRequest) -> pb::Empty => swp::delete_licence;
         "ListSwpSessions": "devices:read" list_swp_sessions(pb::ListSwpSessionsRequest) -> pb::ListSwpSessionsResponse => swp::list_sessions;
         "EndSwpSession": "devices:write" end_swp_session(pb::EndSwpSessionRequest) -> pb::SwpSession => swp::end_session;
+
+        "UpdateStatus": "network:read" update_status(pb::UpdateStatusRequest) -> pb::UpdateStatus => update::status;
+        "UpdatePlan": "network:read" update_plan(pb::UpdatePlanRequest) -> pb::UpdatePlan => update::plan;
+        "UpdateLog": "network:read" update_log(pb::UpdateLogRequest) -> pb::UpdateLogResponse => update::log;
+        "UpdateApply": "network:write" update_apply(pb::UpdateApplyRequest) -> pb::UpdateApplyResponse => update::apply;
     }
     grpc_only {
         "UploadFile": "files:write" upload_file(tonic::Streaming<pb::UploadFileChunk>) -> pb::FileInfo => files::upload;
