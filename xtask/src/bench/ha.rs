@@ -41,12 +41,12 @@ pub struct HaArgs {
 }
 
 /// `umsctl` with its own configuration file, logged in to one server.
-struct Ctl {
+pub(super) struct Ctl {
     config: PathBuf,
 }
 
 impl Ctl {
-    fn login(dir: &Path, server: &Server, password: &str) -> anyhow::Result<Ctl> {
+    pub(super) fn login(dir: &Path, server: &Server, password: &str) -> anyhow::Result<Ctl> {
         let ctl = Ctl {
             config: dir.join(format!("umsctl-{}.toml", server.admin_addr.port())),
         };
@@ -79,7 +79,7 @@ impl Ctl {
         cmd
     }
 
-    fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
+    pub(super) fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
         let out = self
             .command()
             .arg("--json")
