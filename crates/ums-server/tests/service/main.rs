@@ -12,3 +12,4 @@ mod network;
 mod server;
 mod swp;
 mod update;
+mod version;
