@@ -47,6 +47,33 @@ async fn modes(url: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// `umsctl --json update status`, as an administrator follows the rollout.
+fn update_status(ctl: &crate::harness::Umsctl) -> serde_json::Value {
+    ctl.json(&["update", "status"])
+}
+
+fn text_of(v: &serde_json::Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_default().to_owned()
+}
+
+/// The history's step of version `v`: (phase, applied_by, applied_at_ms).
+fn history_step(
+    status: &serde_json::Value,
+    v: ums_db::SchemaVersion,
+) -> Option<(String, String, i64)> {
+    status["history"]
+        .as_array()?
+        .iter()
+        .find(|h| text_of(h, "version") == v.to_string())
+        .map(|h| {
+            (
+                text_of(h, "phase"),
+                text_of(h, "applied_by"),
+                h["applied_at_ms"].as_i64().unwrap_or(0),
+            )
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
     let url = ums_testkit::shared_database("e2e_upgrade").expect("postgres");
@@ -82,6 +109,18 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
     })
     .await;
     assert!(both.is_some(), "broker:\n{}", broker.log_text());
+    let ctl = a.umsctl();
+    let (a_id, b_id) = (a.process_id(), b.process_id());
+    let before = eventually(Duration::from_secs(10), || async {
+        let s = update_status(&ctl);
+        (text_of(&s, "summary") == "2 of 2 servers updated").then_some(s)
+    })
+    .await;
+    assert!(before.is_some(), "{:#}", update_status(&ctl));
+    assert_eq!(
+        text_of(&before.expect("status"), "schema_version"),
+        released.to_string()
+    );
 
     // Continuous device load through the broker for the whole rollout.
     let stop = Arc::new(AtomicBool::new(false));
@@ -132,6 +171,31 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
     })
     .await;
     assert!(mixed.is_some(), "registry: {:?}", modes(&url).await);
+    // `umsctl update status` shows the expand step applied by the first new server, one of
+    // two servers updated, and the contract step waiting for the old one.
+    let s = update_status(&ctl);
+    assert_eq!(text_of(&s, "schema_version"), expanded.to_string(), "{s:#}");
+    assert_eq!(
+        history_step(&s, expanded).map(|(p, by, _)| (p, by)),
+        Some(("expand".to_owned(), format!("server/{a_id}"))),
+        "{s:#}"
+    );
+    assert_eq!(text_of(&s, "summary"), "1 of 2 servers updated", "{s:#}");
+    let waits = s["pending"]
+        .as_array()
+        .and_then(|p| {
+            p.iter()
+                .find(|w| text_of(w, "version") == contracted.to_string())
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(text_of(&waits, "phase"), "contract", "{s:#}");
+    assert!(text_of(&waits, "waits_for").contains(&b_id), "{s:#}");
+    let table = ctl.ok(&["update", "status"]);
+    assert!(
+        table.contains("1 of 2 servers updated") && table.contains("pending steps"),
+        "{table}"
+    );
 
     // 2. The old b, restarted mid-rollout, comes back on the expanded schema.
     let b = b.restart(Some(&url), &HA_ENV);
@@ -148,6 +212,7 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
 
     // 3. b restarts as the next release: no old server is left, the contract step runs and
     //    every server returns to normal.
+    let last_old_stopped = ums_db::now_ms();
     let b = b.restart(Some(&url), &next_env());
     let normal = eventually(Duration::from_secs(20), || async {
         let m = modes(&url).await;
@@ -165,6 +230,55 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
         modes(&url).await,
         a.log_text(),
         b.log_text()
+    );
+    // The status shows the contract step, applied after the last old server left, and every
+    // server updated.
+    let done = eventually(Duration::from_secs(10), || async {
+        let s = update_status(&ctl);
+        (text_of(&s, "summary") == "2 of 2 servers updated" && s["in_progress"] != true)
+            .then_some(s)
+    })
+    .await;
+    assert!(done.is_some(), "{:#}", update_status(&ctl));
+    let s = done.expect("status");
+    assert_eq!(
+        text_of(&s, "schema_version"),
+        contracted.to_string(),
+        "{s:#}"
+    );
+    let (phase, by, at) = history_step(&s, contracted).expect("the contract step");
+    assert_eq!(phase, "contract", "{s:#}");
+    assert!(
+        by == format!("server/{a_id}") || by == format!("server/{b_id}"),
+        "{s:#}"
+    );
+    assert!(
+        at >= last_old_stopped,
+        "contract at {at}, last old server stopped at {last_old_stopped}"
+    );
+    assert!(
+        s["pending"].as_array().is_none_or(|p| p.is_empty()),
+        "{s:#}"
+    );
+    let servers: Vec<&serde_json::Value> = s["processes"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .filter(|p| text_of(p, "kind") == "server" && text_of(p, "status") == "running")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(servers.len(), 2, "{s:#}");
+    assert!(
+        servers
+            .iter()
+            .all(|p| text_of(p, "mode") == "normal" && p["updated"] == true),
+        "{s:#}"
+    );
+    let log = ctl.ok(&["update", "log"]);
+    assert!(
+        log.contains("contract-waits") && log.contains("contract"),
+        "{log}"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);

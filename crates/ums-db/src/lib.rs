@@ -63,7 +63,7 @@ pub enum DbError {
 
 /// The schema facts of this build that the server reports (version range, binary name).
 pub mod schema {
-    pub use ums_migrations::{binary_version, latest, migrations, supported_range};
+    pub use ums_migrations::{UPDATE_SERVICE, binary_version, latest, migrations, supported_range};
 }
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;

@@ -167,11 +167,16 @@ pub async fn load_or_join(dir: &Path, opts: &JoinOptions) -> Result<NodeIdentity
 /// A lazily connected mutual-TLS channel to another component's internal port (`host:port`).
 pub fn internal_channel(identity: &NodeIdentity, addr: &str) -> Result<Channel, JoinError> {
     let config = identity.mtls_client_config(&[b"h2"])?;
+    let unreachable = |message: String| JoinError::Unreachable {
+        server: addr.to_owned(),
+        message,
+    };
+    // The server checks the release a component announces (`ums_proto::version`).
+    let announce = ums_proto::version::announce(identity.kind.as_str());
     Ok(endpoint(addr)
-        .map_err(|message| JoinError::Unreachable {
-            server: addr.to_owned(),
-            message,
-        })?
+        .map_err(unreachable)?
+        .user_agent(announce)
+        .map_err(|e| unreachable(e.to_string()))?
         .connect_with_connector_lazy(connector(config)))
 }
 

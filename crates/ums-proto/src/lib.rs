@@ -3,6 +3,8 @@
 //! Packages are versioned (`ums.device.v1`, `ums.admin.v1`, `ums.network.v1`); a breaking change
 //! gets a new package version, served beside the old one until devices have moved.
 
+pub mod version;
+
 pub mod device {
     pub mod v1 {
         tonic::include_proto!("ums.device.v1");

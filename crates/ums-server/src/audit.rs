@@ -158,6 +158,7 @@ fn noun_of(action: &str) -> &'static str {
         ("User", "user assignment"),
         ("Assign", "assignment"),
         ("Release", "release"),
+        ("Update", "schema"),
     ];
     NOUNS
         .iter()

@@ -230,6 +230,7 @@ pub async fn create_backup_with(
     tokio::fs::rename(&partial, &path)
         .await
         .with_context(|| format!("move the archive to {}", path.display()))?;
+    record_backup(url, &path, bytes, schema).await;
     Ok(BackupSummary {
         path,
         bytes,
@@ -239,6 +240,36 @@ pub async fn create_backup_with(
         schema_version: schema,
         taken_at,
     })
+}
+
+/// Records the backup in the update log, where `umsctl update plan` finds the most recent
+/// one. The archive is written whatever happens here: a failure to record is only logged.
+async fn record_backup(url: &str, path: &Path, bytes: u64, schema: SchemaVersion) {
+    if schema < ums_db::schema::UPDATE_SERVICE {
+        return;
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let detail = format!("{} ({bytes} bytes, schema {schema})", path.display());
+    let recorded = async {
+        let db = Db::connect(url).await?;
+        let done = db
+            .log_update_step(&format!("backup/{host}"), "backup", &detail, true)
+            .await;
+        db.close().await.ok();
+        done
+    }
+    .await;
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "could not record the backup in the update log");
+    }
 }
 
 /// The files the database holds (not deleted), each content once: (sha256, size).

@@ -341,37 +341,41 @@ pub async fn run(
         })
     };
     let admin_router = api::counted(
-        tonic::service::Routes::new(AdminServiceServer::from_arc(admin.clone()))
-            .add_service(network_service())
-            .add_service(JoinServiceServer::new(api::join::JoinApi {
-                state: state.clone(),
-            }))
-            .add_service(reflection(&[
-                "ums.admin.v1.AdminService",
-                "ums.network.v1.NetworkService",
-                "ums.network.v1.JoinService",
-            ])?)
-            .into_axum_router()
-            .merge(api::json::router(admin.clone()))
-            .merge(api::web::router(admin))
-            // Replaces tonic's fallback, which answers every unknown path with a gRPC status in
-            // an HTTP 200.
-            .fallback(api::json::fallback),
+        api::version_checked(
+            tonic::service::Routes::new(AdminServiceServer::from_arc(admin.clone()))
+                .add_service(network_service())
+                .add_service(JoinServiceServer::new(api::join::JoinApi {
+                    state: state.clone(),
+                }))
+                .add_service(reflection(&[
+                    "ums.admin.v1.AdminService",
+                    "ums.network.v1.NetworkService",
+                    "ums.network.v1.JoinService",
+                ])?)
+                .into_axum_router()
+                .merge(api::json::router(admin.clone()))
+                .merge(api::web::router(admin))
+                // Replaces tonic's fallback, which answers every unknown path with a gRPC status in
+                // an HTTP 200.
+                .fallback(api::json::fallback),
+        ),
         &state,
         "admin",
     );
     let internal_router = api::counted(
-        tonic::service::Routes::new(network_service())
-            .add_service(ums_network::diagnostics::service(
-                &state.network.process_id,
-                ums_tls::ComponentKind::Server,
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .add_service(reflection(&[
-                "ums.network.v1.NetworkService",
-                "ums.network.v1.DiagnosticsService",
-            ])?)
-            .into_axum_router(),
+        api::version_checked(
+            tonic::service::Routes::new(network_service())
+                .add_service(ums_network::diagnostics::service(
+                    &state.network.process_id,
+                    ums_tls::ComponentKind::Server,
+                    env!("CARGO_PKG_VERSION"),
+                ))
+                .add_service(reflection(&[
+                    "ums.network.v1.NetworkService",
+                    "ums.network.v1.DiagnosticsService",
+                ])?)
+                .into_axum_router(),
+        ),
         &state,
         "internal",
     );

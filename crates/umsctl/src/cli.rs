@@ -109,9 +109,10 @@ pub enum Command {
     /// Shared Workplace: directories, profiles for users, groups and OUs, device licences.
     #[command(subcommand)]
     Swp(crate::commands::swp::SwpCommand),
-    /// Schema updates: end update mode on a server that did not reconnect.
+    /// Schema updates across the network: `status` of a rollout, the pre-flight `plan`, the
+    /// `log` of recorded steps, and `apply` to run the steps that wait.
     #[command(subcommand)]
-    Update(crate::commands::update_mode::UpdateCommand),
+    Update(crate::commands::update::UpdateCommand),
     /// The audit log: administrators' changes (who, when, what, from where), newest first.
     Audit(crate::commands::audit::AuditArgs),
     /// Write a support bundle: one .tar.gz with the network check's report (text, JSON, HTML)

@@ -13,10 +13,12 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 use ums_proto::admin::v1::admin_service_client::AdminServiceClient;
 
-/// Adds `authorization: Bearer <token>` to every call.
+/// Adds `authorization: Bearer <token>` and this release's `x-ums-version` to every call, so
+/// a server of a release that does not serve this umsctl says so, naming both versions.
 #[derive(Clone)]
 pub struct Auth {
     header: Option<AsciiMetadataValue>,
+    version: AsciiMetadataValue,
 }
 
 impl Interceptor for Auth {
@@ -26,6 +28,9 @@ impl Interceptor for Auth {
                 .metadata_mut()
                 .insert("authorization", header.clone());
         }
+        request
+            .metadata_mut()
+            .insert(ums_proto::version::HEADER, self.version.clone());
         Ok(request)
     }
 }
@@ -58,9 +63,11 @@ pub async fn connect(server: &str, ca: &Path, token: Option<&str>) -> anyhow::Re
         .connect()
         .await
         .map_err(|err| anyhow::anyhow!("cannot connect to {server}: {}", chain(&err)))?;
+    let version = MetadataValue::try_from(ums_proto::version::announce("umsctl"))
+        .context("this build's version is not a valid header")?;
     Ok(AdminServiceClient::with_interceptor(
         channel,
-        Auth { header },
+        Auth { header, version },
     ))
 }
 

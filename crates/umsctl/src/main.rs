@@ -16,7 +16,7 @@ use crate::cli::{Cli, Command};
 use crate::client::Admin;
 use crate::commands::{
     admins, assignments, audit, bundle, devices, files, folders, jobs, login, network, profiles,
-    release, settings, swp, token, update_mode,
+    release, settings, swp, token, update,
 };
 use crate::context::Context;
 
@@ -80,8 +80,8 @@ async fn dispatch(ctx: &Context, admin: &mut Admin, command: Command) -> anyhow:
         Command::Settings(command) => settings::run(json, admin, command).await,
         Command::Swp(command) => swp::run(json, admin, command).await,
         Command::Audit(args) => audit::run(json, admin, args).await,
+        Command::Update(command) => update::run(json, admin, command).await,
         Command::SupportBundle(args) => bundle::run(json, admin, args).await,
-        Command::Update(command) => update_mode::run(json, admin, command).await,
         Command::Release(command) => release::run(json, admin, command).await,
     }
 }

@@ -213,6 +213,10 @@ admin_service! {
         upload_release(UploadReleaseRequest) -> UploadReleaseResponse;
         release_status(ReleaseStatusRequest) -> ReleaseStatusResponse;
         release_log(ReleaseLogRequest) -> ReleaseLogResponse;
+        update_status(UpdateStatusRequest) -> UpdateStatus;
+        update_plan(UpdatePlanRequest) -> UpdatePlan;
+        update_log(UpdateLogRequest) -> UpdateLogResponse;
+        update_apply(UpdateApplyRequest) -> UpdateApplyResponse;
 }
 
 /// Starts the fake admin API on its own runtime thread; returns its URL and CA PEM.

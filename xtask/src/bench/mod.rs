@@ -8,6 +8,7 @@ mod ha;
 mod herd;
 mod storm;
 mod swp;
+mod upgrade;
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -45,6 +46,10 @@ enum Bench {
     /// to one server; refused devices retry. Peak memory and descriptors, registrations at
     /// once and after retries.
     Storm(storm::StormArgs),
+    /// A rolling upgrade of a PostgreSQL network (3 servers, 2 brokers) to the test-only next
+    /// release under continuous device load: device requests served and failed, the rollout's
+    /// duration, each server's restart gap.
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 /// Runs `cargo xtask bench`.
@@ -55,6 +60,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Bench::Ha(a) => ha::run(a),
         Bench::Swp(a) => swp::run(a),
         Bench::Storm(a) => storm::run(a),
+        Bench::Upgrade(a) => upgrade::run(a),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -242,6 +248,21 @@ impl Server {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.child = spawn_server(&self.bin, &self.env, &self.log)?;
         self.wait_ready(Duration::from_secs(60))
+    }
+
+    /// Stops the server as an administrator does: SIGTERM, so it drains (SIGKILL after 5 s).
+    pub fn stop_gracefully(&mut self) {
+        self.child.stop();
+    }
+
+    /// Starts the server again in its data directory on its ports with more variables, e.g.
+    /// as another release; they stay for later restarts.
+    pub fn restart_with(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        for (k, v) in env {
+            self.env.retain(|(key, _)| key != k);
+            self.env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        self.restart()
     }
 
     /// The server's data directory.

@@ -17,6 +17,54 @@ use axum::response::Response;
 
 use crate::state::AppState;
 
+/// Refuses a client that announces a release this server does not serve (`x-ums-version`, or
+/// a user agent that starts with the announcement), with a message naming both versions. A
+/// client that announces nothing is served.
+pub fn version_checked(router: axum::Router) -> axum::Router {
+    router.layer(axum::middleware::from_fn(version_guard))
+}
+
+async fn version_guard(request: Request, next: Next) -> Response {
+    use ums_proto::version;
+    let headers = request.headers();
+    let announced = match headers.get(version::HEADER) {
+        Some(v) => Some(
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| format!("`{}` is not text", version::HEADER)),
+        ),
+        None => headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .filter(|ua| ua.contains(" protocol="))
+            .map(|ua| Ok(ua.to_owned())),
+    };
+    let Some(announced) = announced else {
+        return next.run(request).await;
+    };
+    let verdict = announced
+        .and_then(|text| version::parse(&text))
+        .and_then(|client| version::check(&client, "server"));
+    let Err(message) = verdict else {
+        return next.run(request).await;
+    };
+    tracing::warn!(%message, "refused a client of another version");
+    let grpc = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let status = tonic::Status::from(crate::error::ApiError::FailedPrecondition(message));
+        let (parts, ()) = status.into_http::<()>().into_parts();
+        return Response::from_parts(parts, axum::body::Body::empty());
+    }
+    let code = tonic::Code::FailedPrecondition;
+    axum::response::IntoResponse::into_response((
+        crate::error::http_status(code),
+        axum::Json(serde_json::json!({ "error": message, "code": "failed_precondition" })),
+    ))
+}
+
 /// Counts every request of `router` in the server's metrics: by port (`api`), method and
 /// status, and its latency up to the response's headers (the whole call for unary gRPC).
 pub fn counted(router: axum::Router, state: &Arc<AppState>, api: &'static str) -> axum::Router {

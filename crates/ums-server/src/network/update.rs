@@ -108,6 +108,155 @@ pub fn versions_mixed(rows: &[ProcessRow], now: i64, silent: Duration) -> bool {
     maxes.any(|m| m != first)
 }
 
+/// Whether `r` is a server running now (status not stopped, heartbeat within `silent`).
+pub fn running_server(r: &ProcessRow, now: i64, silent: Duration) -> bool {
+    r.kind == "server"
+        && r.status != "stopped"
+        && now - r.last_heartbeat <= silent.as_millis() as i64
+}
+
+/// How binaries compare: the newest schema they run on, then the numbers of the version
+/// (`0.10.0` after `0.9.1`), then the version's text (a build tag after none).
+fn binary_key(r: &ProcessRow) -> (Option<SchemaVersion>, Vec<u64>, &str) {
+    let numbers = r
+        .version
+        .split(['+', '-'])
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .map(|n| n.parse::<u64>().unwrap_or(0))
+        .collect();
+    (
+        r.schema_max.as_deref().and_then(|v| v.parse().ok()),
+        numbers,
+        r.version.as_str(),
+    )
+}
+
+/// How far a rollout is: the newest binary among the running servers, and which of them run
+/// it (`updated[i]` for `rows[i]`; false for every process that is not a running server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    pub newest: String,
+    pub updated: Vec<bool>,
+    pub servers_updated: usize,
+    pub servers_running: usize,
+}
+
+impl Rollout {
+    /// "2 of 3 servers updated".
+    pub fn summary(&self) -> String {
+        format!(
+            "{} of {} servers updated",
+            self.servers_updated, self.servers_running
+        )
+    }
+}
+
+/// Reads the rollout off the registry.
+pub fn rollout(rows: &[ProcessRow], now: i64, silent: Duration) -> Rollout {
+    let newest = rows
+        .iter()
+        .filter(|r| running_server(r, now, silent))
+        .max_by(|a, b| binary_key(a).cmp(&binary_key(b)));
+    let newest_key = newest.map(binary_key);
+    let updated: Vec<bool> = rows
+        .iter()
+        .map(|r| running_server(r, now, silent) && Some(binary_key(r)) == newest_key)
+        .collect();
+    Rollout {
+        newest: newest.map(|r| r.version.clone()).unwrap_or_default(),
+        servers_updated: updated.iter().filter(|u| **u).count(),
+        servers_running: rows
+            .iter()
+            .filter(|r| running_server(r, now, silent))
+            .count(),
+        updated,
+    }
+}
+
+/// A step this build knows that the database lacks, and what holds it back ("" if nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub version: SchemaVersion,
+    pub name: String,
+    pub phase: String,
+    pub waits_for: String,
+}
+
+/// The steps that wait: those this build knows beyond `current`, each with what holds it back
+/// (an earlier step, the servers that need the older schema, the servers still running beside
+/// a major step), then the newer schemas only other running servers know.
+pub fn waiting(
+    rows: &[ProcessRow],
+    now: i64,
+    silent: Duration,
+    own_id: &str,
+    current: Option<SchemaVersion>,
+) -> Vec<Waiting> {
+    let mut out: Vec<Waiting> = Vec::new();
+    let mut at = current;
+    for m in ums_db::schema::migrations() {
+        if current.is_some_and(|c| c >= m.version) {
+            continue;
+        }
+        let waits_for = if let Some(before) = out.first() {
+            format!("step {} before it", before.version)
+        } else if at.is_some_and(|a| m.version.major > a.major) {
+            let others = running_others(rows, now, silent, own_id);
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "a major step runs only on a server alone in the network; still running: {}",
+                    describe(&others)
+                )
+            }
+        } else if m.phase == ums_db::Phase::Contract {
+            let waiting = blockers(rows, now, CONTRACT_SETTLE, own_id, m.version);
+            if waiting.is_empty() {
+                String::new()
+            } else {
+                format!("servers that need the older schema: {}", describe(&waiting))
+            }
+        } else {
+            String::new()
+        };
+        out.push(Waiting {
+            version: m.version,
+            name: m.name.to_owned(),
+            phase: m.phase.as_str().to_owned(),
+            waits_for,
+        });
+        at = Some(m.version);
+    }
+    let known = ums_db::schema::latest().max(current.unwrap_or(ums_db::schema::latest()));
+    let mut newer: Vec<(SchemaVersion, &ProcessRow)> = rows
+        .iter()
+        .filter(|r| running_server(r, now, silent))
+        .filter_map(|r| Some((r.schema_max.as_deref()?.parse().ok()?, r)))
+        .filter(|(v, _)| *v > known)
+        .collect();
+    newer.sort_by_key(|(v, _)| *v);
+    if let Some((v, _)) = newer.last() {
+        let by: Vec<&ProcessRow> = newer
+            .iter()
+            .filter(|(w, _)| w == v)
+            .map(|(_, r)| *r)
+            .collect();
+        out.push(Waiting {
+            version: *v,
+            name: String::new(),
+            phase: "unknown".into(),
+            waits_for: format!(
+                "steps only newer servers know ({}); ask one of them for the details",
+                describe(&by)
+            ),
+        });
+    }
+    out
+}
+
 /// "server-2 (10.0.0.2, 0.3.0, schema up to 1.4)" for messages.
 pub fn describe(rows: &[&ProcessRow]) -> String {
     rows.iter()

@@ -12,3 +12,5 @@ mod network;
 mod release;
 mod server;
 mod swp;
+mod update;
+mod version;

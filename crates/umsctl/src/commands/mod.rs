@@ -16,6 +16,7 @@ pub mod release;
 pub mod settings;
 pub mod swp;
 pub mod token;
+pub mod update;
 pub mod update_mode;
 
 use serde::Serialize;

@@ -322,7 +322,7 @@ fn ms(us: i64) -> String {
     format!("{:.1} ms", us as f64 / 1000.0)
 }
 
-fn ago(now: i64, at: i64) -> String {
+pub fn ago(now: i64, at: i64) -> String {
     let s = (now - at).max(0) / 1000;
     match s {
         0..=119 => format!("{s} s ago"),
@@ -768,6 +768,43 @@ fn short(hash: &str) -> String {
     hash.chars().take(16).collect()
 }
 
+/// A registry entry no process stands behind any more.
+pub struct Orphan<'a> {
+    pub process: &'a cpb::ProcessInfo,
+    /// What was found, e.g. "stopped, last heartbeat 30 h ago".
+    pub result: String,
+    pub cause: &'static str,
+    pub fix: String,
+}
+
+/// The orphaned registry entries: a process whose watchdog left the registry, or one stopped
+/// for longer than a day.
+pub fn orphaned(processes: &[cpb::ProcessInfo], now: i64) -> Vec<Orphan<'_>> {
+    let ids: BTreeSet<&str> = processes.iter().map(|p| p.id.as_str()).collect();
+    let mut out = Vec::new();
+    for p in processes {
+        if !p.supervisor_id.is_empty() && !ids.contains(p.supervisor_id.as_str()) {
+            out.push(Orphan {
+                process: p,
+                result: format!("its watchdog {} is not in the registry", p.supervisor_id),
+                cause: "the watchdog was removed while the process stayed",
+                fix: format!(
+                    "remove the entry with `umsctl network rm {}` if the process is gone",
+                    p.id
+                ),
+            });
+        } else if p.status != "running" && now - p.last_heartbeat_ms > STALE_AFTER_MS {
+            out.push(Orphan {
+                process: p,
+                result: format!("stopped, last heartbeat {}", ago(now, p.last_heartbeat_ms)),
+                cause: "the process was taken out of the network without removing its entry",
+                fix: format!("`umsctl network rm {}`", p.id),
+            });
+        }
+    }
+    out
+}
+
 /// Clocks, tokens, versions, the database, stale registry entries, config hashes.
 fn more_checks(
     rows: &mut Vec<Row>,
@@ -924,40 +961,14 @@ fn more_checks(
         }
     }
 
-    let ids: BTreeSet<&str> = processes.iter().map(|p| p.id.as_str()).collect();
-    let mut stale = 0;
-    for p in processes {
-        if !p.supervisor_id.is_empty() && !ids.contains(p.supervisor_id.as_str()) {
-            stale += 1;
-            rows.push(
-                Row::warning(
-                    S,
-                    format!("registry entry {}", name(p)),
-                    format!("its watchdog {} is not in the registry", p.supervisor_id),
-                )
-                .because(
-                    "the watchdog was removed while the process stayed",
-                    format!(
-                        "remove the entry with `umsctl network rm {}` if the process is gone",
-                        p.id
-                    ),
-                ),
-            );
-        } else if p.status != "running" && now - p.last_heartbeat_ms > STALE_AFTER_MS {
-            stale += 1;
-            rows.push(
-                Row::warning(
-                    S,
-                    format!("registry entry {}", name(p)),
-                    format!("stopped, last heartbeat {}", ago(now, p.last_heartbeat_ms)),
-                )
-                .because(
-                    "the process was taken out of the network without removing its entry",
-                    format!("`umsctl network rm {}`", p.id),
-                ),
-            );
-        }
+    let orphans = orphaned(processes, now);
+    for o in &orphans {
+        rows.push(
+            Row::warning(S, format!("registry entry {}", name(o.process)), &o.result)
+                .because(o.cause, &o.fix),
+        );
     }
+    let stale = orphans.len();
     if stale == 0 {
         rows.push(Row::ok(
             S,

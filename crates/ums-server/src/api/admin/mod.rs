@@ -18,6 +18,7 @@ pub mod network;
 pub mod release;
 pub mod settings;
 pub mod swp;
+pub mod update;
 pub mod update_mode;
 
 use std::sync::Arc;
@@ -289,6 +290,10 @@ admin_service! {
         "EndUpdateMode": "network:write" end_update_mode(pb::EndUpdateModeRequest) -> pb::EndUpdateModeResponse => update_mode::end;
         "ReleaseStatus": "network:read" release_status(pb::ReleaseStatusRequest) -> pb::ReleaseStatusResponse => release::status;
         "ReleaseLog": "network:read" release_log(pb::ReleaseLogRequest) -> pb::ReleaseLogResponse => release::log;
+        "UpdateStatus": "network:read" update_status(pb::UpdateStatusRequest) -> pb::UpdateStatus => update::status;
+        "UpdatePlan": "network:read" update_plan(pb::UpdatePlanRequest) -> pb::UpdatePlan => update::plan;
+        "UpdateLog": "network:read" update_log(pb::UpdateLogRequest) -> pb::UpdateLogResponse => update::log;
+        "UpdateApply": "network:write" update_apply(pb::UpdateApplyRequest) -> pb::UpdateApplyResponse => update::apply;
     }
     grpc_only {
         "UploadFile": "files:write" upload_file(tonic::Streaming<pb::UploadFileChunk>) -> pb::FileInfo => files::upload;
