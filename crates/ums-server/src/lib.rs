@@ -138,6 +138,20 @@ pub async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
         );
     }
 
+    // The first administrator exists before the network token does: a server joining with
+    // the token (which it can have only once the first server wrote it) finds the account
+    // instead of creating one of its own, so the password is always beside the first server.
+    let mut initial_password_file = None;
+    if db.count_admins().await? == 0 {
+        let password = secrets::random_token(24);
+        let hash = secrets::hash_password(password.clone()).await?;
+        db.create_admin(FIRST_ADMIN, &hash, &["*".to_owned()])
+            .await?;
+        let path = initial_password_path(data_dir);
+        ums_tls::write_secret(&path, format!("{password}\n").as_bytes())?;
+        initial_password_file = Some(path);
+    }
+
     // The network CA signs the certificates devices, administrators and components verify.
     let tls = tls_dir(data_dir);
     let bootstrap = network::bootstrap::bootstrap(&db, &tls, &cfg.network.token_file).await?;
@@ -154,16 +168,6 @@ pub async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     )?;
     let internal_tls = identity.mtls_server_config(&[b"h2"])?;
 
-    let mut initial_password_file = None;
-    if db.count_admins().await? == 0 {
-        let password = secrets::random_token(24);
-        let hash = secrets::hash_password(password.clone()).await?;
-        db.create_admin(FIRST_ADMIN, &hash, &["*".to_owned()])
-            .await?;
-        let path = initial_password_path(data_dir);
-        ums_tls::write_secret(&path, format!("{password}\n").as_bytes())?;
-        initial_password_file = Some(path);
-    }
     Ok(Prepared {
         db,
         device_tls,
