@@ -161,24 +161,7 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
         );
     }
     step!("podman, runc or catatonit not found; installing them with apt-get");
-    util::run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    util::run(
-        Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "podman",
-                "runc",
-                "catatonit",
-                "uidmap",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    util::apt_install(&["podman", "runc", "catatonit", "uidmap"])?;
     if !all() {
         bail!("podman, runc and catatonit were installed but do not run");
     }

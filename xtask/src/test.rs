@@ -107,16 +107,7 @@ pub(crate) fn ensure_postgres() -> anyhow::Result<()> {
         );
     }
     step!("postgresql binaries not found; installing the `postgresql` package with apt-get");
-    util::run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    util::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "postgresql"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    util::apt_install(&["postgresql"])?;
     let dir = ums_testkit::pg_bin_dir()
         .context("postgresql was installed but initdb is still not found")?;
     step!("postgresql binaries installed in {}", dir.display());
@@ -136,11 +127,6 @@ fn ensure_slapd() -> anyhow::Result<()> {
         );
     }
     step!("slapd not found; installing the `slapd` package with apt-get");
-    util::run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
     // The package's own server is not wanted: the tests start theirs. Preseeding keeps the
     // installer from asking for a domain and an admin password.
     let preseed = "slapd slapd/no_configuration boolean true\n";
@@ -149,17 +135,7 @@ fn ensure_slapd() -> anyhow::Result<()> {
             .arg("-c")
             .arg(format!("printf '{preseed}' | debconf-set-selections")),
     )?;
-    util::run(
-        Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "slapd",
-                "ldap-utils",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    util::apt_install(&["slapd", "ldap-utils"])?;
     let path =
         ums_testkit::ldap::slapd_path().context("slapd was installed but is still not found")?;
     step!("slapd installed at {}", path.display());
@@ -182,23 +158,7 @@ fn ensure_samba() -> anyhow::Result<()> {
     step!(
         "samba not found; installing the `samba`, `samba-ad-dc` and `samba-ad-provision` packages with apt-get"
     );
-    util::run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    util::run(
-        Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "samba",
-                "samba-ad-dc",
-                "samba-ad-provision",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    util::apt_install(&["samba", "samba-ad-dc", "samba-ad-provision"])?;
     let (samba, _) =
         ums_testkit::samba::samba_path().context("samba was installed but is still not found")?;
     step!("samba installed at {}", samba.display());
@@ -228,22 +188,7 @@ fn ensure_chromium() -> anyhow::Result<()> {
     step!(
         "chromium or chromedriver not found; installing `chromium` and `chromium-driver` with apt-get"
     );
-    util::run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    util::run(
-        Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "chromium",
-                "chromium-driver",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    util::apt_install(&["chromium", "chromium-driver"])?;
     let path =
         ums_testkit::chromium_path().context("chromium was installed but is still not found")?;
     let driver = ums_testkit::chromedriver_path()

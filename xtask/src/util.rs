@@ -135,6 +135,18 @@ pub fn status(cmd: &mut Command) -> anyhow::Result<ExitStatus> {
         .with_context(|| format!("could not run {}", cmd.get_program().to_string_lossy()))
 }
 
+/// Installs Debian packages non-interactively: `apt-get update`, then `apt-get install -y
+/// --no-install-recommends PACKAGES`.
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 /// Runs a command with inherited stdio and fails unless it succeeds.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let st = status(cmd)?;
