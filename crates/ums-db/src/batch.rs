@@ -1,6 +1,6 @@
 //! Group commit for the device hot path.
 //!
-//! Registrations and check-ins queue up in a channel; one writer task takes whatever is waiting
+//! Registrations, check-ins and Shared Workplace logins queue up in a channel; one writer task takes whatever is waiting
 //! (up to [`MAX_BATCH`]) and commits it in one transaction, then answers every caller. Under a
 //! storm of devices this turns thousands of commits into a few dozen; a lone device pays one
 //! commit, as before. When a batch fails as a whole, each item is retried in a transaction of
@@ -12,6 +12,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::devices::{CheckIn, CheckedIn, Registered, Registration, insert_new, register_existing};
+use crate::swp::{SwpSession, start_sessions_in};
 use crate::{Backend, Db, DbError, Result};
 
 /// Most items committed in one transaction.
@@ -20,6 +21,8 @@ pub const MAX_BATCH: usize = 512;
 enum Op {
     Register(Registration, oneshot::Sender<Result<Registered>>),
     CheckIn(CheckIn, oneshot::Sender<Result<Option<CheckedIn>>>),
+    /// A user session to start, with the random seed of its tag.
+    StartSession(SwpSession, i64, oneshot::Sender<Result<SwpSession>>),
 }
 
 /// Handle to the batch writer; cheap to clone. The writer stops when every handle is dropped.
@@ -55,6 +58,17 @@ impl Batcher {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Op::CheckIn(c, reply))
+            .await
+            .map_err(|_| DbError::WriterGone)?;
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    /// [`Db::start_swp_session`], group-committed: a login storm costs one transaction per
+    /// batch instead of one each, and logins never wait on each other for the write lock.
+    pub async fn start_swp_session(&self, s: SwpSession, tag_seed: i64) -> Result<SwpSession> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Op::StartSession(s, tag_seed, reply))
             .await
             .map_err(|_| DbError::WriterGone)?;
         rx.await.map_err(|_| DbError::WriterGone)?
@@ -107,14 +121,24 @@ async fn commit_batch(db: &Db, ops: &mut Vec<Op>) -> Result<()> {
         .iter()
         .filter_map(|op| match op {
             Op::Register(r, _) => Some(r),
-            Op::CheckIn(..) => None,
+            _ => None,
         })
         .collect();
     let checks: Vec<&CheckIn> = ops
         .iter()
         .filter_map(|op| match op {
             Op::CheckIn(c, _) => Some(c),
-            Op::Register(..) => None,
+            _ => None,
+        })
+        .collect();
+    // One session per device and batch: a second login on the same device waits for the next
+    // batch, so each login is answered with the session it wrote.
+    let mut session_devices: HashSet<i64> = HashSet::new();
+    let sessions: Vec<(&SwpSession, i64)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::StartSession(s, seed, _) if session_devices.insert(s.device_id) => Some((s, *seed)),
+            _ => None,
         })
         .collect();
     let created = insert_new(&tx, &regs).await?;
@@ -143,8 +167,14 @@ async fn commit_batch(db: &Db, ops: &mut Vec<Op>) -> Result<()> {
         };
         registered.insert(key, outcome);
     }
+    // Sessions before check-ins: a device checking in within the batch sees its new session.
+    let tags = start_sessions_in(&tx, db.backend(), &sessions).await?;
     let checked = update_contacts(&tx, db.backend(), &checks).await?;
     tx.commit().await?;
+
+    // The first login of each device in the batch is the one written; the others wait.
+    let mut answered: HashSet<i64> = HashSet::new();
+    let mut later = Vec::new();
 
     for op in ops.drain(..) {
         match op {
@@ -162,7 +192,23 @@ async fn commit_batch(db: &Db, ops: &mut Vec<Op>) -> Result<()> {
             Op::CheckIn(c, reply) => {
                 let _ = reply.send(Ok(checked.get(&c.device_id).cloned()));
             }
+            Op::StartSession(s, _, reply) if answered.insert(s.device_id) => {
+                let answer = match tags.get(&s.device_id) {
+                    Some(&tag) => Ok(SwpSession {
+                        tag,
+                        refreshed_at: s.started_at,
+                        ..s
+                    }),
+                    None => Err(DbError::NotFound(format!("device {}", s.device_id))),
+                };
+                let _ = reply.send(answer);
+            }
+            op @ Op::StartSession(..) => later.push(op),
         }
+    }
+    // Logins that shared a device with an earlier one of the batch, one transaction each.
+    for op in later {
+        retry_alone(db, op).await;
     }
     Ok(())
 }
@@ -183,26 +229,8 @@ async fn update_contacts<C: ConnectionTrait>(
     for c in checks {
         latest.insert(c.device_id, c);
     }
-    const COLUMNS: usize = 5;
-    let mut values = Vec::with_capacity(latest.len() * COLUMNS);
-    let mut rows = Vec::with_capacity(latest.len());
-    for (i, c) in latest.values().enumerate() {
-        let p = |k: usize| match backend {
-            Backend::Sqlite => "?".to_owned(),
-            Backend::Postgres => format!("${}", i * COLUMNS + k),
-        };
-        let cast = |k: usize, ty: &str| match backend {
-            Backend::Sqlite => p(k),
-            Backend::Postgres => format!("{}::{ty}", p(k)),
-        };
-        rows.push(format!(
-            "({}, {}, {}, {}, {})",
-            cast(1, "bigint"),
-            cast(2, "text"),
-            cast(3, "text"),
-            cast(4, "bigint"),
-            cast(5, "bigint")
-        ));
+    let mut values = Vec::with_capacity(latest.len() * 5);
+    for c in latest.values() {
         values.push(c.device_id.into());
         values.push(c.firmware.clone().into());
         values.push(c.state.clone().into());
@@ -216,7 +244,11 @@ async fn update_contacts<C: ConnectionTrait>(
          FROM v WHERE devices.id = v.id \
          RETURNING devices.id, devices.name, devices.folder_id, devices.rev, devices.next_job_at, \
          devices.swp_session",
-        rows.join(", ")
+        values_rows(
+            backend,
+            latest.len(),
+            &["bigint", "text", "text", "bigint", "bigint"]
+        )
     );
     let stmt = Statement::from_sql_and_values(tx.get_database_backend(), sql, values);
     for row in tx.query_all_raw(stmt).await? {
@@ -234,6 +266,24 @@ async fn update_contacts<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// The rows of a `VALUES` list of `rows` rows with one placeholder per column: `?` on SQLite,
+/// `$n::type` on PostgreSQL (whose `VALUES` need the types spelled out).
+pub(crate) fn values_rows(backend: Backend, rows: usize, types: &[&str]) -> String {
+    let mut out = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let cells: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(k, ty)| match backend {
+                Backend::Sqlite => "?".to_owned(),
+                Backend::Postgres => format!("${}::{ty}", i * types.len() + k + 1),
+            })
+            .collect();
+        out.push(format!("({})", cells.join(", ")));
+    }
+    out.join(", ")
+}
+
 fn fail(op: Op, why: &str) {
     let e = || DbError::Unreachable(why.to_owned());
     match op {
@@ -241,6 +291,9 @@ fn fail(op: Op, why: &str) {
             let _ = reply.send(Err(e()));
         }
         Op::CheckIn(_, reply) => {
+            let _ = reply.send(Err(e()));
+        }
+        Op::StartSession(_, _, reply) => {
             let _ = reply.send(Err(e()));
         }
     }
@@ -253,6 +306,9 @@ async fn retry_alone(db: &Db, op: Op) {
         }
         Op::CheckIn(c, reply) => {
             let _ = reply.send(db.check_in(&c).await);
+        }
+        Op::StartSession(s, seed, reply) => {
+            let _ = reply.send(db.start_swp_session(&s, seed).await);
         }
     }
 }

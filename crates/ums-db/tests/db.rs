@@ -15,6 +15,9 @@ use archive::{
 #[path = "db/update_mode.rs"]
 mod update_mode;
 use update_mode::a_journal_replays_once_whatever_cuts_it_off;
+#[path = "db/sessions.rs"]
+mod sessions;
+use sessions::batched_logins_each_get_the_session_they_wrote;
 
 fn fresh_url(backend: &str) -> (String, Option<tempfile::TempDir>) {
     common::fresh_url(backend, "db")
@@ -36,6 +39,7 @@ both_backends!(
     a_snapshot_moves_between_backends,
     an_import_is_all_or_nothing,
     a_journal_replays_once_whatever_cuts_it_off,
+    batched_logins_each_get_the_session_they_wrote,
 );
 
 async fn open(url: &str) -> Db {

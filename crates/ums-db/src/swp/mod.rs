@@ -20,6 +20,7 @@ use sea_orm::{EntityTrait, QueryOrder};
 pub use devices::{SeatClaim, SwpDevice, SwpLicence};
 pub use directories::{Directory, DirectoryInput, DirectoryKind};
 pub use principals::{Principal, PrincipalKind, principal_key};
+pub(crate) use sessions::start_sessions_in;
 pub use sessions::{MAX_TAG, SwpSession};
 
 use crate::entity::{swp_assignment, swp_device, swp_directory, swp_folder, swp_principal};

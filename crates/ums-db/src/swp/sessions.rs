@@ -11,8 +11,13 @@ use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
+use std::collections::HashMap;
+
+use sea_orm::Statement;
+
+use crate::batch::values_rows;
 use crate::entity::{device, swp_session};
-use crate::{Db, DbError, Result};
+use crate::{Backend, Db, DbError, Result};
 
 /// Largest session tag: tags are 1..=MAX_TAG.
 pub const MAX_TAG: i64 = (1 << 23) - 1;
@@ -58,19 +63,6 @@ fn fresh_tag(wanted: i64, current: Option<i64>) -> i64 {
     }
 }
 
-async fn current_tag<C: ConnectionTrait>(tx: &C, device_id: i64) -> Result<Option<i64>> {
-    let row = device::Entity::find_by_id(device_id)
-        .select_only()
-        .column(device::Column::SwpSession)
-        .into_tuple::<Option<i64>>()
-        .one(tx)
-        .await?;
-    match row {
-        Some(tag) => Ok(tag),
-        None => Err(DbError::NotFound(format!("device {device_id}"))),
-    }
-}
-
 async fn set_device_tag<C: ConnectionTrait>(
     tx: &C,
     device_id: i64,
@@ -84,24 +76,62 @@ async fn set_device_tag<C: ConnectionTrait>(
     Ok(())
 }
 
-impl Db {
-    /// Records that a user logged in on a device, replacing an earlier session, in one
-    /// transaction with the device's session tag. `tag_seed` is a random number the tag is
-    /// made from; the stored session (with its tag) is returned.
-    pub async fn start_swp_session(&self, s: &SwpSession, tag_seed: i64) -> Result<SwpSession> {
-        let tx = self.write_tx().await?;
-        let tag = fresh_tag(tag_seed, current_tag(&tx, s.device_id).await?);
-        swp_session::Entity::insert(swp_session::ActiveModel {
-            device_id: Set(s.device_id),
-            directory_id: Set(s.directory_id),
-            login: Set(s.login.clone()),
-            user_json: Set(s.user_json.clone()),
-            token_hash: Set(s.token_hash.clone()),
-            started_at: Set(s.started_at),
-            tag: Set(Some(tag)),
-            server_id: Set(Some(s.server_id.clone())),
-            refreshed_at: Set(Some(s.started_at)),
+/// Starts sessions (one per device) inside the caller's transaction, in two statements
+/// whatever their number: the devices' new tags (`UPDATE ... FROM (VALUES ...) RETURNING`, each
+/// tag made from its seed and different from the tag it replaces, as [`fresh_tag`]), then the
+/// sessions (one multi-row upsert). Returns device id -> stored tag for the devices that exist;
+/// a device that does not is left out and nothing is written for it.
+pub(crate) async fn start_sessions_in<C: ConnectionTrait>(
+    tx: &C,
+    backend: Backend,
+    sessions: &[(&SwpSession, i64)],
+) -> Result<HashMap<i64, i64>> {
+    let mut tags = HashMap::new();
+    if sessions.is_empty() {
+        return Ok(tags);
+    }
+    let mut values = Vec::with_capacity(sessions.len() * 2);
+    for (s, seed) in sessions {
+        values.push(s.device_id.into());
+        values.push(fresh_tag(*seed, None).into());
+    }
+    let sql = format!(
+        "WITH v(id, tag) AS (VALUES {}) \
+         UPDATE devices SET swp_session = CASE WHEN devices.swp_session = v.tag \
+         THEN v.tag % {MAX_TAG} + 1 ELSE v.tag END \
+         FROM v WHERE devices.id = v.id \
+         RETURNING devices.id, devices.swp_session",
+        values_rows(backend, sessions.len(), &["bigint", "bigint"])
+    );
+    let stmt = Statement::from_sql_and_values(tx.get_database_backend(), sql, values);
+    for row in tx.query_all_raw(stmt).await? {
+        let id: i64 = row.try_get("", "id")?;
+        let tag: Option<i64> = row.try_get("", "swp_session")?;
+        if let Some(tag) = tag {
+            tags.insert(id, tag);
+        }
+    }
+    let rows: Vec<swp_session::ActiveModel> = sessions
+        .iter()
+        .filter_map(|(s, _)| {
+            let tag = *tags.get(&s.device_id)?;
+            Some(swp_session::ActiveModel {
+                device_id: Set(s.device_id),
+                directory_id: Set(s.directory_id),
+                login: Set(s.login.clone()),
+                user_json: Set(s.user_json.clone()),
+                token_hash: Set(s.token_hash.clone()),
+                started_at: Set(s.started_at),
+                tag: Set(Some(tag)),
+                server_id: Set(Some(s.server_id.clone())),
+                refreshed_at: Set(Some(s.started_at)),
+            })
         })
+        .collect();
+    if rows.is_empty() {
+        return Ok(tags);
+    }
+    swp_session::Entity::insert_many(rows)
         .on_conflict(
             OnConflict::column(swp_session::Column::DeviceId)
                 .update_columns([
@@ -116,10 +146,22 @@ impl Db {
                 ])
                 .to_owned(),
         )
-        .exec(&tx)
+        .exec(tx)
         .await?;
-        set_device_tag(&tx, s.device_id, Some(tag)).await?;
+    Ok(tags)
+}
+
+impl Db {
+    /// Records that a user logged in on a device, replacing an earlier session, in one
+    /// transaction with the device's session tag. `tag_seed` is a random number the tag is
+    /// made from; the stored session (with its tag) is returned.
+    pub async fn start_swp_session(&self, s: &SwpSession, tag_seed: i64) -> Result<SwpSession> {
+        let tx = self.write_tx().await?;
+        let tags = start_sessions_in(&tx, self.backend(), &[(s, tag_seed)]).await?;
         tx.commit().await?;
+        let tag = *tags
+            .get(&s.device_id)
+            .ok_or_else(|| DbError::NotFound(format!("device {}", s.device_id)))?;
         Ok(SwpSession {
             tag,
             refreshed_at: s.started_at,

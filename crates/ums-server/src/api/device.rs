@@ -351,9 +351,9 @@ impl DeviceApi {
         }
         let now = ums_db::now_ms();
         let session = state
-            .db
+            .batcher
             .start_swp_session(
-                &SwpSession {
+                SwpSession {
                     device_id,
                     directory_id: directory.id,
                     login: user.login.clone(),
