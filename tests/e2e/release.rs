@@ -623,6 +623,13 @@ async fn a_paused_rollout_starts_no_node_resume_continues_it_and_a_rollback_brin
     // Rolled back: the network wants revision 1 again and both nodes switch back to it.
     let out = ctl.ok(&["release", "rollback"]);
     assert!(out.contains("rolled back to revision 1 (from 2)"), "{out}");
+    // Until a node reports revision 1 installed (after its check of healthy_for_ms at least),
+    // the rollback is under way.
+    let text = ctl.ok(&["release", "status"]);
+    assert!(
+        text.contains("rolling back to revision 1 from 2 by admin"),
+        "{text}"
+    );
     until(
         Duration::from_secs(300),
         "both nodes back on revision 1",
