@@ -53,8 +53,9 @@ pub enum ReleaseCommand {
         /// The bundle directory (signed by `umsctl release sign`).
         bundle: PathBuf,
     },
-    /// The network's software revision, its releases, and per node: installed revision,
-    /// update state, last error.
+    /// The network's software revision, the rollout (paused, rolling back or rolled back, how
+    /// many nodes at once, the nodes updating now), its releases, and per node: installed
+    /// revision, update state, last error.
     Status,
     /// Pause the rollout: no node starts an update until `resume` (a node updating finishes
     /// its own).
