@@ -23,6 +23,7 @@ mod m0005_update_service;
 mod m0006_swp_sessions;
 mod m0007_audit;
 mod m0008_releases;
+mod m0009_release_rollout;
 #[cfg(any(debug_assertions, feature = "test-migrations"))]
 mod next;
 
@@ -209,6 +210,12 @@ const RELEASED: &[Migration] = {
             name: "releases",
             phase: Phase::Expand,
             statements: m0008_releases::statements,
+        },
+        Migration {
+            version: SchemaVersion::new(1, 8),
+            name: "release_rollout",
+            phase: Phase::Expand,
+            statements: m0009_release_rollout::statements,
         },
     ];
     ALL

@@ -239,13 +239,13 @@ fn steps(ctl: &Umsctl) -> Vec<(String, u64, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_signed_release_reaches_both_nodes_one_after_the_other_and_a_broken_one_stops_at_the_first()
- {
-    let url = ums_testkit::shared_database("e2e_release").expect("postgres");
-    let work = tempfile::tempdir().expect("work dir");
-    let keygen = Umsctl::offline(work.path());
-    let key = work.path().join("release.key");
+/// Two nodes on one PostgreSQL database with a release key made by `umsctl release keygen`
+/// and pinned by both: returns them, a logged-in umsctl and the private key file, once every
+/// process of both runs.
+async fn two_nodes(database: &str, work: &Path) -> (Node, Node, Umsctl, PathBuf) {
+    let url = ums_testkit::shared_database(database).expect("postgres");
+    let keygen = Umsctl::offline(work);
+    let key = work.join("release.key");
     let made = keygen.json(&["release", "keygen", key.to_str().expect("path")]);
     let public = made["public_key"].as_str().expect("public key").to_owned();
 
@@ -278,7 +278,7 @@ async fn a_signed_release_reaches_both_nodes_one_after_the_other_and_a_broken_on
     .await;
     let ca_path = a.server_data().join("tls/ca.pem");
     let ctl = Umsctl::login(
-        work.path(),
+        work,
         &format!("https://127.0.0.1:{}", a.admin_port),
         &ca_path,
         std::fs::read_to_string(&password).expect("password").trim(),
@@ -293,6 +293,15 @@ async fn a_signed_release_reaches_both_nodes_one_after_the_other_and_a_broken_on
         },
     )
     .await;
+    (a, b, ctl, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signed_release_reaches_both_nodes_one_after_the_other_and_a_broken_one_stops_at_the_first()
+ {
+    let work = tempfile::tempdir().expect("work dir");
+    let (a, b, ctl, key) = two_nodes("e2e_release", work.path()).await;
+    let ca_path = a.server_data().join("tls/ca.pem");
     let before = [
         pid_of(&ctl, "watchdog-a", "server").expect("pid"),
         pid_of(&ctl, "watchdog-b", "server").expect("pid"),
@@ -502,4 +511,185 @@ async fn a_signed_release_reaches_both_nodes_one_after_the_other_and_a_broken_on
     assert!(state.contains("\"revision\": 1"), "{state}");
     let text = ctl.ok(&["release", "log", "--node", &failed_node]);
     assert!(text.contains("rollback"), "{text}");
+}
+
+/// The revisions a node's steps named, with their step and detail, from `umsctl release log`.
+fn node_steps(ctl: &Umsctl, node: &str) -> Vec<(u64, String, String)> {
+    try_json(ctl, &["release", "log", "--node", node, "--limit", "1000"])
+        .and_then(|v| v["entries"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            (
+                e["revision"].as_u64().unwrap_or_default(),
+                e["step"].as_str().unwrap_or_default().to_owned(),
+                e["detail"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Both nodes report `revision` installed and their update done.
+fn both_on(ctl: &Umsctl, revision: u64) -> bool {
+    let n = nodes(ctl);
+    ["watchdog-a", "watchdog-b"].iter().all(|id| {
+        node(&n, id).is_some_and(|n| n["installed_revision"] == revision && n["state"] == "updated")
+    })
+}
+
+/// Both servers run revision `revision`'s binary, from its version directory, and the state
+/// files say so.
+fn both_run(ctl: &Umsctl, nodes: [&Node; 2], revision: u64) {
+    for n in nodes {
+        let pid = pid_of(ctl, &n.id(), "server").expect("server pid");
+        assert_eq!(
+            exe(pid),
+            n.release_dir()
+                .join(format!("versions/{revision}/bin/ums-server"))
+                .canonicalize()
+                .expect("installed"),
+            "{}",
+            n.id()
+        );
+        let state =
+            std::fs::read_to_string(n.release_dir().join("installed.json")).expect("state file");
+        assert!(
+            state.starts_with(&format!("{{\n  \"revision\": {revision},")),
+            "{state}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_rollout_starts_no_node_resume_continues_it_and_a_rollback_brings_both_back() {
+    let work = tempfile::tempdir().expect("work dir");
+    let (a, b, ctl, key) = two_nodes("e2e_release_rollout", work.path()).await;
+
+    let one = bundle(work.path(), 1, None);
+    sign(&ctl, &key, &one, 1);
+    ctl.ok(&["release", "upload", one.to_str().expect("path")]);
+    until(Duration::from_secs(300), "both nodes on revision 1", || {
+        both_on(&ctl, 1)
+    })
+    .await;
+
+    // Paused: revision 2 is the newest release, and no node starts it.
+    let out = ctl.ok(&["release", "pause"]);
+    assert!(out.contains("rollout paused"), "{out}");
+    let two = bundle(work.path(), 2, None);
+    sign(&ctl, &key, &two, 2);
+    ctl.ok(&["release", "upload", two.to_str().expect("path")]);
+    // Ten check intervals of both nodes.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for n in [&a, &b] {
+        assert!(
+            !node_steps(&ctl, &n.id()).iter().any(|s| s.0 == 2),
+            "{} began revision 2 while paused",
+            n.id()
+        );
+    }
+    assert!(both_on(&ctl, 1), "{:?}", nodes(&ctl));
+    let text = ctl.ok(&["release", "status"]);
+    assert!(text.contains("paused by admin"), "{text}");
+    assert!(
+        text.contains("the network's software revision is 2"),
+        "{text}"
+    );
+
+    // Resumed: both nodes take revision 2, one after the other.
+    let out = ctl.ok(&["release", "resume"]);
+    assert!(out.contains("rollout resumed"), "{out}");
+    until(Duration::from_secs(300), "both nodes on revision 2", || {
+        both_on(&ctl, 2)
+    })
+    .await;
+    let log = steps(&ctl);
+    let first = |id: &str, step: Option<&str>| {
+        log.iter()
+            .position(|s| s.0 == id && s.1 == 2 && step.is_none_or(|st| s.2 == st))
+            .expect("logged")
+    };
+    let (da, db) = (
+        first("watchdog-a", Some("done")),
+        first("watchdog-b", Some("done")),
+    );
+    let (sa, sb) = (first("watchdog-a", None), first("watchdog-b", None));
+    assert!(
+        da < sb || db < sa,
+        "the nodes updated at the same time: {log:?}"
+    );
+    both_run(&ctl, [&a, &b], 2);
+
+    // Rolled back: the network wants revision 1 again and both nodes switch back to it.
+    let out = ctl.ok(&["release", "rollback"]);
+    assert!(out.contains("rolled back to revision 1 (from 2)"), "{out}");
+    // Until a node reports revision 1 installed (after its check of healthy_for_ms at least),
+    // the rollback is under way.
+    let text = ctl.ok(&["release", "status"]);
+    assert!(
+        text.contains("rolling back to revision 1 from 2 by admin"),
+        "{text}"
+    );
+    until(
+        Duration::from_secs(300),
+        "both nodes back on revision 1",
+        || both_on(&ctl, 1),
+    )
+    .await;
+    until(Duration::from_secs(60), "both servers running", || {
+        pid_of(&ctl, "watchdog-a", "server").is_some()
+            && pid_of(&ctl, "watchdog-b", "server").is_some()
+    })
+    .await;
+    both_run(&ctl, [&a, &b], 1);
+    for n in [&a, &b] {
+        let s = node_steps(&ctl, &n.id());
+        let after: Vec<_> = s
+            .iter()
+            .skip_while(|s| !(s.0 == 2 && s.1 == "done"))
+            .collect();
+        for step in ["compare", "switch", "restart", "check", "done"] {
+            assert!(
+                after.iter().any(|s| s.0 == 1 && s.1 == step),
+                "{} logged no {step} of the rollback: {s:?}",
+                n.id()
+            );
+        }
+        assert!(
+            after
+                .iter()
+                .any(|s| s.1 == "done" && s.2.contains("rolled back from revision 2")),
+            "{s:?}"
+        );
+        assert!(
+            !after.iter().any(|s| s.1 == "download"),
+            "the previous revision was downloaded again: {s:?}"
+        );
+        let local =
+            std::fs::read_to_string(n.release_dir().join("update.log")).expect("update.log");
+        assert!(local.contains("rolled back from revision 2"), "{local}");
+    }
+    let text = ctl.ok(&["release", "status"]);
+    assert!(
+        text.contains("the network's software revision is 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rolled back to revision 1 from 2 by admin"),
+        "{text}"
+    );
+    // Each step of the rollout is an administrator's, in the audit log.
+    let audit = ctl.json(&["audit", "--limit", "50"]);
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in ["PauseRelease", "ResumeRelease", "RollbackRelease"] {
+        assert!(
+            actions.contains(&action),
+            "{action} not audited: {actions:?}"
+        );
+    }
 }

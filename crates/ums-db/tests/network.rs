@@ -18,6 +18,7 @@ both_backends!(
     the_audit_log_lists_changes_newest_first_with_filters,
     heartbeats_keep_the_reported_config_hash,
     releases_only_grow_and_nodes_log_their_steps,
+    update_slots_follow_the_concurrency_and_the_rollout_pauses_and_rolls_back,
 );
 
 async fn open(url: &str) -> Db {
@@ -437,4 +438,140 @@ async fn releases_only_grow_and_nodes_log_their_steps(backend: &str) {
             .is_empty()
     );
     assert_eq!(db.release_log(None, 1).await.expect("log").len(), 1);
+}
+
+async fn update_slots_follow_the_concurrency_and_the_rollout_pauses_and_rolls_back(backend: &str) {
+    let (url, _dir) = fresh_url(backend);
+    let db = open(&url).await;
+    let rollout = db.release_rollout().await.expect("rollout");
+    assert_eq!((rollout.paused, rollout.concurrency), (false, 1));
+
+    // One node at a time by default: the second waits, the first keeps its slot.
+    assert!(db.acquire_release_slot("wd-a", 1, 60_000).await.expect("a"));
+    assert!(!db.acquire_release_slot("wd-b", 1, 60_000).await.expect("b"));
+    assert!(
+        db.acquire_release_slot("wd-a", 1, 60_000)
+            .await
+            .expect("a again")
+    );
+    db.free_release_slot("wd-a").await.expect("free");
+
+    // Two at once: two slots are handed out, not a third; a freed one goes to the next node.
+    let set = db.set_release_concurrency(2).await.expect("concurrency");
+    assert_eq!(set.concurrency, 2);
+    let n = db.release_rollout().await.expect("rollout").concurrency;
+    for node in ["wd-a", "wd-b"] {
+        assert!(
+            db.acquire_release_slot(node, n, 60_000)
+                .await
+                .expect("slot"),
+            "{node}"
+        );
+    }
+    assert!(
+        !db.acquire_release_slot("wd-c", n, 60_000)
+            .await
+            .expect("third")
+    );
+    // A holder asking again keeps its own slot and takes no second one.
+    assert!(
+        db.acquire_release_slot("wd-a", n, 60_000)
+            .await
+            .expect("again")
+    );
+    assert_eq!(
+        db.release_slot_holders().await.expect("holders"),
+        ["wd-a", "wd-b"]
+    );
+    db.renew_release_slot("wd-b", 60_000).await.expect("renew");
+    db.free_release_slot("wd-a").await.expect("free");
+    assert!(
+        db.acquire_release_slot("wd-c", n, 60_000)
+            .await
+            .expect("freed")
+    );
+    assert_eq!(
+        db.release_slot_holders().await.expect("holders"),
+        ["wd-b", "wd-c"]
+    );
+    for bad in [0, ums_db::network::MAX_CONCURRENCY + 1] {
+        let err = db.set_release_concurrency(bad).await.expect_err("refused");
+        assert!(
+            err.to_string().contains("concurrency must be 1 to"),
+            "{err}"
+        );
+    }
+    assert_eq!(db.release_rollout().await.expect("rollout").concurrency, 2);
+
+    let paused = db.set_release_paused(true, "root").await.expect("pause");
+    assert!(paused.paused);
+    assert_eq!(
+        db.release_rollout().await.expect("rollout").paused_by,
+        "root"
+    );
+    assert!(
+        !db.set_release_paused(false, "root")
+            .await
+            .expect("resume")
+            .paused
+    );
+
+    // Nothing to roll back before a release a node installed, and nothing is written.
+    let err = db.roll_back_release("root").await.expect_err("no release");
+    assert!(err.to_string().contains("nothing to roll back"), "{err}");
+    for r in 1..=3 {
+        db.insert_release(
+            r,
+            &format!("0.{r}.0"),
+            "d",
+            &format!("{{\"m\":{r}}}"),
+            "root",
+        )
+        .await
+        .expect("insert");
+    }
+    let done = |revision: i64| ReleaseNodeRow {
+        node_id: "wd-a".into(),
+        installed_revision: revision,
+        state: "updated".into(),
+        ..Default::default()
+    };
+    // Revision 2 never reached a node (say it failed): the previous good release is 1.
+    for r in [1, 3] {
+        db.report_release_node(&done(r), Some(("done", "installed")))
+            .await
+            .expect("report");
+    }
+    assert_eq!(
+        db.wanted_release()
+            .await
+            .expect("wanted")
+            .map(|(r, b)| (r.revision, b)),
+        Some((3, false))
+    );
+    let back = db.roll_back_release("admin2").await.expect("rollback");
+    assert_eq!((back.rollback_to, back.rollback_from), (1, 3));
+    assert_eq!(back.rollback_by, "admin2");
+    assert_eq!(
+        db.wanted_release()
+            .await
+            .expect("wanted")
+            .map(|(r, b)| (r.revision, b)),
+        Some((1, true))
+    );
+    // No older good release left: refused, the rollback to 1 stays.
+    let err = db.roll_back_release("root").await.expect_err("none older");
+    assert!(err.to_string().contains("older than revision 1"), "{err}");
+    assert_eq!(db.release_rollout().await.expect("rollout").rollback_to, 1);
+    // A newer upload ends the rollback.
+    db.insert_release(4, "0.4.0", "d", "{\"m\":4}", "root")
+        .await
+        .expect("insert");
+    assert_eq!(
+        db.wanted_release()
+            .await
+            .expect("wanted")
+            .map(|(r, b)| (r.revision, b)),
+        Some((4, false))
+    );
 }

@@ -38,6 +38,14 @@ pub enum UpdateError {
     },
     #[error("{name}: download failed: {error}")]
     Download { name: String, error: String },
+    #[error(
+        "revision {revision} is older than revision {installed} installed here and is not the release this node ran before it ({previous}): a node goes back only to the release it ran last; sign the old files as a new, higher revision"
+    )]
+    NotPrevious {
+        revision: u64,
+        installed: u64,
+        previous: String,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> UpdateError {
@@ -54,6 +62,20 @@ pub struct Installed {
     pub installed_at_ms: i64,
     /// The signed manifest the revision was installed from.
     pub manifest: String,
+    /// The release this node ran before this one (without its own previous): the one older
+    /// revision it goes back to when the network is rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<Installed>>,
+}
+
+impl Installed {
+    /// This state as the previous one of the next: without its own previous.
+    pub fn as_previous(&self) -> Box<Installed> {
+        Box::new(Installed {
+            previous: None,
+            ..self.clone()
+        })
+    }
 }
 
 /// Where a node keeps its releases.
@@ -186,11 +208,39 @@ pub fn verify_offer(
     Ok(signed)
 }
 
+/// Verifies a manifest a server offered for a rollback: signed by a key this node pinned and
+/// not expired, like any other, and exactly the release this node ran before the installed
+/// one (its revision and digest as `installed.json` recorded them). That is the one older
+/// revision a node accepts, and only when the server marks the offer as a rollback.
+pub fn verify_rollback(
+    manifest: &str,
+    keys: &[PublicKey],
+    now_ms: i64,
+    installed: Option<&Installed>,
+) -> Result<SignedManifest, UpdateError> {
+    let signed = SignedManifest::from_json(manifest.as_bytes())?;
+    let m = signed.verify(keys, now_ms)?;
+    let previous = installed.and_then(|i| i.previous.as_deref());
+    match previous {
+        Some(p) if p.revision == m.revision && p.digest == m.digest() => Ok(signed),
+        _ => Err(UpdateError::NotPrevious {
+            revision: m.revision,
+            installed: installed.map_or(0, |i| i.revision),
+            previous: previous.map_or("none recorded".to_owned(), |p| {
+                format!("revision {}", p.revision)
+            }),
+        }),
+    }
+}
+
 /// What an update of this node does with each of its files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// In the running revision with the same size and hash: copied from there.
+    /// On disk with the same size and hash (in the revision's own directory, kept from an
+    /// earlier install, or in the running one): copied from there.
     pub keep: Vec<FileEntry>,
+    /// Where each kept file is, in the order of `keep`.
+    pub keep_from: Vec<PathBuf>,
     /// New or changed: downloaded.
     pub download: Vec<FileEntry>,
 }
@@ -199,19 +249,29 @@ impl Plan {
     pub fn download_bytes(&self) -> u64 {
         self.download.iter().map(|f| f.size).sum()
     }
+
+    /// Every file is in `revision`'s own directory already, as signed: nothing to install.
+    pub fn in_place(&self, layout: &Layout, revision: u64) -> bool {
+        let dir = layout.version_dir(revision);
+        self.download.is_empty() && self.keep_from.iter().all(|p| p.starts_with(&dir))
+    }
 }
 
-/// Compares the files `roles` need with the running revision's on disk, by size and hash.
+/// Compares the files `roles` need with what is on disk, by size and hash: the revision's own
+/// directory (left by an earlier install, as after a rollback) first, then the running one's.
 pub fn plan(layout: &Layout, manifest: &Manifest, roles: &[String]) -> Plan {
     let mut plan = Plan::default();
-    let current = layout.current();
+    let dirs = [layout.version_dir(manifest.revision), layout.current()];
     for f in manifest.files_for(roles) {
-        let local = current.join(&f.name);
-        let same = matches!(ums_release::hash_file(&local), Ok((size, sha)) if size == f.size && sha == f.sha256);
-        if same {
-            plan.keep.push(f.clone());
-        } else {
-            plan.download.push(f.clone());
+        let found = dirs.iter().map(|d| d.join(&f.name)).find(|local| {
+            matches!(ums_release::hash_file(local), Ok((size, sha)) if size == f.size && sha == f.sha256)
+        });
+        match found {
+            Some(local) => {
+                plan.keep.push(f.clone());
+                plan.keep_from.push(local);
+            }
+            None => plan.download.push(f.clone()),
         }
     }
     plan
@@ -313,8 +373,8 @@ pub fn stage(layout: &Layout, revision: u64, plan: &Plan) -> Result<PathBuf, Upd
             .map_err(io(what.clone()))?;
         File::open(&to).and_then(|f| f.sync_all()).map_err(io(what))
     };
-    for f in &plan.keep {
-        place(f, &layout.current().join(&f.name), false)?;
+    for (f, from) in plan.keep.iter().zip(&plan.keep_from) {
+        place(f, from, false)?;
     }
     for f in &plan.download {
         place(f, &layout.partial(&f.sha256), true)?;
@@ -503,6 +563,7 @@ mod tests {
             digest: offer.signed.digest(),
             installed_at_ms: 3,
             manifest: signed.clone(),
+            previous: None,
         };
         layout.write_installed(&installed).expect("write");
         assert_eq!(layout.installed().expect("read"), Some(installed));
@@ -520,5 +581,83 @@ mod tests {
             log.contains("revision=5 step=done revision 5 installed"),
             "{log}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_rollback_goes_only_to_the_previous_release_verified_with_the_pinned_key() {
+        let key = SigningKey::generate().expect("key");
+        let pinned = [key.public_key()];
+        let signed = |m: Manifest| ums_release::sign(m, &key).expect("sign").to_json();
+        let one = signed(manifest(
+            1,
+            vec![entry("bin/ums-server", &["server"], b"s1")],
+        ));
+        let two = signed(manifest(
+            2,
+            vec![entry("bin/ums-server", &["server"], b"s2")],
+        ));
+        let state = |json: &str, previous: Option<Box<Installed>>| {
+            let m = SignedManifest::from_json(json.as_bytes())
+                .expect("parse")
+                .signed;
+            Installed {
+                revision: m.revision,
+                version: m.version.clone(),
+                digest: m.digest(),
+                installed_at_ms: 1,
+                manifest: json.to_owned(),
+                previous,
+            }
+        };
+        let first = state(&one, None);
+        let now = state(&two, Some(first.as_previous()));
+        let back = verify_rollback(&one, &pinned, 2, Some(&now)).expect("the previous one");
+        assert_eq!(back.signed.revision, 1);
+
+        // An older revision this node never ran before the current one: refused.
+        let other_one = signed(manifest(
+            1,
+            vec![entry("bin/ums-server", &["server"], b"x")],
+        ));
+        let err = verify_rollback(&other_one, &pinned, 2, Some(&now)).expect_err("other");
+        assert!(matches!(err, UpdateError::NotPrevious { .. }), "{err}");
+        assert!(err.to_string().contains("ran before"), "{err}");
+        let err = verify_rollback(&one, &pinned, 2, Some(&first)).expect_err("no previous");
+        assert!(err.to_string().contains("none recorded"), "{err}");
+        let err = verify_rollback(&one, &pinned, 2, None).expect_err("nothing installed");
+        assert!(matches!(err, UpdateError::NotPrevious { .. }), "{err}");
+        // The previous release's manifest signed by a key this node does not pin: refused,
+        // whatever the database says.
+        let other = SigningKey::generate().expect("key");
+        let forged = ums_release::sign(
+            manifest(1, vec![entry("bin/ums-server", &["server"], b"s1")]),
+            &other,
+        )
+        .expect("sign")
+        .to_json();
+        let err = verify_rollback(&forged, &pinned, 2, Some(&now)).expect_err("forged");
+        assert!(err.to_string().contains("none of the pinned"), "{err}");
+
+        // The previous revision's directory is used as it is: nothing to download or install.
+        let dir = tempfile::tempdir().expect("dir");
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(&store).expect("store");
+        for c in [&b"s1"[..], b"s2"] {
+            put(&store, c);
+        }
+        let store = Dir(store);
+        let layout = Layout::new(dir.path().join("release"));
+        let r = roles(&["server"]);
+        let m1 = SignedManifest::from_json(one.as_bytes())
+            .expect("parse")
+            .signed;
+        let m2 = SignedManifest::from_json(two.as_bytes())
+            .expect("parse")
+            .signed;
+        install(&layout, &store, &m1, &r).await;
+        install(&layout, &store, &m2, &r).await;
+        let p = plan(&layout, &m1, &r);
+        assert!(p.in_place(&layout, 1), "{p:?}");
+        assert!(!plan(&layout, &m2, &r).in_place(&layout, 1));
     }
 }

@@ -6,6 +6,12 @@
 //! the `current` link, restarts its children in order and checks they keep running. On failure
 //! it switches back, restarts them again and reports. Every step goes to `update.log` and to the
 //! database through `ReportRelease`.
+//!
+//! An older revision is taken only when the server marks it as an administrator's rollback and
+//! it is the release this node ran before its current one (revision and digest as
+//! `installed.json` recorded them), its manifest verified again with the pinned keys; its
+//! version directory, kept beside the current one, is used as it is when every file still
+//! matches.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,13 +141,17 @@ impl Updater {
         if offer.revision == 0 || offer.revision == installed {
             return None;
         }
-        // Verified with this node's own keys before anything else happens.
-        let signed = match release::verify_offer(
-            &offer.manifest,
-            &self.settings.keys,
-            crate::supervisor::now_ms(),
-            installed,
-        ) {
+        // Verified with this node's own keys before anything else happens. An older revision
+        // only on a rollback, and only the release this node ran before.
+        let rollback = offer.rollback && offer.revision < installed;
+        let now = crate::supervisor::now_ms();
+        let verified = if rollback {
+            let state = self.layout.installed().ok().flatten();
+            release::verify_rollback(&offer.manifest, &self.settings.keys, now, state.as_ref())
+        } else {
+            release::verify_offer(&offer.manifest, &self.settings.keys, now, installed)
+        };
+        let signed = match verified {
             Ok(s) => s,
             Err(e) => {
                 let mut r = Report::new(self, installed, offer.revision);
@@ -160,7 +170,7 @@ impl Updater {
         if !slot.slot {
             return Some(slot.waiting_for);
         }
-        if slot.revision != offer.revision {
+        if slot.revision != offer.revision || slot.manifest != offer.manifest {
             // A newer release arrived meanwhile: give the slot back, take it next time.
             let mut r = Report::new(self, installed, 0);
             r.state = "idle";
@@ -180,6 +190,7 @@ impl Updater {
         manifest_json: &str,
     ) {
         let m = &signed.signed;
+        let rollback = m.revision < installed;
         let mut r = Report::new(self, installed, m.revision);
         let plan = release::plan(&self.layout, m, &self.settings.roles);
         r.state = "downloading";
@@ -187,7 +198,12 @@ impl Updater {
             client,
             "compare",
             &format!(
-                "revision {installed} -> {} ({}): {} files for roles {}, {} unchanged, {} to download ({} bytes)",
+                "{}revision {installed} -> {} ({}): {} files for roles {}, {} on disk, {} to download ({} bytes)",
+                if rollback {
+                    "rollback to the release this node ran before, its manifest verified again with the pinned key: "
+                } else {
+                    ""
+                },
                 m.revision,
                 m.version,
                 plan.keep.len() + plan.download.len(),
@@ -216,15 +232,27 @@ impl Updater {
             .await;
         }
         r.state = "installing";
-        let dest = match release::stage(&self.layout, m.revision, &plan) {
-            Ok(d) => d,
-            Err(e) => {
-                r.fail(client, "install", &e.to_string(), true).await;
-                return;
-            }
-        };
-        r.send(client, "install", &dest.display().to_string(), false)
+        if plan.in_place(&self.layout, m.revision) {
+            // Kept from when this revision ran before, every file checked against the manifest.
+            let dest = self.layout.version_dir(m.revision);
+            r.send(
+                client,
+                "install",
+                &format!("{} (in place, every file as signed)", dest.display()),
+                false,
+            )
             .await;
+        } else {
+            let dest = match release::stage(&self.layout, m.revision, &plan) {
+                Ok(d) => d,
+                Err(e) => {
+                    r.fail(client, "install", &e.to_string(), true).await;
+                    return;
+                }
+            };
+            r.send(client, "install", &dest.display().to_string(), false)
+                .await;
+        }
         let before = match self.layout.switch_to(m.revision) {
             Ok(b) => b,
             Err(e) => {
@@ -246,12 +274,14 @@ impl Updater {
         .await;
         match self.restart_and_check(client, &mut r).await {
             Ok(()) => {
+                let previous = self.layout.installed().ok().flatten();
                 let state = Installed {
                     revision: m.revision,
                     version: m.version.clone(),
                     digest: m.digest(),
                     installed_at_ms: crate::supervisor::now_ms(),
                     manifest: manifest_json.to_owned(),
+                    previous: previous.as_ref().map(Installed::as_previous),
                 };
                 if let Err(e) = self.layout.write_installed(&state) {
                     // Running the new release, but it would be taken for the old one: back.
@@ -263,13 +293,15 @@ impl Updater {
                 r.installed = m.revision;
                 r.target = 0;
                 r.state = "updated";
-                r.send(
-                    client,
-                    "done",
-                    &format!("revision {} ({}) installed", m.revision, m.version),
-                    true,
-                )
-                .await;
+                let detail = if rollback {
+                    format!(
+                        "revision {} ({}) running again: rolled back from revision {installed}",
+                        m.revision, m.version
+                    )
+                } else {
+                    format!("revision {} ({}) installed", m.revision, m.version)
+                };
+                r.send(client, "done", &detail, true).await;
                 tracing::info!(revision = m.revision, version = %m.version, "software updated");
             }
             Err(e) => self.roll_back(client, &mut r, before, &e).await,

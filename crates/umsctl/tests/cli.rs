@@ -213,6 +213,10 @@ admin_service! {
         upload_release(UploadReleaseRequest) -> UploadReleaseResponse;
         release_status(ReleaseStatusRequest) -> ReleaseStatusResponse;
         release_log(ReleaseLogRequest) -> ReleaseLogResponse;
+        pause_release(PauseReleaseRequest) -> ReleaseRollout;
+        resume_release(ResumeReleaseRequest) -> ReleaseRollout;
+        rollback_release(RollbackReleaseRequest) -> ReleaseRollout;
+        configure_release(ConfigureReleaseRequest) -> ReleaseRollout;
         update_status(UpdateStatusRequest) -> UpdateStatus;
         update_plan(UpdatePlanRequest) -> UpdatePlan;
         update_log(UpdateLogRequest) -> UpdateLogResponse;

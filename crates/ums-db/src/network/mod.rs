@@ -24,7 +24,7 @@ pub use events::{EVENTS_CHANNEL, EventListener};
 pub use files::{FileRow, ReplicaRow};
 pub use identity::{NetworkCa, NewToken, TokenRow};
 pub use registry::ProcessRow;
-pub use releases::{ReleaseLogRow, ReleaseNodeRow, ReleaseRow};
+pub use releases::{MAX_CONCURRENCY, ReleaseLogRow, ReleaseNodeRow, ReleaseRow, RolloutRow};
 pub use update::UpdateLogRow;
 
 use crate::{Backend, Db, DbError, Result};

@@ -191,9 +191,9 @@ impl NetworkService for NetworkApi {
 }
 
 impl NetworkApi {
-    /// The first file of the newest release this server has no copy of.
+    /// The first file of the release the network wants this server has no copy of.
     async fn missing_release_file(&self) -> Result<Option<String>, ApiError> {
-        let Some(latest) = self.state.db.latest_release().await? else {
+        let Some((latest, _)) = self.state.db.wanted_release().await? else {
             return Ok(None);
         };
         let Ok(signed) = ums_release::SignedManifest::from_json(latest.manifest.as_bytes()) else {

@@ -1,10 +1,13 @@
-//! Software releases as watchdogs see them through a server: the network's newest release
-//! (handed out as uploaded; the node verifies it with the key it pinned) and the update slot,
-//! a lease in the database so that one node at a time updates, network-wide.
+//! Software releases as watchdogs see them through a server: the release the network wants
+//! (the newest, or the previous good one after an administrator's rollback; handed out as
+//! uploaded, the node verifies it with the key it pinned) and the update slots, leases in the
+//! database so that at most the configured number of nodes (1 by default) update at once,
+//! network-wide.
 //!
-//! A node gets the slot only when no node failed to install the revision (a failure stops the
-//! rollout) and every node already on it runs all of its processes (the previous node came back
-//! healthy). It keeps the slot while it reports progress and gives it back when done.
+//! A node gets a slot only while the rollout is not paused, no node failed to install the
+//! revision (a failure stops the rollout) and every node already on it runs all of its
+//! processes (the previous node came back healthy). It keeps the slot while it reports progress
+//! and gives it back when done; pausing takes no slot back, so a node updating finishes.
 
 use ums_db::Db;
 use ums_db::network::ReleaseNodeRow;
@@ -13,8 +16,6 @@ use ums_proto::network::v1 as pb;
 use super::Network;
 use crate::error::ApiError;
 
-/// The update slot's lease.
-pub const SLOT: &str = "release-slot";
 /// How long a node holds the slot without reporting: a node that dies while updating frees it
 /// after this.
 pub const SLOT_TTL_MS: i64 = 10 * 60_000;
@@ -23,30 +24,40 @@ pub const SLOT_TTL_MS: i64 = 10 * 60_000;
 const FAILED: &[&str] = &["failed", "rolled-back"];
 
 impl Network {
-    /// The newest release and, when asked and allowed, the update slot for `node`.
+    /// The release the network wants (the newest, or the one a rollback named) and, when asked
+    /// and allowed, an update slot for `node`.
     pub async fn release_offer(
         &self,
         db: &Db,
         node: &str,
         req: &pb::GetReleaseRequest,
     ) -> Result<pb::GetReleaseResponse, ApiError> {
-        let Some(latest) = db.latest_release().await? else {
+        let Some((wanted, rollback)) = db.wanted_release().await? else {
             return Ok(pb::GetReleaseResponse::default());
         };
-        let revision = latest.revision.max(0) as u64;
+        let revision = wanted.revision.max(0) as u64;
         let mut answer = pb::GetReleaseResponse {
             revision,
-            manifest: latest.manifest,
+            manifest: wanted.manifest,
             slot: false,
             waiting_for: String::new(),
+            rollback,
         };
         if req.installed_revision == revision || !req.want_slot {
+            return Ok(answer);
+        }
+        let rollout = db.release_rollout().await?;
+        if rollout.paused {
+            answer.waiting_for = format!(
+                "the rollout was paused by {}: `umsctl release resume` continues it",
+                rollout.paused_by
+            );
             return Ok(answer);
         }
         let nodes = db.release_nodes().await?;
         if let Some(failed) = nodes
             .iter()
-            .find(|n| n.target_revision == latest.revision && FAILED.contains(&n.state.as_str()))
+            .find(|n| n.target_revision == wanted.revision && FAILED.contains(&n.state.as_str()))
         {
             answer.waiting_for = format!(
                 "node {} failed to install revision {revision} ({}): the rollout stopped there; upload a new revision",
@@ -57,7 +68,7 @@ impl Network {
         let processes = self.processes(db).await?;
         for n in nodes
             .iter()
-            .filter(|n| n.installed_revision == latest.revision)
+            .filter(|n| n.installed_revision == wanted.revision)
         {
             if let Some(down) = processes
                 .iter()
@@ -70,16 +81,22 @@ impl Network {
                 return Ok(answer);
             }
         }
-        match db.acquire_lease(SLOT, node, SLOT_TTL_MS).await? {
-            Some(_) => answer.slot = true,
-            None => {
-                let holder = db
-                    .lease_holder(SLOT)
-                    .await?
-                    .map(|(h, _)| h)
-                    .unwrap_or_default();
-                answer.waiting_for = format!("node {holder} is updating");
-            }
+        if db
+            .acquire_release_slot(node, rollout.concurrency, SLOT_TTL_MS)
+            .await?
+        {
+            answer.slot = true;
+        } else {
+            let holders = db.release_slot_holders().await?;
+            answer.waiting_for = format!(
+                "{} updating (at most {} at once)",
+                if holders.len() == 1 {
+                    format!("node {} is", holders[0])
+                } else {
+                    format!("nodes {} are", holders.join(", "))
+                },
+                rollout.concurrency
+            );
         }
         Ok(answer)
     }
@@ -118,9 +135,9 @@ impl Network {
         db.report_release_node(&row, step.as_deref().map(|s| (s, detail.as_str())))
             .await?;
         if req.release_slot {
-            db.release_lease(SLOT, node).await?;
-        } else if db.lease_holder(SLOT).await?.is_some_and(|(h, _)| h == node) {
-            db.acquire_lease(SLOT, node, SLOT_TTL_MS).await?;
+            db.free_release_slot(node).await?;
+        } else {
+            db.renew_release_slot(node, SLOT_TTL_MS).await?;
         }
         Ok(())
     }

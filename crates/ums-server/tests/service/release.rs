@@ -255,3 +255,119 @@ async fn a_malformed_pinned_key_stops_the_start_with_its_name() {
     let text = format!("{err:#}");
     assert!(text.contains("release.public_keys"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_pause_resume_configure_and_roll_back_the_rollout_with_clear_refusals() {
+    let key = SigningKey::generate().expect("key");
+    let public = key.public_key().to_string();
+    let server = TestServer::start_with(None, |cfg| {
+        set(
+            cfg,
+            "release",
+            serde_json::json!({ "public_keys": [public] }),
+        )
+    })
+    .await;
+    let mut admin = server.admin();
+    let rollout = |s: pb::ReleaseStatusResponse| s.rollout.expect("rollout");
+    let status = admin
+        .release_status(pb::ReleaseStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let r = rollout(status);
+    assert_eq!((r.paused, r.concurrency, r.rollback_to), (false, 1, 0));
+
+    // Nothing to roll back yet: refused with what to do, nothing changed.
+    let err = admin
+        .rollback_release(pb::RollbackReleaseRequest {})
+        .await
+        .expect_err("no release");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message().contains("nothing to roll back"),
+        "{}",
+        err.message()
+    );
+
+    for bad in [0, 101] {
+        let err = admin
+            .configure_release(pb::ConfigureReleaseRequest { concurrency: bad })
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(
+            err.message().contains("concurrency must be 1 to 100"),
+            "{}",
+            err.message()
+        );
+    }
+    let r = admin
+        .configure_release(pb::ConfigureReleaseRequest { concurrency: 2 })
+        .await
+        .expect("configure")
+        .into_inner();
+    assert_eq!(r.concurrency, 2);
+
+    let r = admin
+        .pause_release(pb::PauseReleaseRequest {})
+        .await
+        .expect("pause")
+        .into_inner();
+    assert!(r.paused);
+    assert_eq!(r.paused_by, "admin");
+    let status = admin
+        .release_status(pb::ReleaseStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let r = rollout(status);
+    assert!(r.paused && r.concurrency == 2, "{r:?}");
+    let r = admin
+        .resume_release(pb::ResumeReleaseRequest {})
+        .await
+        .expect("resume")
+        .into_inner();
+    assert!(!r.paused && r.paused_by.is_empty(), "{r:?}");
+
+    // A stored release that no node installed before it: nothing older to roll back to.
+    upload_file(&mut admin, "releases/3/bin/ums-server", SERVER_BIN).await;
+    upload_file(&mut admin, "releases/3/bin/ums-broker", BROKER_BIN).await;
+    let good = json(&ums_release::sign(manifest(3), &key).expect("sign"));
+    upload(&mut admin, &good, false).await.expect("store");
+    let err = admin
+        .rollback_release(pb::RollbackReleaseRequest {})
+        .await
+        .expect_err("nothing older");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message()
+            .contains("no release older than revision 3 was installed by a node"),
+        "{}",
+        err.message()
+    );
+    let status = admin
+        .release_status(pb::ReleaseStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!((status.revision, status.newest_revision), (3, 3));
+    assert!(!status.rolling_back);
+
+    // Every change is an administrator's in the audit log; the refused ones are not.
+    let audit = admin
+        .list_audit(pb::ListAuditRequest::default())
+        .await
+        .expect("audit")
+        .into_inner();
+    let actions: Vec<&str> = audit.entries.iter().map(|e| e.action.as_str()).collect();
+    for a in ["PauseRelease", "ResumeRelease", "ConfigureRelease"] {
+        assert_eq!(
+            actions.iter().filter(|x| **x == a).count(),
+            1,
+            "{a}: {actions:?}"
+        );
+    }
+    assert!(!actions.contains(&"RollbackRelease"), "{actions:?}");
+    server.stop().await;
+}

@@ -1,5 +1,6 @@
 //! `umsctl release`: software releases of the suite. `keygen` and `sign` run offline, on the
-//! machine that holds the release key; the other commands talk to the network.
+//! machine that holds the release key; the other commands talk to the network (`pause`,
+//! `resume`, `rollback` and `config` steer the rollout).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -52,9 +53,26 @@ pub enum ReleaseCommand {
         /// The bundle directory (signed by `umsctl release sign`).
         bundle: PathBuf,
     },
-    /// The network's software revision, its releases, and per node: installed revision,
-    /// update state, last error.
+    /// The network's software revision, the rollout (paused, rolling back or rolled back, how
+    /// many nodes at once, the nodes updating now), its releases, and per node: installed
+    /// revision, update state, last error.
     Status,
+    /// Pause the rollout: no node starts an update until `resume` (a node updating finishes
+    /// its own).
+    Pause,
+    /// Resume a paused rollout: nodes take update slots again.
+    Resume,
+    /// Roll the network back to its previous good release (the newest older revision a node
+    /// installed): nodes on a newer revision switch back to the release they ran before, one
+    /// at a time, each verifying its signature again with its pinned key. Uploading a newer
+    /// release ends the rollback.
+    Rollback,
+    /// Set how the rollout goes.
+    Config {
+        /// How many nodes may update at once (1 to 100; 1 when never set).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+        concurrency: u32,
+    },
     /// The steps nodes took to update (compared, downloaded, installed, restarted, rolled
     /// back), oldest first.
     Log {
@@ -177,6 +195,48 @@ pub async fn run(json: bool, admin: &mut Admin, command: ReleaseCommand) -> anyh
             let status = ok(admin.release_status(pb::ReleaseStatusRequest {}).await)?;
             show(json, &status, status_text)
         }
+        ReleaseCommand::Pause => {
+            let r = ok(admin.pause_release(pb::PauseReleaseRequest {}).await)?;
+            show(json, &r, |r| {
+                format!(
+                    "rollout paused: no node starts an update until `umsctl release resume`{}",
+                    updating(r)
+                )
+            })
+        }
+        ReleaseCommand::Resume => {
+            let r = ok(admin.resume_release(pb::ResumeReleaseRequest {}).await)?;
+            show(json, &r, |r| {
+                format!(
+                    "rollout resumed: nodes update, at most {} at once",
+                    r.concurrency
+                )
+            })
+        }
+        ReleaseCommand::Rollback => {
+            let r = ok(admin.rollback_release(pb::RollbackReleaseRequest {}).await)?;
+            show(json, &r, |r| {
+                format!(
+                    "rolled back to revision {} (from {}): nodes on a newer revision switch back to it, at most {} at once{}; `umsctl release status` shows them",
+                    r.rollback_to,
+                    r.rollback_from,
+                    r.concurrency,
+                    if r.paused {
+                        " once the rollout is resumed (it is paused)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+        }
+        ReleaseCommand::Config { concurrency } => {
+            let r = ok(admin
+                .configure_release(pb::ConfigureReleaseRequest { concurrency })
+                .await)?;
+            show(json, &r, |r| {
+                format!("at most {} nodes update at once", r.concurrency)
+            })
+        }
         ReleaseCommand::Log { node, limit } => {
             let log = ok(admin
                 .release_log(pb::ReleaseLogRequest {
@@ -205,6 +265,18 @@ pub async fn run(json: bool, admin: &mut Admin, command: ReleaseCommand) -> anyh
     }
 }
 
+/// ", node X is updating" when nodes hold update slots.
+fn updating(r: &pb::ReleaseRollout) -> String {
+    if r.updating.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; updating now (finishing their own): {}",
+            r.updating.join(", ")
+        )
+    }
+}
+
 fn status_text(s: &pb::ReleaseStatusResponse) -> String {
     let mut out = if s.revision == 0 {
         "no release uploaded yet: the network's software revision is 0\n".to_owned()
@@ -214,6 +286,36 @@ fn status_text(s: &pb::ReleaseStatusResponse) -> String {
             s.revision, s.version
         )
     };
+    if let Some(r) = &s.rollout {
+        if r.rollback_to != 0 {
+            out.push_str(&format!(
+                "{} to revision {} from {} by {} at {} UTC (uploading a newer release ends it)\n",
+                if s.rolling_back {
+                    "rolling back"
+                } else {
+                    "rolled back"
+                },
+                r.rollback_to,
+                r.rollback_from,
+                r.rollback_by,
+                time(r.rollback_at_ms)
+            ));
+        }
+        if r.paused {
+            out.push_str(&format!(
+                "paused by {} at {} UTC: no node starts an update (`umsctl release resume` continues){}\n",
+                r.paused_by,
+                time(r.paused_at_ms),
+                updating(r)
+            ));
+        } else {
+            out.push_str(&format!(
+                "rollout running: at most {} node(s) at once{}\n",
+                r.concurrency,
+                updating(r)
+            ));
+        }
+    }
     let mut nodes = table([
         "NODE",
         "HOST",

@@ -290,6 +290,10 @@ admin_service! {
         "EndUpdateMode": "network:write" end_update_mode(pb::EndUpdateModeRequest) -> pb::EndUpdateModeResponse => update_mode::end;
         "ReleaseStatus": "network:read" release_status(pb::ReleaseStatusRequest) -> pb::ReleaseStatusResponse => release::status;
         "ReleaseLog": "network:read" release_log(pb::ReleaseLogRequest) -> pb::ReleaseLogResponse => release::log;
+        "PauseRelease": "network:write" pause_release(pb::PauseReleaseRequest) -> pb::ReleaseRollout => release::pause;
+        "ResumeRelease": "network:write" resume_release(pb::ResumeReleaseRequest) -> pb::ReleaseRollout => release::resume;
+        "RollbackRelease": "network:write" rollback_release(pb::RollbackReleaseRequest) -> pb::ReleaseRollout => release::rollback;
+        "ConfigureRelease": "network:write" configure_release(pb::ConfigureReleaseRequest) -> pb::ReleaseRollout => release::configure;
         "UpdateStatus": "network:read" update_status(pb::UpdateStatusRequest) -> pb::UpdateStatus => update::status;
         "UpdatePlan": "network:read" update_plan(pb::UpdatePlanRequest) -> pb::UpdatePlan => update::plan;
         "UpdateLog": "network:read" update_log(pb::UpdateLogRequest) -> pb::UpdateLogResponse => update::log;

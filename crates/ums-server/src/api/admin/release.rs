@@ -1,7 +1,8 @@
 //! Software releases as administrators manage them: storing a signed release (verified against
 //! the keys this server pinned in `[release] public_keys`, its files already uploaded to the
 //! file store under `releases/<revision>/`), the network's revision with every node's update
-//! state, and the steps nodes logged.
+//! state, the steps nodes logged, and the rollout: paused or not, how many nodes at once, a
+//! rollback to the previous good release.
 
 use ums_proto::admin::v1 as pb;
 use ums_release::{ReleaseError, SignedManifest};
@@ -129,6 +130,7 @@ pub async fn status(
     let db = &api.state.db;
     let releases = db.releases(20).await?;
     let reports = db.release_nodes().await?;
+    let rollout = rollout(db).await?;
     let processes = api.state.network.processes(db).await?;
     let status_of = |id: &str| {
         processes
@@ -186,12 +188,109 @@ pub async fn status(
             }
         })
         .collect();
+    let newest = infos.first().map(|r| r.revision).unwrap_or(0);
+    let wanted = if rollout.rollback_to != 0 {
+        rollout.rollback_to
+    } else {
+        newest
+    };
+    let rolling_back =
+        rollout.rollback_to != 0 && nodes.iter().any(|n| n.installed_revision > wanted);
     Ok(pb::ReleaseStatusResponse {
-        revision: infos.first().map(|r| r.revision).unwrap_or(0),
-        version: infos.first().map(|r| r.version.clone()).unwrap_or_default(),
+        revision: wanted,
+        version: releases
+            .iter()
+            .find(|r| r.revision.max(0) as u64 == wanted)
+            .map(|r| r.version.clone())
+            .unwrap_or_default(),
         releases: infos,
         nodes,
+        newest_revision: newest,
+        rollout: Some(rollout),
+        rolling_back,
     })
+}
+
+/// The rollout as it is now: `rollback_to` only while the rollback holds.
+async fn rollout(db: &ums_db::Db) -> Result<pb::ReleaseRollout, ApiError> {
+    let r = db.release_rollout().await?;
+    let newest = db.latest_release().await?.map(|r| r.revision).unwrap_or(0);
+    let holds = r.rolled_back(newest);
+    Ok(pb::ReleaseRollout {
+        paused: r.paused,
+        paused_by: if r.paused { r.paused_by } else { String::new() },
+        paused_at_ms: if r.paused { r.paused_at } else { 0 },
+        concurrency: r.concurrency,
+        rollback_to: if holds {
+            r.rollback_to.max(0) as u64
+        } else {
+            0
+        },
+        rollback_from: if holds {
+            r.rollback_from.max(0) as u64
+        } else {
+            0
+        },
+        rollback_by: if holds { r.rollback_by } else { String::new() },
+        rollback_at_ms: if holds { r.rollback_at } else { 0 },
+        updating: db.release_slot_holders().await?,
+    })
+}
+
+pub async fn pause(
+    api: &AdminApi,
+    caller: Caller,
+    _: pb::PauseReleaseRequest,
+) -> Result<pb::ReleaseRollout, ApiError> {
+    let db = &api.state.db;
+    db.set_release_paused(true, &caller.username).await?;
+    tracing::info!(by = %caller.username, "release rollout paused: no node starts an update");
+    rollout(db).await
+}
+
+pub async fn resume(
+    api: &AdminApi,
+    caller: Caller,
+    _: pb::ResumeReleaseRequest,
+) -> Result<pb::ReleaseRollout, ApiError> {
+    let db = &api.state.db;
+    db.set_release_paused(false, &caller.username).await?;
+    tracing::info!(by = %caller.username, "release rollout resumed");
+    rollout(db).await
+}
+
+pub async fn rollback(
+    api: &AdminApi,
+    caller: Caller,
+    _: pb::RollbackReleaseRequest,
+) -> Result<pb::ReleaseRollout, ApiError> {
+    let db = &api.state.db;
+    let r = db
+        .roll_back_release(&caller.username)
+        .await
+        .map_err(|e| match e {
+            ums_db::DbError::Conflict(m) => {
+                ApiError::FailedPrecondition(format!("rollback refused: {m}"))
+            }
+            e => e.into(),
+        })?;
+    tracing::info!(
+        by = %caller.username,
+        to = r.rollback_to,
+        from = r.rollback_from,
+        "release rolled back: nodes on a newer revision switch back"
+    );
+    rollout(db).await
+}
+
+pub async fn configure(
+    api: &AdminApi,
+    _: Caller,
+    r: pb::ConfigureReleaseRequest,
+) -> Result<pb::ReleaseRollout, ApiError> {
+    let db = &api.state.db;
+    db.set_release_concurrency(r.concurrency).await?;
+    rollout(db).await
 }
 
 pub async fn log(
