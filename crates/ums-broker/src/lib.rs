@@ -74,6 +74,7 @@ pub async fn run_with_servers(
         limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
         active: AtomicUsize::new(0),
         idle: Notify::new(),
+        room: Notify::new(),
         max_connections: connection_cap(config.max_connections, ums_service::open_files_limit()),
         connect_timeout: config.connect_timeout,
         sweeper: config.idle_timeout.map(|t| Arc::new(IdleSweeper::new(t))),
@@ -123,7 +124,33 @@ pub async fn run_with_servers(
     }
 
     tokio::pin!(shutdown);
-    loop {
+    'accept: loop {
+        // At the cap, stop accepting until a connection ends: new devices wait in the listen
+        // queue (and the kernel's SYN retries past it) and are served in turn, instead of
+        // being accepted only to be closed and retrying in a storm of their own.
+        let mut full = false;
+        loop {
+            let room = shared.room.notified();
+            if shared.active.load(Ordering::Relaxed) < shared.max_connections {
+                break;
+            }
+            if !full {
+                full = true;
+                counters.full.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    max_connections = shared.max_connections,
+                    "max_connections reached: new devices wait in the listen queue until a connection ends"
+                );
+            }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break 'accept,
+                () = room => {}
+            }
+        }
+        if full {
+            tracing::info!("below max_connections again: accepting devices");
+        }
         tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -176,6 +203,8 @@ struct Shared {
     active: AtomicUsize,
     /// Woken when `active` drops to zero.
     idle: Notify,
+    /// Woken when a connection ends while `active` was at `max_connections`.
+    room: Notify,
     max_connections: usize,
     connect_timeout: Duration,
     /// The idle timeouts of all connections, when there is one.
@@ -190,7 +219,11 @@ struct Admitted(Arc<Shared>);
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+        let before = self.0.active.fetch_sub(1, Ordering::Relaxed);
+        if before >= self.0.max_connections {
+            self.0.room.notify_one();
+        }
+        if before == 1 {
             self.0.idle.notify_waiters();
         }
     }
@@ -201,8 +234,8 @@ impl Drop for Admitted {
 const RESERVED_FDS: u64 = 128;
 
 /// The connections the broker holds at most: `configured`, or fewer when the open-files limit
-/// would run out first (two descriptors a connection). Past it a device is closed at once and
-/// retries, instead of the broker failing to accept, or to reach a server, for want of a
+/// would run out first (two descriptors a connection). At the cap the broker stops accepting
+/// until a connection ends, instead of failing to accept, or to reach a server, for want of a
 /// descriptor.
 fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
     let Some(limit) = open_files else {
@@ -513,7 +546,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rate_and_connection_limits_close_new_connections() {
+    async fn the_rate_limit_closes_and_the_connection_limit_queues_new_connections() {
         let echo = echo_server().await;
         let mut cfg = config(&[echo]);
         cfg.rate.per_second = 1;
@@ -523,6 +556,7 @@ mod tests {
         assert_eq!(roundtrip(addr, b"b").await, b"b");
         assert_eq!(roundtrip(addr, b"c").await, b"", "over the rate: closed");
 
+        // At max_connections the next device waits, and is served once a connection ends.
         let mut cfg = config(&[echo]);
         cfg.max_connections = 1;
         let (addr, _stop, _task) = start(cfg).await;
@@ -530,7 +564,18 @@ mod tests {
         first.write_all(b"x").await.expect("write");
         let mut one = [0u8; 1];
         first.read_exact(&mut one).await.expect("echo");
-        assert_eq!(roundtrip(addr, b"y").await, b"", "over the limit: closed");
+        let second = tokio::spawn(roundtrip(addr, b"y"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "over the limit: waits while the first is open"
+        );
+        drop(first);
+        let answer = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("served after the first ended")
+            .expect("join");
+        assert_eq!(answer, b"y");
     }
 
     #[tokio::test]

@@ -15,6 +15,9 @@ pub struct BrokerCounters {
     pub rejected_rate: AtomicU64,
     /// Devices closed because no server accepted their connection.
     pub no_server: AtomicU64,
+    /// Times the broker stopped accepting because it held `max_connections`; new devices
+    /// waited in the listen queue meanwhile.
+    pub full: AtomicU64,
 }
 
 use ums_service::metrics::escape;
@@ -108,6 +111,13 @@ pub fn render(servers: &ServerSet, counters: &BrokerCounters) -> String {
     ] {
         let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", load(v));
     }
+    let name = "ums_broker_full_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Times the broker held max_connections and stopped accepting until one ended; new devices waited in the listen queue."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name} {}", load(&counters.full));
     out
 }
 
@@ -156,6 +166,7 @@ mod tests {
             "ums_broker_bytes_total{server=\"127.0.0.1:30002\",direction=\"down\"} 200",
             "ums_broker_rejected_total{reason=\"limit\"} 0",
             "ums_broker_rejected_total{reason=\"rate\"} 7",
+            "ums_broker_full_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -167,7 +178,8 @@ mod tests {
             let (series, value) = l.rsplit_once(' ').expect("a value");
             assert!(value.parse::<u64>().is_ok(), "{l}");
             assert!(
-                series.starts_with("ums_broker_") && series.ends_with('}'),
+                series.starts_with("ums_broker_")
+                    && (series.ends_with('}') || !series.contains('{')),
                 "{l}"
             );
         }
