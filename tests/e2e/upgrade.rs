@@ -77,23 +77,6 @@ fn history_step(
         })
 }
 
-/// A broker joined to the network: it follows the servers through a server's watch stream.
-fn network_broker(join: &str, token_file: &Path, data: &Path, id: &str) -> Broker {
-    Broker::start(
-        &[],
-        &[
-            ("UMS_RATE__PER_SECOND", "0"),
-            ("UMS_NETWORK__SERVERS", join),
-            (
-                "UMS_NETWORK__TOKEN_FILE",
-                token_file.to_str().expect("path"),
-            ),
-            ("UMS_DATA_DIR", data.to_str().expect("path")),
-            ("UMS_NETWORK__ID", id),
-        ],
-    )
-}
-
 /// The contract step `contracted` as `umsctl update status` lists it among the pending steps:
 /// (phase, waits_for).
 fn pending_step(status: &serde_json::Value, contracted: ums_db::SchemaVersion) -> (String, String) {
@@ -163,13 +146,13 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
     std::fs::write(&token_file, &token).expect("token");
     let join = format!("{},{},{}", a.admin_addr(), b.admin_addr(), c.admin_addr());
     let brokers = [
-        network_broker(
+        Broker::joined(
             &join,
             &token_file,
             &token_dir.path().join("broker-1"),
             "broker-upgrade-1",
         ),
-        network_broker(
+        Broker::joined(
             &join,
             &token_file,
             &token_dir.path().join("broker-2"),
