@@ -84,11 +84,11 @@ pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
 /// steps wait), pending steps that another server applied, and, on the scheduler, the contract
 /// steps once no server needs the older schema.
 async fn update_step(
-    network: &Network,
+    network: &Arc<Network>,
     db: &Db,
     rows: &[ums_db::network::ProcessRow],
     now: i64,
-    before: &dyn update::BeforeMigrate,
+    auto_backup: &crate::backup::AutoBackup,
 ) {
     let mut pending = network.pending();
     // Another server may have applied them; the scheduler applies the contract steps once no
@@ -111,14 +111,21 @@ async fn update_step(
                 next.version,
             )
             .is_empty()
+            && network.begin_contract()
         {
-            match update::contract(db, &network.process_id, current, before).await {
-                Ok(outcome) => {
-                    network.set_pending(outcome.pending);
-                    network.processes_changed(db).await;
+            // Beside the heartbeat: the backup before the steps may take long (it holds the
+            // file store), and the heartbeat must go on meanwhile.
+            let (network, db, auto_backup) = (network.clone(), db.clone(), auto_backup.clone());
+            tokio::spawn(async move {
+                match update::contract(&db, &network.process_id, current, &auto_backup).await {
+                    Ok(outcome) => {
+                        network.set_pending(outcome.pending);
+                        network.processes_changed(&db).await;
+                    }
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "contract steps failed"),
                 }
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "contract steps failed"),
-            }
+                network.end_contract();
+            });
         }
     }
     let mixed = update::versions_mixed(rows, now, network.config.silent_after)
