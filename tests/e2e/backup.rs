@@ -427,3 +427,125 @@ async fn a_backup_restores_into_a_fresh_data_directory_and_database() {
         "another secret is refused"
     );
 }
+
+/// `ums-server ARGS` on the embedded database of `data` as the next release (a test-only
+/// expand step and contract step).
+fn ums_server_next(data: &Path, args: &[&str]) -> Output {
+    Command::new(bin_path("ums-server"))
+        .args(args)
+        .env("UMS_DATA_DIR", data)
+        .env("UMS_LOG__LEVEL", "warn")
+        .env("UMS_TEST_SCHEMA_NEXT", "minor")
+        .env_remove("UMS_DATABASE_URL")
+        .env_remove("UMS_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ums-server")
+}
+
+#[tokio::test]
+async fn a_migration_of_a_database_that_holds_data_backs_it_up_first() {
+    let released = ums_migrations::latest();
+    let contracted = ums_migrations::SchemaVersion::new(released.major, released.minor + 2);
+    // The first start creates the schema of a fresh database: nothing to back up.
+    let Server {
+        mut child, data, ..
+    } = {
+        let a = Server::start(None);
+        let mut dev = a.device().await;
+        dev.register("00:11:22:33:44:77", "lobby")
+            .await
+            .expect("register");
+        a
+    };
+    child.stop();
+    let data = data.path().join("data");
+    let backups = data.join("backups");
+    assert!(!backups.exists(), "a fresh database was backed up");
+    let url = ums_db::sqlite_url(&data);
+    assert_eq!(database_state(&url).await.0, Some(released.to_string()));
+
+    // The backup cannot be written (its directory is a file): the migration is refused,
+    // saying why and how to go on, and the schema stays as it was.
+    std::fs::write(&backups, b"not a directory").expect("write");
+    let out = ums_server_next(&data, &["migrate"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        err.contains(&format!(
+            "the backup before migrating schema {released} -> {contracted} failed"
+        )) && err.contains(&backups.display().to_string())
+            && err.contains("backup_before_migrate = false"),
+        "{err}"
+    );
+    assert_eq!(database_state(&url).await.0, Some(released.to_string()));
+
+    // With the directory back, the migration writes the backup first, then migrates.
+    std::fs::remove_file(&backups).expect("remove");
+    let out = ums_server_next(&data, &["migrate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("migrated the schema to {contracted}")),
+        "{}",
+        stdout(&out)
+    );
+    let archives = || -> Vec<PathBuf> {
+        let mut list: Vec<PathBuf> = std::fs::read_dir(&backups)
+            .expect("backups")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        list.sort();
+        list
+    };
+    let list = archives();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let archive = &list[0];
+    let name = archive.file_name().expect("name").to_string_lossy();
+    assert!(
+        name.starts_with("ums-")
+            && name.ends_with(&format!("-schema{released}-before-{contracted}.umsbak")),
+        "{name}"
+    );
+    let mode = std::fs::metadata(archive)
+        .expect("archive")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert_eq!(database_state(&url).await.0, Some(contracted.to_string()));
+
+    // The update log records the backup, where `umsctl update plan` finds the last one.
+    let db = ums_db::Db::connect(&url).await.expect("connect");
+    let log = db.update_log(20).await.expect("log");
+    db.close().await.expect("close");
+    assert!(
+        log.iter().any(|r| r.step == "backup"
+            && r.outcome == "ok"
+            && r.detail.contains(&archive.display().to_string())),
+        "{log:#?}"
+    );
+
+    // Nothing left to migrate: no backup.
+    let out = ums_server_next(&data, &["migrate"]);
+    assert!(stdout(&out).contains("nothing to do"), "{}", stdout(&out));
+    assert_eq!(archives().len(), 1);
+
+    // The archive is the database before the migration: the released server restores it into
+    // a fresh data directory, with the device.
+    let fresh = tempfile::tempdir().expect("dir");
+    let out = ums_server(
+        fresh.path(),
+        None,
+        &["restore", archive.to_str().expect("path")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("schema {released}")),
+        "{}",
+        stdout(&out)
+    );
+    let restored = ums_db::Db::connect(&ums_db::sqlite_url(fresh.path()))
+        .await
+        .expect("connect");
+    assert_eq!(restored.count_devices().await.expect("devices"), 1);
+    restored.close().await.expect("close");
+}

@@ -419,6 +419,26 @@ impl Broker {
         broker
     }
 
+    /// Starts a broker joined to an HA network through the servers of `join` (`host:port` of
+    /// their admin ports, comma-separated) with the network token in `token_file`: it follows
+    /// the servers through a server's watch stream. `data` is its data directory, `id` its
+    /// registry id.
+    pub fn joined(join: &str, token_file: &Path, data: &Path, id: &str) -> Broker {
+        Broker::start(
+            &[],
+            &[
+                ("UMS_RATE__PER_SECOND", "0"),
+                ("UMS_NETWORK__SERVERS", join),
+                (
+                    "UMS_NETWORK__TOKEN_FILE",
+                    token_file.to_str().expect("path"),
+                ),
+                ("UMS_DATA_DIR", data.to_str().expect("path")),
+                ("UMS_NETWORK__ID", id),
+            ],
+        )
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -3,13 +3,18 @@
 //! other still runs the older release serves devices from a local copy, refuses an
 //! administrator's change with a clear error and tells an unknown device it is in maintenance;
 //! once the last server starts on the new release and migrates, the check-ins and job results
-//! it kept are in the shared database and both servers are back to normal.
+//! it kept are in the shared database and both servers are back to normal. The same update
+//! behind a broker in front of both servers: no device request fails but the maintenance answer
+//! to unknown devices, and every check-in a device was answered for is in the shared database.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ums_devsim::DeviceClient;
 
-use crate::harness::{HA_ENV, Server, eventually};
+use crate::harness::{Broker, HA_ENV, Server, eventually};
 
 fn major_env() -> Vec<(&'static str, &'static str)> {
     let mut env = HA_ENV.to_vec();
@@ -229,4 +234,257 @@ async fn a_major_step_falls_back_to_update_mode_and_loses_no_check_in() {
     let mut stranger = b.device().await;
     let joined = stranger.register("00:00:00:00:0b:99", "new").await;
     assert!(joined.is_ok_and(|r| r.created));
+}
+
+/// What the devices behind the broker saw during the update: check-ins answered (first time or
+/// after one retry on a new connection, as devices do), registrations of unknown devices
+/// answered with the documented maintenance status or served, and everything else.
+#[derive(Default)]
+struct Seen {
+    check_ins: AtomicU64,
+    retried: AtomicU64,
+    registered: AtomicU64,
+    maintenance: AtomicU64,
+    failed: Mutex<Vec<String>>,
+}
+
+/// One check-in of a known device through `url`, on a new connection (so the broker's round
+/// robin spreads the devices over both servers), retried once.
+async fn check_in_once(
+    url: &str,
+    ca: &[u8],
+    (id, secret): (i64, &[u8]),
+    revision: u64,
+    seen: &Seen,
+) -> bool {
+    let attempt = || async {
+        let mut dev = DeviceClient::connect(url, ca).await?;
+        dev.set_device_id(Some(id));
+        dev.set_secret(secret.to_vec());
+        dev.check_in(&format!("rev-{revision}"), revision).await?;
+        anyhow::Ok(())
+    };
+    if attempt().await.is_ok() {
+        seen.check_ins.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
+    seen.retried.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    match attempt().await {
+        Ok(()) => {
+            seen.check_ins.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            seen.failed
+                .lock()
+                .expect("lock")
+                .push(format!("device {id} revision {revision}: {e:#}"));
+            false
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn update_mode_behind_a_broker_fails_no_device_request_and_keeps_every_check_in() {
+    let url = ums_testkit::shared_database("e2e_update_mode_broker").expect("postgres");
+    let released = ums_migrations::latest();
+    let major = ums_db::SchemaVersion::new(released.major + 1, 0);
+
+    let a = Server::start_ha(&url, None);
+    let token = a.token();
+    let b = Server::start_ha(&url, Some(&token));
+    let dir = tempfile::tempdir().expect("dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).expect("token");
+    let broker = Broker::joined(
+        &format!("{},{}", a.admin_addr(), b.admin_addr()),
+        &token_file,
+        &dir.path().join("broker"),
+        "broker-update-mode",
+    );
+    let up = |s: &Server| format!("ums_broker_server_up{{server=\"{}\"}}", s.device_addr());
+    let both = eventually(Duration::from_secs(15), || async {
+        (broker.metric(&up(&a)) == Some(1.0) && broker.metric(&up(&b)) == Some(1.0)).then_some(())
+    })
+    .await;
+    assert!(both.is_some(), "broker:\n{}", broker.log_text());
+    let ca = a.ca_pem();
+
+    // Eight devices of the released network, registered through the broker.
+    let mut known = Vec::new();
+    for n in 0..8 {
+        let mut dev = DeviceClient::connect(&broker.device_url, &ca)
+            .await
+            .expect("connect");
+        let unit = format!("00:00:00:00:0c:0{n}");
+        let id = dev
+            .register(&unit, &unit)
+            .await
+            .expect("register")
+            .device_id;
+        known.push((id, dev.secret().to_vec()));
+    }
+
+    // 1. b restarts on the release with the major step while a runs the older one: b serves
+    //    from its local copy behind the same broker.
+    let b = b.restart(Some(&url), &major_env());
+    let in_update = eventually(Duration::from_secs(15), || async {
+        servers(&url)
+            .await
+            .iter()
+            .any(|(id, mode, _)| *id == b.process_id() && mode == "update")
+            .then_some(())
+    })
+    .await;
+    assert!(in_update.is_some(), "{}", b.log_text());
+    let b_up = eventually(Duration::from_secs(10), || async {
+        (broker.metric(&up(&b)) == Some(1.0)).then_some(())
+    })
+    .await;
+    assert!(b_up.is_some(), "broker:\n{}", broker.log_text());
+
+    // Devices check in through the broker without pause, each with a new revision, and
+    // unknown devices try to register, until both servers are normal again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
+    let acknowledged: Arc<Mutex<HashMap<i64, u64>>> = Arc::default();
+    let mut load = Vec::new();
+    for pair in known.chunks(2).map(<[_]>::to_vec) {
+        let (stop, seen, acknowledged) = (stop.clone(), seen.clone(), acknowledged.clone());
+        let (url, ca) = (broker.device_url.clone(), ca.clone());
+        load.push(tokio::spawn(async move {
+            let mut revision = 100u64;
+            while !stop.load(Ordering::Relaxed) {
+                revision += 1;
+                for (id, secret) in &pair {
+                    if check_in_once(&url, &ca, (*id, secret), revision, &seen).await {
+                        acknowledged.lock().expect("lock").insert(*id, revision);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    {
+        let (stop, seen) = (stop.clone(), seen.clone());
+        let (url, ca) = (broker.device_url.clone(), ca.clone());
+        load.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let unit = format!("00:00:00:0d:{:02x}:{:02x}", n >> 8 & 0xff, n & 0xff);
+                // Served, or told maintenance (b does not know the device); anything else is
+                // tried once more on a new connection, as devices do.
+                let attempt = || async {
+                    let mut dev = DeviceClient::connect(&url, &ca).await?;
+                    match dev.register(&unit, &unit).await {
+                        Ok(_) => anyhow::Ok(false),
+                        Err(s)
+                            if s.code() == tonic::Code::Unavailable
+                                && s.message().starts_with("maintenance:") =>
+                        {
+                            Ok(true)
+                        }
+                        Err(s) => Err(anyhow::anyhow!("{s:?}")),
+                    }
+                };
+                let answer = match attempt().await {
+                    Ok(maintenance) => Ok(maintenance),
+                    Err(_) => {
+                        seen.retried.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        attempt().await
+                    }
+                };
+                match answer {
+                    Ok(false) => {
+                        seen.registered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(true) => {
+                        seen.maintenance.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => seen
+                        .failed
+                        .lock()
+                        .expect("lock")
+                        .push(format!("registration of {unit}: {e:#}")),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // 2. a restarts on the new release and migrates; b replays its journal and reconnects.
+    let a = a.restart(Some(&url), &major_env());
+    let normal = eventually(Duration::from_secs(30), || async {
+        let s = servers(&url).await;
+        (s.len() == 2
+            && s.iter()
+                .all(|(_, mode, max)| mode == "normal" && *max == major.to_string()))
+        .then_some(s)
+    })
+    .await;
+    assert!(
+        normal.is_some(),
+        "registry {:?}\n{}\n{}",
+        servers(&url).await,
+        a.log_text(),
+        b.log_text()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.expect("load task");
+    }
+
+    let failed = seen.failed.lock().expect("lock").clone();
+    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    println!(
+        "check-ins {} ({} retried once), registrations {} served, {} told maintenance, {} failed",
+        count(&seen.check_ins),
+        count(&seen.retried),
+        count(&seen.registered),
+        count(&seen.maintenance),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "device requests failed: {failed:#?}");
+    assert!(count(&seen.check_ins) > 50, "the load ran");
+    assert!(
+        count(&seen.maintenance) > 0,
+        "b in update mode told unknown devices to come back later"
+    );
+
+    // Every check-in a device was answered for is in the shared database: the last one of
+    // every device, whether a served it or b journaled it, and b's journal was replayed.
+    let db = ums_db::Db::connect(&url).await.expect("connect");
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert_eq!(acknowledged.len(), known.len());
+    for (id, revision) in &acknowledged {
+        let d = db.get_device(*id).await.expect("device");
+        assert_eq!(
+            (d.state.as_str(), d.applied_revision),
+            (format!("rev-{revision}").as_str(), Some(*revision as i64)),
+            "device {id}"
+        );
+    }
+    let replayed: u64 = db
+        .update_log(200)
+        .await
+        .expect("log")
+        .iter()
+        .filter(|r| r.step == "update-mode" && r.detail.starts_with("ended"))
+        .filter_map(|r| {
+            r.detail
+                .split_once("): ")?
+                .1
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(replayed > 0, "b journaled check-ins in update mode");
+    db.close().await.ok();
 }

@@ -1,8 +1,11 @@
-//! A rolling upgrade of an HA network on PostgreSQL, with the real binaries: a server restarts
-//! as the next release (a test-only expand step and contract step, `UMS_TEST_SCHEMA_NEXT`),
-//! an old server restarted mid-rollout comes back, the contract step runs once no old server
-//! is left, and devices checking in through a broker see no failure.
+//! A rolling upgrade of an HA network of three servers on PostgreSQL, with the real binaries:
+//! the servers restart one at a time as the next release (a test-only expand step and contract
+//! step, `UMS_TEST_SCHEMA_NEXT`), an old server restarted mid-rollout comes back, the contract
+//! step runs once no old server is left, and devices checking in through two brokers (half of
+//! them through each) see no failure.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -74,6 +77,58 @@ fn history_step(
         })
 }
 
+/// The contract step `contracted` as `umsctl update status` lists it among the pending steps:
+/// (phase, waits_for).
+fn pending_step(status: &serde_json::Value, contracted: ums_db::SchemaVersion) -> (String, String) {
+    let step = status["pending"]
+        .as_array()
+        .and_then(|p| {
+            p.iter()
+                .find(|w| text_of(w, "version") == contracted.to_string())
+        })
+        .cloned()
+        .unwrap_or_default();
+    (text_of(&step, "phase"), text_of(&step, "waits_for"))
+}
+
+/// The backups the servers wrote before migrating from `from` to `to`, in their data
+/// directories.
+fn automatic_backups(
+    servers: &[&Server],
+    from: ums_db::SchemaVersion,
+    to: ums_db::SchemaVersion,
+) -> Vec<std::path::PathBuf> {
+    let suffix = format!("-schema{from}-before-{to}.umsbak");
+    servers
+        .iter()
+        .filter_map(|s| std::fs::read_dir(s.data.path().join("data/backups")).ok())
+        .flatten()
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(&suffix))
+        .collect()
+}
+
+/// Whether `umsctl --json update log` records a backup into `path`.
+fn logged_backup(ctl: &crate::harness::Umsctl, path: &Path) -> bool {
+    ctl.json(&["update", "log"])["entries"]
+        .as_array()
+        .is_some_and(|entries| {
+            entries.iter().any(|e| {
+                text_of(e, "step") == "backup"
+                    && text_of(e, "outcome") == "ok"
+                    && text_of(e, "detail").contains(&path.display().to_string())
+            })
+        })
+}
+
+/// Device cycles done through one broker: succeeded, retried once, failed after the retry.
+#[derive(Default)]
+struct Load {
+    ok: AtomicU64,
+    retried: AtomicU64,
+    failed: std::sync::Mutex<Vec<String>>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
     let url = ums_testkit::shared_database("e2e_upgrade").expect("postgres");
@@ -81,39 +136,46 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
     let expanded = ums_db::SchemaVersion::new(released.major, released.minor + 1);
     let contracted = ums_db::SchemaVersion::new(released.major, released.minor + 2);
 
+    // Three servers on the released binary, two brokers in front of all three.
     let a = Server::start_ha(&url, None);
     let token = a.token();
     let b = Server::start_ha(&url, Some(&token));
+    let c = Server::start_ha(&url, Some(&token));
     let token_dir = tempfile::tempdir().expect("dir");
     let token_file = token_dir.path().join("token");
     std::fs::write(&token_file, &token).expect("token");
-    let broker_data = token_dir.path().join("broker-data");
-    let join = format!("{},{}", a.admin_addr(), b.admin_addr());
-    let broker = Broker::start(
-        &[],
-        &[
-            ("UMS_RATE__PER_SECOND", "0"),
-            ("UMS_NETWORK__SERVERS", &join),
-            (
-                "UMS_NETWORK__TOKEN_FILE",
-                token_file.to_str().expect("path"),
-            ),
-            ("UMS_DATA_DIR", broker_data.to_str().expect("path")),
-            ("UMS_NETWORK__ID", "broker-upgrade"),
-        ],
-    );
+    let join = format!("{},{},{}", a.admin_addr(), b.admin_addr(), c.admin_addr());
+    let brokers = [
+        Broker::joined(
+            &join,
+            &token_file,
+            &token_dir.path().join("broker-1"),
+            "broker-upgrade-1",
+        ),
+        Broker::joined(
+            &join,
+            &token_file,
+            &token_dir.path().join("broker-2"),
+            "broker-upgrade-2",
+        ),
+    ];
     let ca = a.ca_pem();
     let up = |s: &Server| format!("ums_broker_server_up{{server=\"{}\"}}", s.device_addr());
-    let both = eventually(Duration::from_secs(15), || async {
-        (broker.metric(&up(&a)) == Some(1.0) && broker.metric(&up(&b)) == Some(1.0)).then_some(())
-    })
-    .await;
-    assert!(both.is_some(), "broker:\n{}", broker.log_text());
+    for broker in &brokers {
+        let all = eventually(Duration::from_secs(15), || async {
+            [&a, &b, &c]
+                .iter()
+                .all(|s| broker.metric(&up(s)) == Some(1.0))
+                .then_some(())
+        })
+        .await;
+        assert!(all.is_some(), "broker:\n{}", broker.log_text());
+    }
     let ctl = a.umsctl();
-    let (a_id, b_id) = (a.process_id(), b.process_id());
+    let (a_id, b_id, c_id) = (a.process_id(), b.process_id(), c.process_id());
     let before = eventually(Duration::from_secs(10), || async {
         let s = update_status(&ctl);
-        (text_of(&s, "summary") == "2 of 2 servers updated").then_some(s)
+        (text_of(&s, "summary") == "3 of 3 servers updated").then_some(s)
     })
     .await;
     assert!(before.is_some(), "{:#}", update_status(&ctl));
@@ -122,16 +184,14 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
         released.to_string()
     );
 
-    // Continuous device load through the broker for the whole rollout.
+    // Continuous device load for the whole rollout, half of the devices through each broker.
     let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let retried = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let loads: [Arc<Load>; 2] = Default::default();
     let load: Vec<_> = (0..4)
         .map(|i| {
-            let (stop, ok, retried, failed) =
-                (stop.clone(), ok.clone(), retried.clone(), failed.clone());
-            let (url, ca) = (broker.device_url.clone(), ca.clone());
+            let stop = stop.clone();
+            let counts = loads[i % 2].clone();
+            let (url, ca) = (brokers[i % 2].device_url.clone(), ca.clone());
             tokio::spawn(async move {
                 let mut n = 0u32;
                 while !stop.load(Ordering::Relaxed) {
@@ -143,15 +203,15 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
                         n & 0xff
                     );
                     if device_cycle(&url, &ca, &unit).await.is_ok() {
-                        ok.fetch_add(1, Ordering::Relaxed);
+                        counts.ok.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        retried.fetch_add(1, Ordering::Relaxed);
+                        counts.retried.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(300)).await;
                         match device_cycle(&url, &ca, &unit).await {
                             Ok(()) => {
-                                ok.fetch_add(1, Ordering::Relaxed);
+                                counts.ok.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(e) => failed.lock().expect("lock").push(format!("{e:#}")),
+                            Err(e) => counts.failed.lock().expect("lock").push(format!("{e:#}")),
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -162,17 +222,18 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // 1. Server a restarts as the next release: it applies the expand step; the contract step
-    //    waits for b, which still runs the released binary. Both report mode=update.
+    //    waits for b and c, which still run the released binary. Every server reports
+    //    mode=update.
     let a = a.restart(Some(&url), &next_env());
     assert_eq!(schema(&url).await, expanded, "{}", a.log_text());
     let mixed = eventually(Duration::from_secs(10), || async {
         let m = modes(&url).await;
-        (m.len() == 2 && m.iter().all(|(_, mode, _)| mode == "update")).then_some(m)
+        (m.len() == 3 && m.iter().all(|(_, mode, _)| mode == "update")).then_some(m)
     })
     .await;
     assert!(mixed.is_some(), "registry: {:?}", modes(&url).await);
     // `umsctl update status` shows the expand step applied by the first new server, one of
-    // two servers updated, and the contract step waiting for the old one.
+    // three servers updated, and the contract step waiting for the two old ones by id.
     let s = update_status(&ctl);
     assert_eq!(text_of(&s, "schema_version"), expanded.to_string(), "{s:#}");
     assert_eq!(
@@ -180,21 +241,33 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
         Some(("expand".to_owned(), format!("server/{a_id}"))),
         "{s:#}"
     );
-    assert_eq!(text_of(&s, "summary"), "1 of 2 servers updated", "{s:#}");
-    let waits = s["pending"]
-        .as_array()
-        .and_then(|p| {
-            p.iter()
-                .find(|w| text_of(w, "version") == contracted.to_string())
-        })
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(text_of(&waits, "phase"), "contract", "{s:#}");
-    assert!(text_of(&waits, "waits_for").contains(&b_id), "{s:#}");
+    assert_eq!(text_of(&s, "summary"), "1 of 3 servers updated", "{s:#}");
+    let (phase, waits_for) = pending_step(&s, contracted);
+    assert_eq!(phase, "contract", "{s:#}");
+    assert!(
+        waits_for.contains(&b_id) && waits_for.contains(&c_id) && !waits_for.contains(&a_id),
+        "{s:#}"
+    );
     let table = ctl.ok(&["update", "status"]);
     assert!(
-        table.contains("1 of 2 servers updated") && table.contains("pending steps"),
+        table.contains("1 of 3 servers updated") && table.contains("pending steps"),
         "{table}"
+    );
+    // Before the expand step, a backed the database (which holds data) up into its data
+    // directory, mode 0600, recorded in the update log, where `update plan` finds it.
+    let expand_backup = automatic_backups(&[&a], released, expanded);
+    assert_eq!(expand_backup.len(), 1, "{}", a.log_text());
+    let mode = std::fs::metadata(&expand_backup[0])
+        .expect("backup")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert!(logged_backup(&ctl, &expand_backup[0]));
+    let plan = ctl.raw(&["update", "plan"]);
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains(&expand_backup[0].display().to_string()),
+        "{plan}"
     );
 
     // 2. The old b, restarted mid-rollout, comes back on the expanded schema.
@@ -210,14 +283,32 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
         "the old server never downgrades"
     );
 
-    // 3. b restarts as the next release: no old server is left, the contract step runs and
-    //    every server returns to normal.
-    let last_old_stopped = ums_db::now_ms();
+    // 3. b restarts as the next release: two of three are updated and the contract step
+    //    still waits, now for c alone.
     let b = b.restart(Some(&url), &next_env());
+    let two = eventually(Duration::from_secs(10), || async {
+        let s = update_status(&ctl);
+        (text_of(&s, "summary") == "2 of 3 servers updated").then_some(s)
+    })
+    .await;
+    assert!(two.is_some(), "{:#}", update_status(&ctl));
+    let s = two.expect("status");
+    assert_eq!(text_of(&s, "schema_version"), expanded.to_string(), "{s:#}");
+    let (phase, waits_for) = pending_step(&s, contracted);
+    assert_eq!(phase, "contract", "{s:#}");
+    assert!(
+        waits_for.contains(&c_id) && !waits_for.contains(&a_id) && !waits_for.contains(&b_id),
+        "{s:#}"
+    );
+
+    // 4. c, the last old server, restarts as the next release: no old server is left, the
+    //    contract step runs and every server returns to normal.
+    let last_old_stopped = ums_db::now_ms();
+    let c = c.restart(Some(&url), &next_env());
     let normal = eventually(Duration::from_secs(20), || async {
         let m = modes(&url).await;
         (schema(&url).await == contracted
-            && m.len() == 2
+            && m.len() == 3
             && m.iter()
                 .all(|(_, mode, max)| mode == "normal" && *max == contracted.to_string()))
         .then_some(m)
@@ -225,17 +316,18 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
     .await;
     assert!(
         normal.is_some(),
-        "schema {} registry {:?}\n{}\n{}",
+        "schema {} registry {:?}\n{}\n{}\n{}",
         schema(&url).await,
         modes(&url).await,
         a.log_text(),
-        b.log_text()
+        b.log_text(),
+        c.log_text()
     );
     // The status shows the contract step, applied after the last old server left, and every
-    // server updated.
+    // process (servers and brokers) running in mode normal.
     let done = eventually(Duration::from_secs(10), || async {
         let s = update_status(&ctl);
-        (text_of(&s, "summary") == "2 of 2 servers updated" && s["in_progress"] != true)
+        (text_of(&s, "summary") == "3 of 3 servers updated" && s["in_progress"] != true)
             .then_some(s)
     })
     .await;
@@ -249,7 +341,9 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
     let (phase, by, at) = history_step(&s, contracted).expect("the contract step");
     assert_eq!(phase, "contract", "{s:#}");
     assert!(
-        by == format!("server/{a_id}") || by == format!("server/{b_id}"),
+        [&a_id, &b_id, &c_id]
+            .iter()
+            .any(|id| by == format!("server/{id}")),
         "{s:#}"
     );
     assert!(
@@ -260,19 +354,30 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
         s["pending"].as_array().is_none_or(|p| p.is_empty()),
         "{s:#}"
     );
-    let servers: Vec<&serde_json::Value> = s["processes"]
+    let running: Vec<&serde_json::Value> = s["processes"]
         .as_array()
         .map(|p| {
             p.iter()
-                .filter(|p| text_of(p, "kind") == "server" && text_of(p, "status") == "running")
+                .filter(|p| text_of(p, "status") == "running")
                 .collect()
         })
         .unwrap_or_default();
-    assert_eq!(servers.len(), 2, "{s:#}");
-    assert!(
-        servers
+    let servers: Vec<&&serde_json::Value> = running
+        .iter()
+        .filter(|p| text_of(p, "kind") == "server")
+        .collect();
+    assert_eq!(servers.len(), 3, "{s:#}");
+    assert!(servers.iter().all(|p| p["updated"] == true), "{s:#}");
+    assert_eq!(
+        running
             .iter()
-            .all(|p| text_of(p, "mode") == "normal" && p["updated"] == true),
+            .filter(|p| text_of(p, "kind") == "broker")
+            .count(),
+        2,
+        "{s:#}"
+    );
+    assert!(
+        running.iter().all(|p| text_of(p, "mode") == "normal"),
         "{s:#}"
     );
     let log = ctl.ok(&["update", "log"]);
@@ -280,6 +385,10 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
         log.contains("contract-waits") && log.contains("contract"),
         "{log}"
     );
+    // The contract step was backed up before too, by the server that applied it.
+    let contract_backup = automatic_backups(&[&a, &b, &c], expanded, contracted);
+    assert!(!contract_backup.is_empty(), "{by}");
+    assert!(contract_backup.iter().all(|p| logged_backup(&ctl, p)));
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     for l in load {
@@ -350,15 +459,22 @@ async fn a_rolling_upgrade_expands_then_contracts_under_device_load() {
         "{stderr}"
     );
 
-    let failed = failed.lock().expect("lock").clone();
-    let (ok, retried) = (ok.load(Ordering::Relaxed), retried.load(Ordering::Relaxed));
-    println!(
-        "device cycles: {ok} ok, {retried} retried once, {} failed",
-        failed.len()
-    );
-    assert!(ok > 50, "the load ran: {ok}");
-    assert!(
-        failed.is_empty(),
-        "device cycles failed after a retry: {failed:#?}"
-    );
+    for (i, l) in loads.iter().enumerate() {
+        let failed = l.failed.lock().expect("lock").clone();
+        let (ok, retried) = (
+            l.ok.load(Ordering::Relaxed),
+            l.retried.load(Ordering::Relaxed),
+        );
+        println!(
+            "broker {}: device cycles {ok} ok, {retried} retried once, {} failed",
+            i + 1,
+            failed.len()
+        );
+        assert!(ok > 25, "the load ran through broker {}: {ok}", i + 1);
+        assert!(
+            failed.is_empty(),
+            "device cycles through broker {} failed after a retry: {failed:#?}",
+            i + 1
+        );
+    }
 }

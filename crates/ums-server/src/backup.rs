@@ -800,6 +800,125 @@ impl AsyncSink for &mut StoreSink<'_, '_> {
     }
 }
 
+/// The backup a server writes before it changes the schema of a database that holds data
+/// (`[update] backup_before_migrate`): an archive of [`create_backup`] in [`default_dir`]
+/// named `ums-<UTC time>-schema<from>-before-<to>.umsbak`, recorded in the update log like
+/// every backup. Only the last `[update] keep_backups` of these are kept; archives of
+/// `ums-server backup` are never removed.
+#[derive(Debug, Clone)]
+pub struct AutoBackup {
+    config: std::sync::Arc<Config>,
+}
+
+impl AutoBackup {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            config: std::sync::Arc::new(config.clone()),
+        }
+    }
+
+    /// Writes the backup before a migration from `from` to `to`, then removes the oldest
+    /// automatic backups beyond the configured number. `None` when backups before a
+    /// migration are switched off. An error names the cause and the switch.
+    pub async fn before(
+        &self,
+        from: SchemaVersion,
+        to: SchemaVersion,
+    ) -> anyhow::Result<Option<BackupSummary>> {
+        let config = &self.config;
+        if !config.backup_before_migrate {
+            tracing::warn!(%from, %to, "migrating without a backup: [update] backup_before_migrate is false");
+            return Ok(None);
+        }
+        let dir = default_dir(config);
+        let taken = async {
+            ums_tls::create_private_dir(&dir)
+                .with_context(|| format!("create backup directory {}", dir.display()))?;
+            let stem = format!("ums-{}-schema{from}-before-{to}", utc(ums_db::now_ms()).0);
+            let mut path = dir.join(format!("{stem}.umsbak"));
+            let mut n = 1;
+            while path.exists() {
+                n += 1;
+                path = dir.join(format!("{stem}-{n}.umsbak"));
+            }
+            create_backup(config, Some(&path)).await
+        }
+        .await;
+        let summary = taken.map_err(|e| {
+            anyhow::anyhow!(
+                "the backup before migrating schema {from} -> {to} failed, so the schema was not changed: {e:#}. Fix the cause and start again, or set [update] backup_before_migrate = false to migrate without a backup"
+            )
+        })?;
+        tracing::info!(
+            path = %summary.path.display(),
+            bytes = summary.bytes,
+            %from,
+            %to,
+            "backup before migrating the schema"
+        );
+        match prune_automatic(&dir, config.keep_backups) {
+            Ok(removed) => {
+                for p in removed {
+                    tracing::info!(path = %p.display(), "removed an old backup taken before a migration");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), dir = %dir.display(), "could not remove old backups")
+            }
+        }
+        Ok(Some(summary))
+    }
+}
+
+impl crate::network::update::BeforeMigrate for AutoBackup {
+    fn before_migrate<'a>(
+        &'a self,
+        from: SchemaVersion,
+        steps: &'a [SchemaVersion],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let to = steps.last().copied().unwrap_or(from);
+            self.before(from, to).await.map(|_| ())
+        })
+    }
+}
+
+/// Whether `name` is an archive [`AutoBackup`] wrote.
+fn is_automatic(name: &str) -> bool {
+    name.starts_with("ums-") && name.contains("-before-") && name.ends_with(".umsbak")
+}
+
+/// The age order of an automatic backup's name: its UTC time, then the number a second backup
+/// within the same second got (`...-before-1.6-2.umsbak`).
+fn age_key(name: &str) -> (String, u32) {
+    let stem = name.trim_end_matches(".umsbak");
+    let n = stem
+        .rsplit_once('-')
+        .filter(|(head, _)| !head.ends_with("-before"))
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(1);
+    (stem.get(4..20).unwrap_or(stem).to_owned(), n)
+}
+
+/// Removes the oldest automatic backups in `dir` beyond the newest `keep` (their names start
+/// with the UTC time, so they sort by age); returns what it removed.
+pub fn prune_automatic(dir: &Path, keep: usize) -> anyhow::Result<Vec<PathBuf>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("list {}", dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| is_automatic(n))
+        .collect();
+    names.sort_by_key(|n| age_key(n));
+    let excess = names.len().saturating_sub(keep);
+    let mut removed = Vec::new();
+    for name in names.into_iter().take(excess) {
+        let path = dir.join(name);
+        std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+        removed.push(path);
+    }
+    Ok(removed)
+}
+
 /// `(compact, RFC 3339)` forms of a UTC time in milliseconds since the epoch:
 /// `20261202T183000Z`, `2026-12-02T18:30:00Z`.
 pub fn utc(ms: i64) -> (String, String) {
@@ -838,5 +957,35 @@ mod tests {
             archive_name(1_796_236_200_000, SchemaVersion::new(1, 3)),
             "ums-20261202T183000Z-schema1.3.umsbak"
         );
+    }
+
+    #[test]
+    fn only_the_newest_automatic_backups_are_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let names = [
+            "ums-20261201T100000Z-schema1.4-before-1.5.umsbak",
+            "ums-20261202T100000Z-schema1.5-before-1.6.umsbak",
+            "ums-20261202T100000Z-schema1.5-before-1.6-2.umsbak",
+            "ums-20261203T100000Z-schema1.6-before-1.7.umsbak",
+            // Taken by an administrator, and an unrelated file: never removed.
+            "ums-20261130T100000Z-schema1.4.umsbak",
+            "notes.txt",
+        ];
+        for n in names {
+            std::fs::write(dir.path().join(n), b"x").expect("write");
+        }
+        let removed = prune_automatic(dir.path(), 2).expect("prune");
+        let removed: Vec<String> = removed
+            .iter()
+            .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(removed, [names[0], names[1]]);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["notes.txt", names[4], names[2], names[3]]);
+        assert!(prune_automatic(dir.path(), 2).expect("again").is_empty());
     }
 }

@@ -35,6 +35,29 @@ pub struct ServerConfig {
     pub swp: SwpConfig,
     pub metrics: ums_service::metrics::MetricsConfig,
     pub release: ReleaseConfig,
+    pub update: UpdateConfig,
+}
+
+/// Schema updates: the `[update]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdateConfig {
+    /// Write a backup into `<data_dir>/backups` before this server applies schema steps to a
+    /// database that holds data, and refuse to migrate when it fails. A fresh, empty database
+    /// is not backed up.
+    pub backup_before_migrate: bool,
+    /// How many of these automatic backups to keep in `<data_dir>/backups` (the oldest are
+    /// removed after a new one is written; backups taken with `ums-server backup` are kept).
+    pub keep_backups: u32,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        Self {
+            backup_before_migrate: true,
+            keep_backups: 5,
+        }
+    }
 }
 
 /// Software releases: the `[release]` section.
@@ -188,6 +211,7 @@ impl Default for ServerConfig {
             swp: SwpConfig::default(),
             metrics: ums_service::metrics::MetricsConfig::default(),
             release: ReleaseConfig::default(),
+            update: UpdateConfig::default(),
         }
     }
 }
@@ -341,6 +365,11 @@ impl ServerConfig {
             );
         }
         let metrics_listen = self.metrics.validate()?;
+        if self.update.backup_before_migrate && self.update.keep_backups == 0 {
+            anyhow::bail!(
+                "update.keep_backups is 0 but update.backup_before_migrate is on: keep at least 1 automatic backup, or set update.backup_before_migrate = false"
+            );
+        }
         let release_keys = ums_release::parse_keys(&self.release.public_keys)
             .map_err(|e| anyhow::anyhow!("release.public_keys: {e}"))?;
         let token_file = if net.token_file.as_os_str().is_empty() {
@@ -383,6 +412,8 @@ impl ServerConfig {
             swp_refresh: Duration::from_secs(self.swp.refresh_s),
             log: self.log.clone(),
             release_keys,
+            backup_before_migrate: self.update.backup_before_migrate,
+            keep_backups: self.update.keep_backups as usize,
         })
     }
 }
@@ -439,6 +470,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The pinned public release keys (`[release] public_keys`).
     pub release_keys: Vec<ums_release::PublicKey>,
+    /// Back up a database that holds data before migrating it (`[update]`).
+    pub backup_before_migrate: bool,
+    /// Automatic backups kept in `<data_dir>/backups`.
+    pub keep_backups: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -696,6 +731,13 @@ mod example_file {
         assert_eq!(cfg.swp.url, defaults.swp.url);
         assert_eq!(cfg.swp.timeout_ms, defaults.swp.timeout_ms);
         assert_eq!(cfg.device.online_within_s, defaults.device.online_within_s);
-        cfg.validate().expect("the example validates");
+        assert!(cfg.update.backup_before_migrate);
+        assert_eq!(cfg.update.keep_backups, defaults.update.keep_backups);
+        let valid = cfg.validate().expect("the example validates");
+        assert!(valid.backup_before_migrate);
+        let mut none_kept = cfg.clone();
+        none_kept.update.keep_backups = 0;
+        let err = none_kept.validate().expect_err("no backup kept");
+        assert!(err.to_string().contains("update.keep_backups"), "{err}");
     }
 }

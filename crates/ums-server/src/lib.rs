@@ -110,8 +110,13 @@ pub async fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
         .await
         .with_context(|| format!("open database {}", ums_db::redact(url)))?;
     let process_id = network::bootstrap::process_id(data_dir)?;
-    let migrated =
-        network::update::migrate_at_start(&db, &process_id, cfg.network.silent_after).await?;
+    let migrated = network::update::migrate_at_start(
+        &db,
+        &process_id,
+        cfg.network.silent_after,
+        &backup::AutoBackup::new(cfg),
+    )
+    .await?;
     if !migrated.applied.is_empty() {
         tracing::info!(
             from = %migrated.from.map(|v| v.to_string()).unwrap_or_else(|| "empty".into()),
@@ -286,6 +291,7 @@ pub async fn run(
         online_within: cfg.device.online_within,
         swp_refresh: cfg.swp_refresh,
         release_keys: cfg.release_keys.clone(),
+        auto_backup: backup::AutoBackup::new(cfg),
     };
     let net = network::Network::new(
         prepared.process_id.clone(),

@@ -31,7 +31,8 @@ enum Command {
     Run,
     /// Initialise the data directory and database, print the first administrator, and exit.
     Init,
-    /// Bring the database schema to this version and exit.
+    /// Bring the database schema to this version and exit. A database that holds data is
+    /// backed up into <data_dir>/backups first, unless [update] backup_before_migrate = false.
     Migrate,
     /// Print the effective configuration as TOML and exit.
     Config,
@@ -141,9 +142,20 @@ async fn real_main(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let url = &cfg.database_url;
-            let (_, outcome) = ums_db::Db::open(url)
+            let db = ums_db::Db::connect(url)
                 .await
                 .with_context(|| format!("open database {}", ums_db::redact(url)))?;
+            let auto_backup = ums_server::backup::AutoBackup::new(&cfg);
+            let opts = ums_db::RunOptions {
+                applied_by: "ums-server migrate".into(),
+                binary_version: ums_server::network::update::binary_version(),
+                ..Default::default()
+            };
+            let outcome = ums_server::network::update::migrate_guarded(&db, &opts, &auto_backup)
+                .await
+                .context("migrate the database schema");
+            db.close().await.ok();
+            let outcome = outcome?;
             match outcome.applied.as_slice() {
                 [] => println!("schema is at version {}, nothing to do", outcome.to),
                 applied => println!(

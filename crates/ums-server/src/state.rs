@@ -75,6 +75,8 @@ pub struct ServerInfo {
     pub swp_refresh: std::time::Duration,
     /// The pinned public release keys a release must be signed with.
     pub release_keys: Vec<ums_release::PublicKey>,
+    /// The backup written before this server changes the schema (`[update]`).
+    pub auto_backup: crate::backup::AutoBackup,
 }
 
 impl AppState {

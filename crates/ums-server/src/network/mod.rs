@@ -127,6 +127,8 @@ pub struct Network {
     stopping: AtomicBool,
     /// Steps this build knows that wait (contract steps until no older server is left).
     pending: std::sync::Mutex<Vec<ums_db::Pending>>,
+    /// The scheduler is applying the contract steps (their backup first) beside the heartbeat.
+    contracting: AtomicBool,
     /// The local copy devices are served from while this server is in update mode (the last
     /// server migrates the shared database through a major step).
     local_copy: std::sync::RwLock<Option<Arc<ums_db::update_mode::LocalCopy>>>,
@@ -166,6 +168,7 @@ impl Network {
             update_mode: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             pending: std::sync::Mutex::new(Vec::new()),
+            contracting: AtomicBool::new(false),
             local_copy: std::sync::RwLock::new(None),
         })
     }
@@ -227,6 +230,16 @@ impl Network {
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = pending;
+    }
+
+    /// Claims the application of the contract steps; false while it already runs.
+    pub fn begin_contract(&self) -> bool {
+        !self.contracting.swap(true, Ordering::SeqCst)
+    }
+
+    /// Releases what [`Self::begin_contract`] claimed.
+    pub fn end_contract(&self) {
+        self.contracting.store(false, Ordering::SeqCst);
     }
 
     /// Seals a secret the servers must read back (a directory's bind password) with a key

@@ -7,6 +7,8 @@
 //! taken only by a server that is alone in the network (an update with downtime); otherwise the
 //! start is refused, naming the servers still running.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,6 +18,75 @@ use ums_db::{Db, MigrateOutcome, Pending, RunOptions, SchemaVersion};
 /// How long a server that left the registry's "running" state still counts as needing its
 /// schema: a server restarted by its watchdog mid-rollout comes back within it.
 pub const CONTRACT_SETTLE: Duration = Duration::from_secs(30);
+
+/// What runs before this server changes the schema of a database that holds data: the
+/// automatic backup (`crate::backup::AutoBackup`). `from` is the schema now, `steps` the
+/// versions the migration is about to apply, oldest first. An error stops the migration.
+pub trait BeforeMigrate: Sync {
+    fn before_migrate<'a>(
+        &'a self,
+        from: SchemaVersion,
+        steps: &'a [SchemaVersion],
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+}
+
+/// For a migration whose backup its caller has just taken.
+pub struct BackupTaken;
+
+impl BeforeMigrate for BackupTaken {
+    fn before_migrate<'a>(
+        &'a self,
+        _: SchemaVersion,
+        _: &'a [SchemaVersion],
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The steps a migration with `opts` applies to a database at `current`, as
+/// `ums_migrations::run_with` takes them: none on a database newer than this build.
+pub fn steps_to_apply(current: Option<SchemaVersion>, opts: &RunOptions) -> Vec<SchemaVersion> {
+    if current.is_some_and(|c| c > ums_db::schema::latest()) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut at = current;
+    for m in ums_db::schema::migrations() {
+        if current.is_some_and(|c| c >= m.version) {
+            continue;
+        }
+        let major_step = at.is_some_and(|a| m.version.major > a.major);
+        if (m.phase == ums_db::Phase::Contract && !opts.contract)
+            || (major_step && opts.stop_at_major)
+        {
+            break;
+        }
+        out.push(m.version);
+        at = Some(m.version);
+    }
+    out
+}
+
+/// Migrates with `opts`, running `before` first when the database already has a schema (it
+/// holds data) and the migration would apply a step to it. A fresh database is migrated
+/// without it.
+pub async fn migrate_guarded(
+    db: &Db,
+    opts: &RunOptions,
+    before: &dyn BeforeMigrate,
+) -> anyhow::Result<MigrateOutcome> {
+    let current = db
+        .schema_version()
+        .await
+        .context("read the database schema version")?;
+    if let Some(from) = current {
+        let steps = steps_to_apply(current, opts);
+        if !steps.is_empty() {
+            before.before_migrate(from, &steps).await?;
+        }
+    }
+    Ok(db.migrate(opts).await?)
+}
 
 /// The name this build reports: crate version, plus the test release it plays, if any.
 pub fn binary_version() -> String {
@@ -295,10 +366,10 @@ pub async fn migrate_at_start(
     db: &Db,
     process_id: &str,
     silent: Duration,
+    before: &dyn BeforeMigrate,
 ) -> anyhow::Result<MigrateOutcome> {
     let actor = format!("server/{process_id}");
-    let first = db
-        .migrate(&options(process_id, false))
+    let first = migrate_guarded(db, &options(process_id, false), before)
         .await
         .context("migrate the database schema")?;
     if !first.applied.is_empty() {
@@ -322,7 +393,7 @@ pub async fn migrate_at_start(
         // starts on this release and migrates.
         let older = on_older_release(&rows, now, silent, process_id, next.version);
         if older.is_empty() {
-            return contract(db, process_id, first.to).await;
+            return contract(db, process_id, first.to, before).await;
         }
         log(
             db,
@@ -341,7 +412,7 @@ pub async fn migrate_at_start(
     }
     let waiting = blockers(&rows, now, CONTRACT_SETTLE, process_id, next.version);
     if waiting.is_empty() {
-        return contract(db, process_id, first.to).await;
+        return contract(db, process_id, first.to, before).await;
     }
     log(
         db,
@@ -388,17 +459,18 @@ pub fn maintenance(what: &str) -> crate::error::ApiError {
 pub async fn contract(
     db: &Db,
     process_id: &str,
-    before: SchemaVersion,
+    from: SchemaVersion,
+    before: &dyn BeforeMigrate,
 ) -> anyhow::Result<MigrateOutcome> {
     let actor = format!("server/{process_id}");
-    match db.migrate(&options(process_id, true)).await {
+    match migrate_guarded(db, &options(process_id, true), before).await {
         Ok(outcome) => {
             if !outcome.applied.is_empty() {
                 log(
                     db,
                     &actor,
                     "contract",
-                    &describe_steps(Some(before), &outcome),
+                    &describe_steps(Some(from), &outcome),
                     true,
                 )
                 .await;
@@ -406,7 +478,7 @@ pub async fn contract(
             Ok(outcome)
         }
         Err(e) => {
-            log(db, &actor, "contract", &e.to_string(), false).await;
+            log(db, &actor, "contract", &format!("{e:#}"), false).await;
             Err(e).context("apply the contract steps")
         }
     }

@@ -62,7 +62,7 @@ pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
                 let silent = network.config.silent_after.as_millis() as i64;
                 network.set_servers(running_servers(&rows, now, silent));
                 state.swp.set_registry(running_swp_auth(&rows, now, silent));
-                update_step(&network, db, &rows, now).await;
+                update_step(&network, db, &rows, now, &state.info.auto_backup).await;
                 follow_update_mode(&state).await;
             }
             Ok(Err(e)) => unavailable(&network, &e.to_string()),
@@ -83,7 +83,13 @@ pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
 /// Follows a schema update: the mode this server reports (`update` while versions are mixed or
 /// steps wait), pending steps that another server applied, and, on the scheduler, the contract
 /// steps once no server needs the older schema.
-async fn update_step(network: &Network, db: &Db, rows: &[ums_db::network::ProcessRow], now: i64) {
+async fn update_step(
+    network: &Arc<Network>,
+    db: &Db,
+    rows: &[ums_db::network::ProcessRow],
+    now: i64,
+    auto_backup: &crate::backup::AutoBackup,
+) {
     let mut pending = network.pending();
     // Another server may have applied them; the scheduler applies the contract steps once no
     // server needs the older schema. One read of the schema version serves both.
@@ -105,14 +111,21 @@ async fn update_step(network: &Network, db: &Db, rows: &[ums_db::network::Proces
                 next.version,
             )
             .is_empty()
+            && network.begin_contract()
         {
-            match update::contract(db, &network.process_id, current).await {
-                Ok(outcome) => {
-                    network.set_pending(outcome.pending);
-                    network.processes_changed(db).await;
+            // Beside the heartbeat: the backup before the steps may take long (it holds the
+            // file store), and the heartbeat must go on meanwhile.
+            let (network, db, auto_backup) = (network.clone(), db.clone(), auto_backup.clone());
+            tokio::spawn(async move {
+                match update::contract(&db, &network.process_id, current, &auto_backup).await {
+                    Ok(outcome) => {
+                        network.set_pending(outcome.pending);
+                        network.processes_changed(&db).await;
+                    }
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "contract steps failed"),
                 }
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "contract steps failed"),
-            }
+                network.end_contract();
+            });
         }
     }
     let mixed = update::versions_mixed(rows, now, network.config.silent_after)

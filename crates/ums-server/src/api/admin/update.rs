@@ -401,7 +401,17 @@ pub async fn apply(
                 first.version, first.name, first.phase, first.waits_for
             )));
         }
-        let outcome = update::contract(db, &net.process_id, current)
+        // The backup first, so a failed one is the administrator's answer, with its cause.
+        let opts = update::options(&net.process_id, true);
+        if let Some(to) = update::steps_to_apply(Some(current), &opts).last() {
+            api.state
+                .info
+                .auto_backup
+                .before(current, *to)
+                .await
+                .map_err(|e| ApiError::FailedPrecondition(format!("{e:#}")))?;
+        }
+        let outcome = update::contract(db, &net.process_id, current, &update::BackupTaken)
             .await
             .map_err(ApiError::internal)?;
         applied = outcome.applied.iter().map(|v| v.to_string()).collect();
