@@ -86,12 +86,7 @@ pub fn run(args: ImagesArgs) -> anyhow::Result<ExitCode> {
 
 /// `cargo build --release` of the binaries the images hold.
 pub fn build_release() -> anyhow::Result<()> {
-    let mut build = util::cargo();
-    build.args(["build", "--release", "--bins"]);
-    for p in RELEASE_BINS {
-        build.args(["-p", p]);
-    }
-    util::run(&mut build)
+    crate::bench::build_release(&RELEASE_BINS)
 }
 
 /// Prints a table of the images and their sizes.

@@ -88,11 +88,25 @@ impl Backend {
 pub fn build_release(packages: &[&str]) -> anyhow::Result<()> {
     let mut cmd = util::cargo();
     cmd.args(["build", "--release", "--bins"]);
-    for p in packages {
+    let mut all: Vec<&str> = RELEASE_PACKAGES.to_vec();
+    all.extend(packages.iter().filter(|p| !RELEASE_PACKAGES.contains(p)));
+    for p in all {
         cmd.args(["-p", p]);
     }
     util::run(&mut cmd)
 }
+
+/// The packages every benchmark's release build includes, whatever it runs: cargo unifies the
+/// features of shared dependencies over the packages of one build, so building other sets in
+/// turn would rebuild those dependencies each time.
+const RELEASE_PACKAGES: [&str; 6] = [
+    "ums-server",
+    "ums-broker",
+    "ums-watchdog",
+    "swp-auth",
+    "umsctl",
+    "ums-devsim",
+];
 
 /// Path of a release binary.
 pub fn release_bin(name: &str) -> PathBuf {
