@@ -188,10 +188,15 @@ fn exe(pid: u32) -> PathBuf {
 }
 
 /// A bundle whose binaries are the built ones with a marker appended: other bytes, so other
-/// hashes, that run the same (an ELF file ignores what follows it).
+/// hashes, that run the same (an ELF file ignores what follows it). The watchdog's too: each
+/// node's watchdog re-executes into it once its children are updated.
 fn bundle(dir: &Path, revision: u64, server: Option<&[u8]>) -> PathBuf {
     let b = dir.join(format!("bundle-{revision}"));
-    for (role, bin) in [("server", "ums-server"), ("broker", "ums-broker")] {
+    for (role, bin) in [
+        ("server", "ums-server"),
+        ("broker", "ums-broker"),
+        ("watchdog", "ums-watchdog"),
+    ] {
         let path = b.join(role).join("bin").join(bin);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
         let content = match (role, server) {
@@ -363,6 +368,20 @@ async fn a_signed_release_reaches_both_nodes_one_after_the_other_and_a_broken_on
         })
     })
     .await;
+    // Last, each watchdog re-executes into the release's binary: the same pid, now running
+    // from the version directory, its children kept.
+    for n in [&a, &b] {
+        let want = n
+            .release_dir()
+            .join("versions/1/bin/ums-watchdog")
+            .canonicalize()
+            .expect("installed");
+        let pid = n.wd.child.id();
+        until(Duration::from_secs(60), "the watchdog re-executed", || {
+            exe(pid) == want
+        })
+        .await;
+    }
     let rollout = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let mut errors = Vec::new();
@@ -394,7 +413,7 @@ async fn a_signed_release_reaches_both_nodes_one_after_the_other_and_a_broken_on
         "the nodes updated at the same time: {log:?}"
     );
     for s in [
-        "compare", "download", "install", "switch", "restart", "check", "done",
+        "compare", "download", "install", "switch", "restart", "check", "done", "reexec",
     ] {
         for n in [&a, &b] {
             assert!(
@@ -425,6 +444,55 @@ async fn a_signed_release_reaches_both_nodes_one_after_the_other_and_a_broken_on
         let local_log =
             std::fs::read_to_string(n.release_dir().join("update.log")).expect("update.log");
         assert!(local_log.contains("step=done"), "{local_log}");
+        assert!(local_log.contains("step=reexec"), "{local_log}");
+    }
+    // The children the watchdogs handed over at re-exec still run with the same pids, are
+    // reported by the new image and serve.
+    for n in [&a, &b] {
+        let steps = node_steps(&ctl, &n.id());
+        let detail = steps
+            .iter()
+            .find(|s| s.0 == 1 && s.1 == "reexec")
+            .map(|s| s.2.clone())
+            .expect("reexec step");
+        assert!(
+            detail.starts_with(&format!("watchdog pid {}:", n.wd.child.id())),
+            "{detail}"
+        );
+        let kept: Vec<u32> = detail
+            .split_once("keep running: ")
+            .expect("children in the detail")
+            .1
+            .split(", ")
+            .map(|c| {
+                c.rsplit_once(" pid ")
+                    .expect("pid")
+                    .1
+                    .parse()
+                    .expect("number")
+            })
+            .collect();
+        let running = [
+            pid_of(&ctl, &n.id(), "server").expect("server pid"),
+            pid_of(&ctl, &n.id(), "broker").expect("broker pid"),
+        ];
+        assert_eq!(kept, running, "{}: {detail}", n.id());
+        ums_testkit::wait_for_tcp(
+            ([127, 0, 0, 1], n.admin_port).into(),
+            Duration::from_secs(5),
+        )
+        .expect("the server serves");
+        ums_testkit::wait_for_tcp(
+            ([127, 0, 0, 1], n.broker_port).into(),
+            Duration::from_secs(5),
+        )
+        .expect("the broker serves");
+        assert!(
+            n.wd.log_text()
+                .contains("adopted from the previous watchdog image"),
+            "{}",
+            n.wd.log_text()
+        );
     }
     let text = ctl.ok(&["release", "status"]);
     assert!(
@@ -511,6 +579,46 @@ async fn a_signed_release_reaches_both_nodes_one_after_the_other_and_a_broken_on
     assert!(state.contains("\"revision\": 1"), "{state}");
     let text = ctl.ok(&["release", "log", "--node", &failed_node]);
     assert!(text.contains("rollback"), "{text}");
+
+    // SIGTERM to the other node's re-executed watchdog stops the children it adopted (never
+    // restarted since), and it exits 0.
+    let other_id = other.id();
+    let (mut a, mut b) = (a, b);
+    let o = if other_id == a.id() { &mut a } else { &mut b };
+    let kids = [
+        pid_of(&ctl, &other_id, "server").expect("server pid"),
+        pid_of(&ctl, &other_id, "broker").expect("broker pid"),
+    ];
+    assert!(
+        o.wd.log_text()
+            .contains("adopted from the previous watchdog image"),
+        "{}",
+        o.wd.log_text()
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(o.wd.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = o.wd.child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running:\n{}",
+            o.wd.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}:\n{}", o.wd.log_text());
+    for pid in kids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "child {pid} survived its watchdog"
+        );
+    }
 }
 
 /// The revisions a node's steps named, with their step and detail, from `umsctl release log`.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod heartbeat;
 pub mod notify;
 mod pdeathsig;
+pub mod reexec;
 pub mod release;
 pub mod supervisor;
 #[cfg(test)]
@@ -218,6 +219,16 @@ impl Watchdog {
     /// Starts supervising the children of `cfg` and, once the identity is there, serving the
     /// internal API on `internal`. Call inside a tokio runtime.
     pub fn start(cfg: Config, internal: TcpListener) -> anyhow::Result<Watchdog> {
+        Self::start_adopting(cfg, internal, Vec::new())
+    }
+
+    /// [`Watchdog::start`], supervising the processes in `adopted` (handed over by the previous
+    /// image, see [`reexec`]) instead of starting those children.
+    pub fn start_adopting(
+        cfg: Config,
+        internal: TcpListener,
+        mut adopted: Vec<reexec::Adopted>,
+    ) -> anyhow::Result<Watchdog> {
         ums_tls::install_crypto_provider();
         let changed = Arc::new(Notify::new());
         let logs_dir = cfg.data_dir.join("logs");
@@ -231,12 +242,20 @@ impl Watchdog {
                 release_current: cfg.release.as_ref().map(|r| r.dir.join("current")),
             };
             let after = children.last().map(|c| c.subscribe());
+            let handed = adopted
+                .iter()
+                .position(|a| a.id == child.id)
+                .map(|i| adopted.swap_remove(i));
             children.push(supervisor::spawn(
                 spec,
                 cfg.restart.clone(),
                 after,
                 changed.clone(),
+                handed,
             ));
+        }
+        for a in &adopted {
+            tracing::warn!(process = %a.id, pid = a.pid, "handed over but not configured: left alone");
         }
         let node = Arc::new(Node {
             id: cfg.network.id.clone(),

@@ -28,6 +28,10 @@ const EXIT_KILLED: u8 = 3;
 /// Under systemd (Type=notify) it reports READY=1 once every child's first start is over and
 /// STOPPING=1 when it begins to stop.
 ///
+/// A software update whose release holds another ums-watchdog binary ends with the watchdog
+/// re-executing itself into it (same pid); the server and broker keep running and are
+/// supervised by the new binary.
+///
 /// SIGTERM or SIGINT: stop the broker (it drains), then the server, each with SIGTERM and its
 /// stop_timeout_ms, then SIGKILL of its process group.
 ///
@@ -65,7 +69,34 @@ fn main() -> ExitCode {
     };
     let log = cfg.log.clone();
     let killed = Arc::new(AtomicU8::new(0));
-    let code = ums_service::run_service(&log, real_main(cfg, killed.clone()));
+    let k = killed.clone();
+    // The main thread forks every child and is the one that re-executes the watchdog (see
+    // `ums_watchdog::reexec`); the runtime runs on another.
+    let spawner = ums_watchdog::reexec::Spawner::claim();
+    let runtime = std::thread::Builder::new()
+        .name("ums-watchdog".into())
+        .spawn(move || {
+            // Ends the spawner's loop on the main thread however this thread ends.
+            struct Quit;
+            impl Drop for Quit {
+                fn drop(&mut self) {
+                    ums_watchdog::reexec::quit();
+                }
+            }
+            let _quit = Quit;
+            ums_service::run_service(&log, real_main(cfg, k))
+        });
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: start the runtime thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(s) = spawner {
+        s.serve();
+    }
+    let code = runtime.join().unwrap_or(ExitCode::FAILURE);
     if killed.load(Ordering::Relaxed) != 0 {
         return ExitCode::from(EXIT_KILLED);
     }
@@ -89,7 +120,8 @@ async fn real_main(cfg: Config, killed: Arc<AtomicU8>) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let watchdog = ums_watchdog::Watchdog::start(cfg, internal)?;
+    let adopted = ums_watchdog::reexec::handed_over();
+    let watchdog = ums_watchdog::Watchdog::start_adopting(cfg, internal, adopted)?;
     if let Some(l) = metrics {
         watchdog.serve_metrics(l);
     }

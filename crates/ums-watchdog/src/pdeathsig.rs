@@ -1,14 +1,15 @@
 //! The one place of the workspace that uses `unsafe`: the hook that runs in the forked child
 //! before `exec`, asks the kernel to send it SIGTERM when the watchdog dies, and clears the
-//! signal mask (which `exec` keeps), so a child can always be stopped with SIGTERM.
+//! signal mask (which `exec` keeps), so a child can always be stopped with SIGTERM; and
+//! [`adopt_pipe`], which takes over a pipe a previous image of the watchdog handed on by number.
 //!
 //! Without it a watchdog killed with SIGKILL (OOM killer, a test harness timing out) would leave
 //! its server and broker running, holding the ports that the next watchdog's children need.
 //! Under systemd the unit's cgroup catches them anyway; this covers every other way to run it.
 //!
-//! The signal is tied to the thread that forked the child. The children are spawned from tokio
-//! worker threads, which live as long as the runtime, and the runtime outlives the children
-//! (they are stopped before `main` returns).
+//! The signal is tied to the thread that forked the child, and `execve` ends every thread but
+//! the calling one. So every child is forked by one thread, the spawner (`reexec`), and the
+//! watchdog re-executes itself from that same thread: its children then keep running.
 
 #![allow(unsafe_code)]
 
@@ -37,4 +38,24 @@ pub fn set_on(cmd: &mut tokio::process::Command) {
             Ok(())
         });
     }
+}
+
+/// Takes ownership of descriptor `raw` if it is open and a pipe (a FIFO); `None` otherwise.
+///
+/// Only for the numbers of [`crate::reexec::Adopted::output`]: the previous image of this
+/// process left them open across `execve`, and nothing else in this image owns them.
+pub fn adopt_pipe(raw: std::os::fd::RawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `raw` is non-negative; the borrow lives only for the fstat call, which fails
+    // harmlessly (EBADF) on a descriptor that is not open.
+    let stat = nix::sys::stat::fstat(unsafe { BorrowedFd::borrow_raw(raw) }).ok()?;
+    if stat.st_mode & nix::libc::S_IFMT != nix::libc::S_IFIFO {
+        return None;
+    }
+    // SAFETY: the descriptor is open and a pipe that the previous image handed on and that
+    // no other owner in this image knows of (see above); it is taken once.
+    Some(unsafe { OwnedFd::from_raw_fd(raw) })
 }

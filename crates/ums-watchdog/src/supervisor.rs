@@ -14,10 +14,16 @@
 //! * Restart: the first restart after a stable run is immediate; each further crash in a row
 //!   waits `initial_backoff_ms`, doubled every time, up to `max_backoff_ms`.
 //! * Stop: SIGTERM to the process group, `stop_timeout_ms` to exit, then SIGKILL to the group.
+//! * Adoption: a child handed over by the watchdog's previous image (`reexec`) is supervised
+//!   as if started here: it runs and is ready, its output is read from the pipes handed over,
+//!   it is waited for with `waitid` (it is still this process's child, so the same pid rule
+//!   holds), restarted when it ends, stopped on request and at shutdown.
 
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, killpg};
@@ -28,6 +34,92 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use ums_tls::ComponentKind;
 
 use crate::config::{ChildConfig, Output, RestartConfig};
+use crate::reexec::Adopted;
+
+/// A child process: started here, or adopted from the previous image.
+pub enum Proc {
+    Spawned(Child),
+    Adopted(AdoptedProc),
+}
+
+/// An adopted child: this process's child without a [`Child`] handle.
+pub struct AdoptedProc {
+    pid: u32,
+    /// Resolves once the process has ended (not reaped yet).
+    ended: Option<tokio::task::JoinHandle<()>>,
+    /// Set once reaped.
+    status: Option<ExitStatus>,
+}
+
+impl AdoptedProc {
+    /// Adopts `pid` if it is a child of this process; `None` when it is not (any more).
+    pub fn new(pid: u32) -> Option<AdoptedProc> {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        let raw = Pid::from_raw(i32::try_from(pid).ok()?);
+        // Not reaping (WNOWAIT): only whether it is ours.
+        waitid(
+            Id::Pid(raw),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        )
+        .ok()?;
+        let ended = tokio::task::spawn_blocking(move || {
+            loop {
+                match waitid(Id::Pid(raw), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    _ => return,
+                }
+            }
+        });
+        Some(AdoptedProc {
+            pid,
+            ended: Some(ended),
+            status: None,
+        })
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        use nix::sys::wait::{WaitStatus, waitpid};
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        if let Some(ended) = self.ended.as_mut() {
+            let _ = ended.await;
+            self.ended = None;
+        }
+        // It has ended: reaping does not block.
+        let status = match waitpid(Pid::from_raw(self.pid as i32), None) {
+            Ok(WaitStatus::Exited(_, code)) => ExitStatus::from_raw((code & 0xff) << 8),
+            Ok(WaitStatus::Signaled(_, sig, core)) => {
+                ExitStatus::from_raw(sig as i32 | if core { 0x80 } else { 0 })
+            }
+            other => {
+                // Gone without a status for us: never signal that pid again.
+                self.status = Some(ExitStatus::from_raw(0));
+                return Err(std::io::Error::other(format!("waitpid: {other:?}")));
+            }
+        };
+        self.status = Some(status);
+        Ok(status)
+    }
+}
+
+impl Proc {
+    /// The pid while the process is unreaped.
+    pub fn id(&self) -> Option<u32> {
+        match self {
+            Proc::Spawned(c) => c.id(),
+            Proc::Adopted(a) => a.status.is_none().then_some(a.pid),
+        }
+    }
+
+    /// Waits for the process to end and reaps it.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Proc::Spawned(c) => c.wait().await,
+            Proc::Adopted(a) => a.wait().await,
+        }
+    }
+}
 
 /// What a child is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +216,8 @@ pub struct ChildHandle {
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<ChildState>,
     ready_timeout: Duration,
+    /// Copies of the running process's output pipes (for the hand-over at re-exec).
+    pub(crate) output: Arc<Mutex<Vec<OwnedFd>>>,
 }
 
 impl ChildHandle {
@@ -187,12 +281,14 @@ impl ChildHandle {
 }
 
 /// Starts supervising a child. It is first started once `after` (the child before it in start
-/// order) has settled; `changed` is notified on every change of state.
+/// order) has settled; `changed` is notified on every change of state. With `adopted`, the
+/// process handed over by the previous image is supervised instead of starting one.
 pub fn spawn(
     spec: ChildSpec,
     restart: RestartConfig,
     after: Option<watch::Receiver<ChildState>>,
     changed: Arc<Notify>,
+    adopted: Option<Adopted>,
 ) -> ChildHandle {
     let (commands, rx) = mpsc::channel(8);
     let (state_tx, state) = watch::channel(ChildState {
@@ -204,12 +300,14 @@ pub fn spawn(
         settled: false,
         registry_id: None,
     });
+    let output = Arc::new(Mutex::new(Vec::new()));
     let handle = ChildHandle {
         kind: spec.kind,
         id: spec.id.clone(),
         commands,
         state,
         ready_timeout: Duration::from_millis(spec.config.ready_timeout_ms),
+        output: output.clone(),
     };
     let supervisor = Supervisor {
         spec,
@@ -217,8 +315,9 @@ pub fn spawn(
         commands: rx,
         state: state_tx,
         changed,
+        output,
     };
-    tokio::spawn(supervisor.run(after));
+    tokio::spawn(supervisor.run(after, adopted));
     handle
 }
 
@@ -228,6 +327,7 @@ struct Supervisor {
     commands: mpsc::Receiver<Command>,
     state: watch::Sender<ChildState>,
     changed: Arc<Notify>,
+    output: Arc<Mutex<Vec<OwnedFd>>>,
 }
 
 /// How one run of the process ended.
@@ -248,9 +348,12 @@ impl Supervisor {
         self.changed.notify_one();
     }
 
-    async fn run(mut self, after: Option<watch::Receiver<ChildState>>) {
+    async fn run(mut self, after: Option<watch::Receiver<ChildState>>, adopted: Option<Adopted>) {
         let id = self.spec.id.clone();
-        if let Some(mut before) = after {
+        let mut adopted = adopted.and_then(|a| self.adopt(a));
+        if adopted.is_some() {
+            // Ready already: nothing to wait for.
+        } else if let Some(mut before) = after {
             // Wait for the child before this one, but obey a command meanwhile.
             tokio::select! {
                 () = async { let _ = before.wait_for(|s| s.settled).await; } => {}
@@ -275,6 +378,13 @@ impl Supervisor {
         // Crashes in a row; decides the backoff.
         let mut crashes: u32 = 0;
         loop {
+            if let Some(proc_) = adopted.take() {
+                let ended = self.watch_process(proc_, true).await;
+                if !self.ended(ended, &mut crashes).await {
+                    return;
+                }
+                continue;
+            }
             let delay = backoff(&self.restart, crashes);
             if !delay.is_zero() {
                 self.update(|s| s.phase = Phase::Backoff);
@@ -301,8 +411,8 @@ impl Supervisor {
                 }
             }
 
-            let child = match self.start_process() {
-                Ok(c) => c,
+            let child = match self.start_process().await {
+                Ok(c) => Proc::Spawned(c),
                 Err(e) => {
                     tracing::error!(process = %id, binary = %self.spec.binary().display(), error = %e, "could not start");
                     crashes = crashes.saturating_add(1).max(2);
@@ -313,55 +423,114 @@ impl Supervisor {
                     continue;
                 }
             };
-            match self.watch_process(child).await {
-                Ended::Exited(status, uptime) => {
-                    let stable = uptime >= Duration::from_secs(self.restart.stable_after_s);
-                    crashes = if stable { 1 } else { crashes.saturating_add(1) };
-                    tracing::warn!(process = %id, %status, uptime_ms = uptime.as_millis() as u64, "exited; restarting");
-                    self.update(|s| {
-                        s.phase = Phase::Backoff;
-                        s.pid = None;
-                        s.restarts += 1;
-                        s.last_exit = Some(status.to_string());
-                        s.settled = true;
-                    });
+            let ended = self.watch_process(child, false).await;
+            if !self.ended(ended, &mut crashes).await {
+                return;
+            }
+        }
+    }
+
+    /// Takes over a process handed over by the previous image; `None` when it is not this
+    /// process's child (any more): it is then started anew.
+    fn adopt(&mut self, a: Adopted) -> Option<Proc> {
+        let Some(p) = AdoptedProc::new(a.pid) else {
+            tracing::warn!(process = %a.id, pid = a.pid, "handed over but not a child of this process; starting it anew");
+            return None;
+        };
+        let mut copies = Vec::new();
+        for raw in &a.output {
+            let Some(fd) = crate::pdeathsig::adopt_pipe(*raw) else {
+                tracing::warn!(process = %a.id, fd = raw, "handed-over output is not a pipe; not read");
+                continue;
+            };
+            if let Ok(copy) = fd.try_clone() {
+                copies.push(copy);
+            }
+            // Back to close-on-exec: the next children must not inherit it.
+            let _ = nix::fcntl::fcntl(
+                fd.as_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            );
+            match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+                Ok(r) => {
+                    tokio::spawn(copy_lines(
+                        format!("{}| ", self.spec.id),
+                        r,
+                        ums_service::diagnostics::ring(&self.spec.id),
+                    ));
                 }
-                Ended::NotReady => {
-                    crashes = crashes.saturating_add(1);
-                    self.update(|s| {
-                        s.phase = Phase::Backoff;
-                        s.pid = None;
-                        s.restarts += 1;
-                        s.last_exit = Some("not ready in time".into());
-                        s.settled = true;
-                    });
-                }
-                Ended::Stopped(reply, outcome) => {
-                    tracing::info!(process = %id, ?outcome, "stopped on request; stays down until started");
-                    self.update(|s| {
-                        s.phase = Phase::Stopped;
-                        s.pid = None;
-                        s.started_at_ms = 0;
-                        s.settled = true;
-                    });
-                    let _ = reply.send(outcome);
-                    if !self.held().await {
-                        return;
-                    }
-                    crashes = 0;
-                }
-                Ended::Shutdown(reply, outcome) => {
-                    tracing::info!(process = %id, ?outcome, "stopped");
-                    self.update(|s| {
-                        s.phase = Phase::Stopped;
-                        s.pid = None;
-                        s.settled = true;
-                    });
-                    let _ = reply.send(outcome);
-                    return;
+                Err(e) => {
+                    tracing::warn!(process = %a.id, fd = raw, error = %e, "handed-over output not read")
                 }
             }
         }
+        *self.output.lock().unwrap_or_else(|p| p.into_inner()) = copies;
+        tracing::info!(process = %a.id, pid = a.pid, "adopted from the previous watchdog image");
+        self.update(|s| {
+            s.pid = Some(a.pid);
+            s.started_at_ms = a.started_at_ms;
+            s.restarts = a.restarts;
+            s.registry_id = a.registry_id.clone();
+        });
+        Some(Proc::Adopted(p))
+    }
+
+    /// Handles the end of a run; `false` when the supervisor ends.
+    async fn ended(&mut self, ended: Ended, crashes: &mut u32) -> bool {
+        let id = self.spec.id.clone();
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        match ended {
+            Ended::Exited(status, uptime) => {
+                let stable = uptime >= Duration::from_secs(self.restart.stable_after_s);
+                *crashes = if stable { 1 } else { crashes.saturating_add(1) };
+                tracing::warn!(process = %id, %status, uptime_ms = uptime.as_millis() as u64, "exited; restarting");
+                self.update(|s| {
+                    s.phase = Phase::Backoff;
+                    s.pid = None;
+                    s.restarts += 1;
+                    s.last_exit = Some(status.to_string());
+                    s.settled = true;
+                });
+            }
+            Ended::NotReady => {
+                *crashes = crashes.saturating_add(1);
+                self.update(|s| {
+                    s.phase = Phase::Backoff;
+                    s.pid = None;
+                    s.restarts += 1;
+                    s.last_exit = Some("not ready in time".into());
+                    s.settled = true;
+                });
+            }
+            Ended::Stopped(reply, outcome) => {
+                tracing::info!(process = %id, ?outcome, "stopped on request; stays down until started");
+                self.update(|s| {
+                    s.phase = Phase::Stopped;
+                    s.pid = None;
+                    s.started_at_ms = 0;
+                    s.settled = true;
+                });
+                let _ = reply.send(outcome);
+                if !self.held().await {
+                    return false;
+                }
+                *crashes = 0;
+            }
+            Ended::Shutdown(reply, outcome) => {
+                tracing::info!(process = %id, ?outcome, "stopped");
+                self.update(|s| {
+                    s.phase = Phase::Stopped;
+                    s.pid = None;
+                    s.settled = true;
+                });
+                let _ = reply.send(outcome);
+                return false;
+            }
+        }
+        true
     }
 
     /// Keeps a child stopped on request down until Start (`true`) or shutdown (`false`).
@@ -385,7 +554,7 @@ impl Supervisor {
         false
     }
 
-    fn start_process(&self) -> std::io::Result<Child> {
+    async fn start_process(&self) -> std::io::Result<Child> {
         let cfg = &self.spec.config;
         let mut cmd = tokio::process::Command::new(self.spec.binary());
         cmd.args(&cfg.args);
@@ -421,7 +590,29 @@ impl Supervisor {
             }
         }
         crate::pdeathsig::set_on(&mut cmd);
-        let mut child = cmd.spawn()?;
+        let mut child = crate::reexec::spawn(cmd).await?;
+        let mut copies = Vec::new();
+        for fd in [
+            child
+                .stdout
+                .as_ref()
+                .map(|o| o.as_fd().try_clone_to_owned()),
+            child
+                .stderr
+                .as_ref()
+                .map(|o| o.as_fd().try_clone_to_owned()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            match fd {
+                Ok(fd) => copies.push(fd),
+                Err(e) => {
+                    tracing::warn!(process = %self.spec.id, error = %e, "could not keep a copy of its output pipe; it will not be handed over at re-exec")
+                }
+            }
+        }
+        *self.output.lock().unwrap_or_else(|p| p.into_inner()) = copies;
         if cfg.output == Output::Prefix {
             let prefix = format!("{}| ", self.spec.id);
             let recent = ums_service::diagnostics::ring(&self.spec.id);
@@ -436,19 +627,28 @@ impl Supervisor {
     }
 
     /// Waits for readiness, then for the process to end or a command to end it.
-    async fn watch_process(&mut self, mut child: Child) -> Ended {
+    /// `adopted`: the process was handed over running and ready.
+    async fn watch_process(&mut self, mut child: Proc, adopted: bool) -> Ended {
         let started = Instant::now();
         let pid = child.id();
-        tracing::info!(process = %self.spec.id, pid = pid.unwrap_or_default(), "started");
-        self.update(|s| {
-            s.phase = Phase::Starting;
-            s.pid = pid;
-            s.started_at_ms = now_ms();
-        });
+        if adopted {
+            self.update(|s| {
+                s.phase = Phase::Running;
+                s.pid = pid;
+                s.settled = true;
+            });
+        } else {
+            tracing::info!(process = %self.spec.id, pid = pid.unwrap_or_default(), "started");
+            self.update(|s| {
+                s.phase = Phase::Starting;
+                s.pid = pid;
+                s.started_at_ms = now_ms();
+            });
+        }
         let cfg = self.spec.config.clone();
         let ready = wait_ready(&cfg.ready_addr, Duration::from_millis(cfg.ready_timeout_ms));
         tokio::pin!(ready);
-        let mut is_ready = false;
+        let mut is_ready = adopted;
         let stop_timeout = Duration::from_millis(cfg.stop_timeout_ms);
         loop {
             tokio::select! {
@@ -530,7 +730,7 @@ pub fn backoff(cfg: &RestartConfig, crashes: u32) -> Duration {
 ///
 /// Signals go out only while `child` is unreaped (`Child::id()` is `Some`): its pid and process
 /// group id are then still reserved for it.
-pub async fn terminate(child: &mut Child, timeout: Duration) -> StopOutcome {
+pub async fn terminate(child: &mut Proc, timeout: Duration) -> StopOutcome {
     let Some(pid) = child.id() else {
         return StopOutcome::NotRunning;
     };

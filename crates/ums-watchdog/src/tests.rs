@@ -532,3 +532,146 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "warnings about the unit: {stderr}"
     );
 }
+
+/// A process started by this test as the previous image of a watchdog would have: its own
+/// process group, stdout a pipe whose read end is left open by number (as across execve).
+fn previous_image_child(script: &str) -> crate::reexec::Adopted {
+    use std::os::fd::{IntoRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    // Waited for by the watchdog that adopts it, as a handed-over child is.
+    #[allow(clippy::zombie_processes)]
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let out = OwnedFd::from(child.stdout.take().unwrap()).into_raw_fd();
+    crate::reexec::Adopted {
+        id: "server-1".into(),
+        pid: child.id(),
+        started_at_ms: 1_000,
+        restarts: 4,
+        registry_id: Some("server-registry-id".into()),
+        output: vec![out],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_child_is_adopted_its_output_read_restarted_when_it_dies_and_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.server = shell("server-1", "echo restarted-child; exec sleep 1000");
+    let handed = previous_image_child(
+        "trap 'exit 0' TERM; while true; do echo adopted-child-line; sleep 0.05; done",
+    );
+    let pid = handed.pid;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let wd =
+        Watchdog::start_adopting(cfg.validate().unwrap(), listener, vec![handed.clone()]).unwrap();
+
+    // Running and ready at once, with the same pid, start time, restarts and registry id.
+    eventually(Duration::from_secs(2), || running_pid(&wd, "server")).await;
+    let s = wd.node().find("server-1").unwrap().state();
+    assert_eq!((s.phase, s.pid), (Phase::Running, Some(pid)));
+    assert_eq!((s.started_at_ms, s.restarts), (1_000, 4));
+    assert_eq!(s.registry_id.as_deref(), Some("server-registry-id"));
+    assert!(alive(pid));
+    // Its output is read (and kept for support bundles) from the pipe handed over.
+    let recent = ums_service::diagnostics::ring("server-1");
+    eventually(Duration::from_secs(5), || {
+        recent
+            .snapshot()
+            .0
+            .contains("adopted-child-line")
+            .then_some(())
+    })
+    .await;
+    // The pipe is close-on-exec again: the next children do not inherit it.
+    let flags = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", handed.output[0])).unwrap();
+    let flags = flags.lines().find(|l| l.starts_with("flags:")).unwrap();
+    let octal = u32::from_str_radix(flags.trim_start_matches("flags:").trim(), 8).unwrap();
+    assert_ne!(octal & 0o2000000, 0, "not close-on-exec: {flags}");
+
+    // Killed, it is reaped and restarted as any child.
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let next = eventually(Duration::from_secs(5), || {
+        running_pid(&wd, "server").filter(|p| *p != pid)
+    })
+    .await;
+    assert!(!alive(pid), "the killed child was not reaped");
+    let s = wd.node().find("server-1").unwrap().state();
+    assert_eq!(s.restarts, 5);
+    assert!(
+        s.last_exit.as_deref().unwrap_or_default().contains("9"),
+        "{:?}",
+        s.last_exit
+    );
+
+    let (stop, task) = run(wd);
+    stop.send(()).unwrap();
+    assert_eq!(task.await.unwrap(), StopOutcome::Exited);
+    assert!(!alive(next));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_child_is_stopped_with_sigterm_at_shutdown_and_a_stranger_is_not_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let stopped = dir.path().join("stopped");
+    let mut cfg = config(dir.path());
+    cfg.server = shell("server-1", "exec sleep 1000");
+    cfg.broker = shell("broker-1", "exec sleep 1000");
+    let handed = previous_image_child(&format!(
+        "trap 'touch {}; exit 0' TERM; sleep 1000 & wait",
+        stopped.display()
+    ));
+    let pid = handed.pid;
+    // pid 1 is no child of this process: the broker is started anew instead.
+    let stranger = crate::reexec::Adopted {
+        id: "broker-1".into(),
+        pid: 1,
+        output: Vec::new(),
+        ..handed.clone()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let wd = Watchdog::start_adopting(cfg.validate().unwrap(), listener, vec![handed, stranger])
+        .unwrap();
+    let adopted = eventually(Duration::from_secs(2), || running_pid(&wd, "server")).await;
+    assert_eq!(adopted, pid);
+    let broker = eventually(Duration::from_secs(5), || running_pid(&wd, "broker")).await;
+    assert_ne!(broker, 1);
+    assert_eq!(wd.node().find("broker").unwrap().state().restarts, 0);
+
+    let (stop, task) = run(wd);
+    stop.send(()).unwrap();
+    assert_eq!(task.await.unwrap(), StopOutcome::Exited);
+    assert!(stopped.exists(), "the adopted child got no SIGTERM");
+    assert!(!alive(pid) && !alive(broker));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_re_exec_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.server = shell("server-1", "while true; do echo line; sleep 0.1; done");
+    let (wd, _) = start(cfg).await;
+    let pid = eventually(Duration::from_secs(5), || running_pid(&wd, "server")).await;
+    // Not executable: execve fails (EACCES) and returns.
+    let binary = dir.path().join("ums-watchdog");
+    std::fs::write(&binary, b"not a program").unwrap();
+    let error = crate::reexec::exec(wd.node(), &binary).await;
+    assert!(
+        error.contains("execve") && error.contains("EACCES"),
+        "{error}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(running_pid(&wd, "server"), Some(pid));
+    let s = wd.node().find("server").unwrap().state();
+    assert_eq!(s.restarts, 0);
+
+    let (stop, task) = run(wd);
+    stop.send(()).unwrap();
+    assert_eq!(task.await.unwrap(), StopOutcome::Exited);
+    assert!(!alive(pid));
+}

@@ -303,9 +303,59 @@ impl Updater {
                 };
                 r.send(client, "done", &detail, true).await;
                 tracing::info!(revision = m.revision, version = %m.version, "software updated");
+                self.update_self(client, &mut r).await;
             }
             Err(e) => self.roll_back(client, &mut r, before, &e).await,
         }
+    }
+
+    /// Last, the watchdog itself: when the release's watchdog binary differs from the running
+    /// one, it re-executes into it (same pid) and the children keep running. Returns only when
+    /// there was nothing to do or that failed (reported; the old binary runs on).
+    async fn update_self(&self, client: &mut NetworkServiceClient<Channel>, r: &mut Report<'_>) {
+        let binary = match crate::reexec::new_binary(&self.layout.current()) {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => {
+                r.error = e.clone();
+                r.send(client, "reexec", &format!("failed: {e}"), true)
+                    .await;
+                return;
+            }
+        };
+        let running = std::fs::read_link("/proc/self/exe").unwrap_or_default();
+        let children: Vec<String> = self
+            .node
+            .children()
+            .iter()
+            .map(|c| {
+                let pid = c.state().pid.map_or("none".to_owned(), |p| p.to_string());
+                format!("{} pid {pid}", c.id)
+            })
+            .collect();
+        r.send(
+            client,
+            "reexec",
+            &format!(
+                "watchdog pid {}: {} -> {}; its children keep running: {}",
+                std::process::id(),
+                running.display(),
+                binary.display(),
+                children.join(", ")
+            ),
+            true,
+        )
+        .await;
+        let error = crate::reexec::exec(&self.node, &binary).await;
+        tracing::error!(binary = %binary.display(), error = %error, "re-exec failed; the old watchdog binary runs on");
+        r.error = error.clone();
+        r.send(
+            client,
+            "reexec",
+            &format!("failed: {error}; still running {}", running.display()),
+            true,
+        )
+        .await;
     }
 
     /// Restarts the children in start order, each once the one before runs, then checks that
