@@ -66,6 +66,15 @@ pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
                 follow_update_mode(&state).await;
             }
             Ok(Err(e)) => unavailable(&network, &e.to_string()),
+            // SQLite is a file of this server's own: a heartbeat that waits for the write lock
+            // while a storm of devices is being committed is busy, not cut off, and refusing
+            // those devices would only make them come back again.
+            Err(_) if db.backend() == ums_db::Backend::Sqlite => {
+                tracing::warn!(
+                    "the heartbeat waited more than {} ms for the database (busy): still serving",
+                    (heartbeat_every * 3).as_millis()
+                );
+            }
             Err(_) => unavailable(&network, "the database did not answer in time"),
         }
         if network.available() {
