@@ -166,16 +166,19 @@ async fn update_status_plan_and_log_on_one_server() {
     };
     let stop = Arc::new(AtomicBool::new(false));
     keep_alive(db.clone(), vec![newer, orphan], stop.clone());
-    // The skewed broker reports once, just before the plan reads it.
+    // The skewed broker reports once, just before the plan reads it. The others are in the
+    // registry once the newer server is counted and the orphan's first heartbeat is written.
     let s = eventually(Duration::from_secs(10), || {
-        let mut admin = admin.clone();
+        let (mut admin, db) = (admin.clone(), db.clone());
         async move {
+            let (rows, _) = db.list_processes().await.expect("registry");
+            let orphan = rows.iter().any(|r| r.id == "broker-orphan");
             let s = status(&mut admin).await;
-            (s.servers_running == 2).then_some(s)
+            (s.servers_running == 2 && orphan).then_some(s)
         }
     })
     .await
-    .expect("the newer server counted");
+    .expect("the newer server counted and the orphan registered");
     assert_eq!(s.summary, "1 of 2 servers updated", "{s:#?}");
     assert_eq!(s.newest_version, "9.0.0");
     assert!(s.in_progress, "{s:#?}");
