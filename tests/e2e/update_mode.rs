@@ -33,6 +33,25 @@ async fn servers(url: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Waits until both servers run `normal` on the `major` schema; fails with their logs.
+async fn both_normal_on(url: &str, major: ums_db::SchemaVersion, a: &Server, b: &Server) {
+    let normal = eventually(Duration::from_secs(30), || async {
+        let s = servers(url).await;
+        (s.len() == 2
+            && s.iter()
+                .all(|(_, mode, max)| mode == "normal" && *max == major.to_string()))
+        .then_some(s)
+    })
+    .await;
+    assert!(
+        normal.is_some(),
+        "registry {:?}\n{}\n{}",
+        servers(url).await,
+        a.log_text(),
+        b.log_text()
+    );
+}
+
 /// A device that registered earlier, connecting again to `url` with its credential.
 async fn reconnect(url: &str, ca: &[u8], id: i64, secret: &[u8]) -> DeviceClient {
     let mut dev = DeviceClient::connect(url, ca).await.expect("connect");
@@ -164,21 +183,7 @@ async fn a_major_step_falls_back_to_update_mode_and_loses_no_check_in() {
         "{}",
         a.log_text()
     );
-    let normal = eventually(Duration::from_secs(30), || async {
-        let s = servers(&url).await;
-        (s.len() == 2
-            && s.iter()
-                .all(|(_, mode, max)| mode == "normal" && *max == major.to_string()))
-        .then_some(s)
-    })
-    .await;
-    assert!(
-        normal.is_some(),
-        "registry {:?}\n{}\n{}",
-        servers(&url).await,
-        a.log_text(),
-        b.log_text()
-    );
+    both_normal_on(&url, major, &a, &b).await;
 
     // Every check-in b kept is in the shared database: last contact, applied revision, state.
     for (n, (_, id, _)) in devices.iter().enumerate() {
@@ -418,21 +423,7 @@ async fn update_mode_behind_a_broker_fails_no_device_request_and_keeps_every_che
 
     // 2. a restarts on the new release and migrates; b replays its journal and reconnects.
     let a = a.restart(Some(&url), &major_env());
-    let normal = eventually(Duration::from_secs(30), || async {
-        let s = servers(&url).await;
-        (s.len() == 2
-            && s.iter()
-                .all(|(_, mode, max)| mode == "normal" && *max == major.to_string()))
-        .then_some(s)
-    })
-    .await;
-    assert!(
-        normal.is_some(),
-        "registry {:?}\n{}\n{}",
-        servers(&url).await,
-        a.log_text(),
-        b.log_text()
-    );
+    both_normal_on(&url, major, &a, &b).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     for l in load {

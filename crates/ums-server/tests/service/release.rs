@@ -70,6 +70,21 @@ async fn upload_file(admin: &mut harness::Admin, path: &str, content: &[u8]) {
         .expect("upload file");
 }
 
+/// A fresh release key and a server that pins its public half.
+async fn pinned_server() -> (SigningKey, TestServer) {
+    let key = SigningKey::generate().expect("key");
+    let public = key.public_key().to_string();
+    let server = TestServer::start_with(None, |cfg| {
+        set(
+            cfg,
+            "release",
+            serde_json::json!({ "public_keys": [public] }),
+        )
+    })
+    .await;
+    (key, server)
+}
+
 fn refused(r: Result<pb::UploadReleaseResponse, tonic::Status>, code: Code, text: &str) {
     match r {
         Ok(r) => panic!("stored a release that should be refused ({text}): {r:?}"),
@@ -86,16 +101,7 @@ fn refused(r: Result<pb::UploadReleaseResponse, tonic::Status>, code: Code, text
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_complete_release_signed_by_a_pinned_key_is_stored() {
-    let key = SigningKey::generate().expect("key");
-    let public = key.public_key().to_string();
-    let server = TestServer::start_with(None, |cfg| {
-        set(
-            cfg,
-            "release",
-            serde_json::json!({ "public_keys": [public] }),
-        )
-    })
-    .await;
+    let (key, server) = pinned_server().await;
     let mut admin = server.admin();
 
     let status = admin
@@ -258,16 +264,7 @@ async fn a_malformed_pinned_key_stops_the_start_with_its_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn administrators_pause_resume_configure_and_roll_back_the_rollout_with_clear_refusals() {
-    let key = SigningKey::generate().expect("key");
-    let public = key.public_key().to_string();
-    let server = TestServer::start_with(None, |cfg| {
-        set(
-            cfg,
-            "release",
-            serde_json::json!({ "public_keys": [public] }),
-        )
-    })
-    .await;
+    let (key, server) = pinned_server().await;
     let mut admin = server.admin();
     let rollout = |s: pb::ReleaseStatusResponse| s.rollout.expect("rollout");
     let status = admin
