@@ -112,12 +112,13 @@ impl Updater {
     /// Checks until `stop`.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut waiting = String::new();
+        let mut refused = LastRefusal::default();
         loop {
             tokio::select! {
                 () = crate::stopped(&mut stop) => return,
                 () = tokio::time::sleep(self.settings.check_interval) => {}
             }
-            if let Some(reason) = self.check().await
+            if let Some(reason) = self.check(&mut refused).await
                 && reason != waiting
             {
                 tracing::info!(reason = %reason, "software update waits");
@@ -127,7 +128,7 @@ impl Updater {
     }
 
     /// One check; the reason when the node waits.
-    async fn check(&self) -> Option<String> {
+    async fn check(&self, refused: &mut LastRefusal) -> Option<String> {
         let mut client = self.client().await?;
         let installed = self.installed_revision();
         let offer = client
@@ -139,6 +140,7 @@ impl Updater {
             .ok()?
             .into_inner();
         if offer.revision == 0 || offer.revision == installed {
+            refused.clear();
             return None;
         }
         // Verified with this node's own keys before anything else happens. An older revision
@@ -154,11 +156,17 @@ impl Updater {
         let signed = match verified {
             Ok(s) => s,
             Err(e) => {
-                let mut r = Report::new(self, installed, offer.revision);
-                r.fail(&mut client, "verify", &e.to_string(), true).await;
-                return Some(format!("revision {} refused: {e}", offer.revision));
+                let error = e.to_string();
+                if !refused.is(offer.revision, &offer.manifest, &error) {
+                    let mut r = Report::new(self, installed, offer.revision);
+                    if r.fail(&mut client, "verify", &error, true).await {
+                        refused.remember(offer.revision, &offer.manifest, &error);
+                    }
+                }
+                return Some(format!("revision {} refused: {error}", offer.revision));
             }
         };
+        refused.clear();
         let slot = client
             .get_release(pb::GetReleaseRequest {
                 installed_revision: installed,
@@ -461,12 +469,12 @@ impl<'a> Report<'a> {
         step: &str,
         error: &str,
         release_slot: bool,
-    ) {
+    ) -> bool {
         tracing::error!(step, error, "software update failed");
         self.state = "failed";
         self.error = error.to_owned();
         self.send(client, step, &format!("failed: {error}"), release_slot)
-            .await;
+            .await
     }
 
     async fn send(
@@ -475,7 +483,7 @@ impl<'a> Report<'a> {
         step: &str,
         detail: &str,
         release_slot: bool,
-    ) {
+    ) -> bool {
         let revision = if self.target != 0 {
             self.target
         } else {
@@ -500,12 +508,59 @@ impl<'a> Report<'a> {
             let mut call = tonic::Request::new(req.clone());
             call.set_timeout(CALL_TIMEOUT);
             if client.report_release(call).await.is_ok() {
-                return;
+                return true;
             }
             if let Some(c) = self.updater.client().await {
                 *client = c;
             }
         }
         tracing::warn!(step, "no server took the update report");
+        false
+    }
+}
+
+/// The offer this node last refused, once a server took the report of it. The same offer
+/// refused for the same reason is not reported again at every check: for as long as the offer
+/// stands, each node would add a line to its `update.log` and to the network's release log
+/// every `check_interval` (8,640 a day at the default). A report no server took is sent again
+/// at the next check; another offer, another reason, or an offer taken, ends the silence.
+#[derive(Debug, Default)]
+struct LastRefusal(Option<(u64, String, String)>);
+
+impl LastRefusal {
+    /// Whether this refusal was reported already.
+    fn is(&self, revision: u64, manifest: &str, error: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|(r, m, e)| *r == revision && m == manifest && e == error)
+    }
+
+    fn remember(&mut self, revision: u64, manifest: &str, error: &str) {
+        self.0 = Some((revision, manifest.to_owned(), error.to_owned()));
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastRefusal;
+
+    #[test]
+    fn a_refusal_is_reported_once_until_the_offer_or_its_reason_changes() {
+        let mut refused = LastRefusal::default();
+        assert!(!refused.is(2, "manifest-2", "signed by no pinned key"));
+        refused.remember(2, "manifest-2", "signed by no pinned key");
+        assert!(refused.is(2, "manifest-2", "signed by no pinned key"));
+        // The same revision offered with another manifest, for another reason, or another
+        // revision: reported.
+        assert!(!refused.is(2, "manifest-2b", "signed by no pinned key"));
+        assert!(!refused.is(2, "manifest-2", "expired"));
+        assert!(!refused.is(3, "manifest-2", "signed by no pinned key"));
+        // Once an offer is taken (or none stands), the same refusal later is news again.
+        refused.clear();
+        assert!(!refused.is(2, "manifest-2", "signed by no pinned key"));
     }
 }
