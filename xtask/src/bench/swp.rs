@@ -145,20 +145,14 @@ pub fn run(args: SwpArgs) -> anyhow::Result<()> {
     // measured window begins, so it counts the window's work only (not the set-up or the
     // warm-up).
     let progress = child.stderr.take().context("ums-swp-load's stderr")?;
-    let cpu_at_start = std::thread::scope(|scope| {
-        let reader = scope.spawn(|| {
-            let mut at_start = None;
-            for line in std::io::BufRead::lines(std::io::BufReader::new(progress)) {
-                let Ok(line) = line else { break };
-                if line.starts_with("measuring") {
-                    at_start = server.cpu_seconds();
-                }
-                eprintln!("{line}");
-            }
-            at_start
-        });
-        reader.join().unwrap_or(None)
-    });
+    let mut cpu_at_start = None;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(progress)) {
+        let Ok(line) = line else { break };
+        if line.starts_with("measuring") {
+            cpu_at_start = server.cpu_seconds();
+        }
+        eprintln!("{line}");
+    }
     let out = child.wait_with_output().context("run ums-swp-load")?;
     let cpu_at_end = server.cpu_seconds();
     if !out.status.success() {
